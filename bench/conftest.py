@@ -1,0 +1,76 @@
+"""pytest wiring of the benchmark: options, the case matrix, the result file and its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases import build_cases
+from bench.devices import device_count, resolve_device_type
+from bench.options import add_options, options_from_config
+from bench.session import BenchSession
+
+SESSION_KEY = pytest.StashKey[BenchSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        options = options_from_config(config)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    # Per-round data is what reports and regression checks are built on: always keep it.
+    config.option.benchmark_save_data = True
+    config.stash[SESSION_KEY] = BenchSession(config, options)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[SESSION_KEY]
+    options = session.options
+    device_type = resolve_device_type(options.device)
+    cases = build_cases(options, device_type, device_count(device_type))
+    metafunc.parametrize("case", cases, ids=[case.case_id for case in cases])
+
+
+@pytest.fixture
+def bench_options(request):
+    return request.config.stash[SESSION_KEY].options
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    session = item.config.stash.get(SESSION_KEY, None)
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+    if session is not None and case is not None:
+        session.on_report(case, outcome.get_result())
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        output_json["gpusizer"] = session.summary_section()
+
+
+def pytest_benchmark_update_machine_info(config, machine_info) -> None:
+    from bench.inventory import machine_inventory  # late: may probe CUDA and NVML
+
+    machine_info["gpusizer"] = machine_inventory()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
+    bench_session = session.config.stash.get(SESSION_KEY, None)
+    if bench_session is not None:
+        bench_session.finish()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.print_summary(terminalreporter)

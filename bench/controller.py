@@ -1,0 +1,83 @@
+"""Drives one case: skip check, launch, warm-up, the timed rounds, the record. Strategy-agnostic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.cases import BenchCase
+from bench.devices import cuda_unavailable_reason, device_count, device_name
+from bench.launch import LAUNCHERS, WorkerGroup
+from bench.options import BenchOptions
+from bench.peak import matmul_peak_flops_per_s
+from bench.record import build_record, slowest_rank_per_round
+from bench.strategies import REGISTRY
+from bench.telemetry import Sampler
+from reference_model import unsupported_reason
+
+
+def skip_reason(case: BenchCase) -> str | None:
+    """Why this machine cannot run the case, saying how to get what is missing; None when it can."""
+    if case.device_type == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason:
+            return reason
+    available = device_count(case.device_type)
+    if case.world_size > available:
+        unit = "GPUs" if case.device_type == "cuda" else "CPU cores (one worker process each)"
+        return f"world size {case.world_size} needs {case.world_size} {unit}; this machine has {available}"
+    reason = REGISTRY[case.strategy].unavailable_reason(case.device_type, case.world_size, case.precision)
+    if reason:
+        return reason
+    return unsupported_reason(case.precision, case.device_type)
+
+
+@dataclass
+class RoundDriver:
+    """The function pytest-benchmark times: one call = one round of K steps on every rank."""
+
+    group: WorkerGroup
+    steps: int
+    rank_times_s: list[list[float]] = field(default_factory=list)
+
+    def __call__(self) -> None:
+        self.rank_times_s.append(self.group.run_round(self.steps))
+
+
+def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
+    """Run the case under ``benchmark`` and return its record (also stored in extra_info)."""
+    peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+    # Measured before launch, outside the rounds, once per session.
+    peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
+    launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
+    group = launcher(case, launch_timeout_s=options.launch_timeout_s, round_timeout_s=options.round_timeout_s)
+    try:
+        driver = RoundDriver(group, case.steps_per_round)
+        # Warm-up runs here rather than through pedantic's warmup_rounds so the sampler covers
+        # the measured rounds only; pytest-benchmark never sees the warm-up calls.
+        for _ in range(case.warmup_rounds):
+            driver()
+        driver.rank_times_s.clear()
+        sampler = Sampler(case.device_type, list(range(case.world_size)))
+        with sampler:
+            benchmark.pedantic(driver, rounds=case.rounds, warmup_rounds=0, iterations=1)
+        peak_memory = group.peak_memory_bytes()
+        record = build_record(
+            case,
+            controller_round_times_s=list(benchmark.stats.stats.data),
+            worker_round_times_s=slowest_rank_per_round(driver.rank_times_s),
+            device_name=device_name(case.device_type),
+            threads_per_rank=group.threads_per_rank,
+            peak_flops_per_s=peak_flops_per_s,
+            launch_s=group.launch_s,
+            peak_memory_bytes=peak_memory,
+            telemetry=sampler.summary(
+                samples_trained=case.global_batch_size * case.steps_per_round * case.rounds,
+                peak_memory_bytes=peak_memory,
+            ),
+        )
+    finally:
+        group.close()
+    benchmark.extra_info.update(record)
+    return record

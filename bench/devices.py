@@ -1,0 +1,70 @@
+"""Which compute device a run uses and how many of it there are. Probed cheaply, CUDA imported late."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device_type(requested: str) -> str:
+    """``auto`` means cuda when a CUDA device is visible, else cpu."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def cuda_unavailable_reason() -> str | None:
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU build; install a CUDA build of torch to benchmark GPUs"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible (check the NVIDIA driver and CUDA_VISIBLE_DEVICES)"
+    return None
+
+
+def device_count(device_type: str) -> int:
+    """GPUs for cuda; for cpu, the number of worker processes the cores allow (one core each at least)."""
+    if device_type == "cuda":
+        return torch.cuda.device_count()
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_rank(device_type: str, world_size: int) -> int:
+    """CPU cores split evenly between the ranks; a GPU rank keeps torch's default thread count."""
+    if device_type == "cpu":
+        return max(1, usable_cores() // world_size)
+    return torch.get_num_threads()
+
+
+@functools.cache
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device_type: str, index: int = 0) -> str:
+    if device_type == "cuda":
+        return torch.cuda.get_device_name(index)
+    return cpu_model_name()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,30 @@
+"""What a launcher gives the controller: a group of ranks that run rounds on command."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bench.cases import BenchCase
+
+
+class WorkerGroup(Protocol):
+    """Ranks started once per case. ``launch_s`` is measured by the launcher, outside any round."""
+
+    launch_s: float
+    threads_per_rank: int
+
+    def run_round(self, steps: int) -> list[float]:
+        """Every rank runs ``steps`` steps; returns each rank's own seconds, in rank order."""
+
+    def peak_memory_bytes(self) -> int:
+        """Max over ranks."""
+
+    def parameters(self) -> list:
+        """Rank 0's full parameters as CPU tensors (for the correctness check)."""
+
+    def close(self) -> None:
+        """Stop every rank and reap its process; safe to call twice."""
+
+
+class Launcher(Protocol):
+    def __call__(self, case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> WorkerGroup: ...

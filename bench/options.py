@@ -1,0 +1,203 @@
+"""The command-line options of ``pytest bench/``: declared once, parsed into one validated value.
+
+Each option is declared with its allowed values and default so that ``pytest bench/ --help``,
+the validation message and the README say the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from bench.devices import DEVICE_CHOICES
+from reference_model import PRECISIONS, PRESETS
+
+SCALING_CHOICES = ("weak", "strong")
+AUTO = "auto"
+
+# Defaults chosen per device type so a plain `pytest bench/` is useful everywhere and quick on a CPU.
+DEFAULT_PRESETS = {"cpu": ("small",), "cuda": ("small", "medium", "large")}
+DEFAULT_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "bf16")}
+DEFAULT_MAX_CPU_WORLD_SIZE = 2
+DEFAULT_BATCH_SIZE = 256  # per device
+DEFAULT_STEPS_PER_ROUND = 10
+DEFAULT_ROUNDS = 10
+DEFAULT_WARMUP_ROUNDS = 2
+
+# --quick: the smallest run that still exercises every strategy end to end.
+QUICK = {"presets": ("tiny",), "batch_size": 64, "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1}
+
+
+def _strategy_names() -> tuple[str, ...]:
+    from bench.strategies import REGISTRY  # late: the registry imports strategy modules
+
+    return tuple(REGISTRY)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What the user asked for, validated; ``auto`` values resolved by ``resolve``."""
+
+    strategies: tuple[str, ...]
+    world_sizes: tuple[int, ...] | None  # None: powers of two up to the devices available
+    presets: tuple[str, ...] | None  # None: the device type's default
+    precisions: tuple[str, ...] | None
+    batch_size: int  # per device
+    steps_per_round: int
+    rounds: int
+    warmup_rounds: int
+    device: str
+    scaling: str
+    quick: bool
+    verify: bool
+    seed: int
+    results_dir: str
+    launch_timeout_s: float
+    round_timeout_s: float
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        allowed_strategies = _strategy_names()
+        _check_members("--strategies", self.strategies, allowed_strategies)
+        _check_members("--presets", self.presets or (), tuple(PRESETS))
+        _check_members("--precisions", self.precisions or (), PRECISIONS)
+        _check_member("--device", self.device, DEVICE_CHOICES)
+        _check_member("--scaling", self.scaling, SCALING_CHOICES)
+        for name in ("batch_size", "steps_per_round", "rounds"):
+            _check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        for size in self.world_sizes or ():
+            _check_positive("--world-sizes", size)
+        if self.warmup_rounds < 0:
+            raise ValueError(f"--warmup-rounds: {self.warmup_rounds!r} is negative; allowed: an integer >= 0")
+        for name in ("launch_timeout_s", "round_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)!r}; allowed: a number > 0")
+
+    def resolved_presets(self, device_type: str) -> tuple[str, ...]:
+        if self.presets:
+            return self.presets
+        return QUICK["presets"] if self.quick else DEFAULT_PRESETS[device_type]
+
+    def resolved_precisions(self, device_type: str) -> tuple[str, ...]:
+        return self.precisions or DEFAULT_PRECISIONS[device_type]
+
+    def resolved_world_sizes(self, device_type: str, available: int) -> tuple[int, ...]:
+        """Explicit sizes as given (too-large ones are skipped later, with the reason); else 1, 2, 4 ...
+        up to the devices available (on CPU up to 2 worker processes)."""
+        if self.world_sizes:
+            return self.world_sizes
+        limit = available if device_type == "cuda" else min(available, DEFAULT_MAX_CPU_WORLD_SIZE)
+        sizes, size = [], 1
+        while size <= max(limit, 1):
+            sizes.append(size)
+            size *= 2
+        return tuple(sizes)
+
+
+def _check_member(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{option}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_members(option: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    for value in values:
+        _check_member(option, value, allowed)
+
+
+def _check_positive(option: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{option}: {value!r} is not a positive integer; allowed: an integer >= 1")
+
+
+def _split(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None or raw.strip() in ("", AUTO):
+        return None
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _to_int(option: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option}: {raw!r} is not a positive integer; allowed: an integer >= 1") from None
+
+
+def _to_float(option: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option}: {raw!r} is not a number; allowed: a number > 0") from None
+
+
+# (option, dest, default, help). Defaults are strings, parsed like user input.
+OPTION_TABLE = (
+    ("--strategies", "gs_strategies", AUTO,
+     "comma-separated strategies; allowed: single, dp, ddp, horovod, fsdp; default: all (unavailable ones are skipped with the reason)"),
+    ("--world-sizes", "gs_world_sizes", AUTO,
+     "comma-separated device counts (GPUs, or worker processes on CPU); default: 1,2,4,... up to the visible GPUs (CPU: up to 2)"),
+    ("--presets", "gs_presets", AUTO,
+     f"comma-separated model sizes; allowed: {', '.join(PRESETS)}; default: small on CPU, small,medium,large on GPU (tiny with --quick)"),
+    ("--precisions", "gs_precisions", AUTO,
+     f"comma-separated precisions; allowed: {', '.join(PRECISIONS)}; default: fp32 on CPU, fp32,bf16 on GPU"),
+    ("--batch-size", "gs_batch_size", AUTO,
+     f"samples per device per step (integer >= 1); default: {DEFAULT_BATCH_SIZE} ({QUICK['batch_size']} with --quick)"),
+    ("--steps-per-round", "gs_steps_per_round", AUTO,
+     f"training steps K in one timed round (integer >= 1); default: {DEFAULT_STEPS_PER_ROUND} ({QUICK['steps_per_round']} with --quick)"),
+    ("--rounds", "gs_rounds", AUTO,
+     f"measured rounds R per case (integer >= 1); default: {DEFAULT_ROUNDS} ({QUICK['rounds']} with --quick)"),
+    ("--warmup-rounds", "gs_warmup_rounds", AUTO,
+     f"unmeasured rounds W before them (integer >= 0); default: {DEFAULT_WARMUP_ROUNDS} ({QUICK['warmup_rounds']} with --quick)"),
+    ("--device", "gs_device", AUTO, "allowed: auto, cpu, cuda; default: auto (cuda when a GPU is visible)"),
+    ("--scaling", "gs_scaling", "weak",
+     "allowed: weak (per-device batch fixed), strong (global batch = --batch-size x smallest world size, fixed); default: weak"),
+    ("--seed", "gs_seed", "0", "seed of the initial weights and the synthetic data; default: 0"),
+    ("--results-dir", "gs_results_dir", "results",
+     "folder for the result file <UTC time>_<host>.json (ignored with --benchmark-json); default: results"),
+    ("--launch-timeout-s", "gs_launch_timeout_s", "120",
+     "seconds the workers of one case may take to start; default: 120"),
+    ("--round-timeout-s", "gs_round_timeout_s", "600",
+     "seconds one round may take before the case fails; default: 600"),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gpusizer", "gpusizer benchmark matrix")
+    for option, dest, default, help_text in OPTION_TABLE:
+        group.addoption(option, dest=dest, default=default, metavar="VALUE", help=help_text)
+    group.addoption("--quick", dest="gs_quick", action="store_true",
+                    help="smoke run: preset tiny, batch 64, 5 steps x 3 rounds (each still overridable)")
+    group.addoption("--verify", dest="gs_verify", action="store_true",
+                    help="before measuring, check each strategy reaches the same weights as single (fp32)")
+
+
+def options_from_config(config: pytest.Config) -> BenchOptions:
+    """Parse and validate; a bad value raises ValueError naming the option, the value and what is allowed."""
+    get = config.getoption
+    quick = bool(get("gs_quick"))
+
+    def int_or(dest: str, option: str, default: int) -> int:
+        raw = get(dest)
+        return default if raw == AUTO else _to_int(option, raw)
+
+    world_sizes = _split(get("gs_world_sizes"))
+    return BenchOptions(
+        strategies=_split(get("gs_strategies")) or _strategy_names(),
+        world_sizes=tuple(_to_int("--world-sizes", w) for w in world_sizes) if world_sizes else None,
+        presets=_split(get("gs_presets")),
+        precisions=_split(get("gs_precisions")),
+        batch_size=int_or("gs_batch_size", "--batch-size", QUICK["batch_size"] if quick else DEFAULT_BATCH_SIZE),
+        steps_per_round=int_or("gs_steps_per_round", "--steps-per-round",
+                               QUICK["steps_per_round"] if quick else DEFAULT_STEPS_PER_ROUND),
+        rounds=int_or("gs_rounds", "--rounds", QUICK["rounds"] if quick else DEFAULT_ROUNDS),
+        warmup_rounds=int_or("gs_warmup_rounds", "--warmup-rounds",
+                             QUICK["warmup_rounds"] if quick else DEFAULT_WARMUP_ROUNDS),
+        device=get("gs_device"),
+        scaling=get("gs_scaling"),
+        quick=quick,
+        verify=bool(get("gs_verify")),
+        seed=_to_int("--seed", get("gs_seed")),
+        results_dir=get("gs_results_dir"),
+        launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),
+        round_timeout_s=_to_float("--round-timeout-s", get("gs_round_timeout_s")),
+    )

@@ -1,0 +1,54 @@
+"""The physical limit for MFU: the best dense-matmul FLOP/s this device reaches at a precision.
+
+Measured once per (device, precision, threads) per session and cached, outside any timed round.
+A sweep of large square shapes is used because no training step can run a matmul faster than
+the best of those on the same device; MFU = achieved / this stays <= 1 (a breach is flagged).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench.devices import synchronize
+from reference_model import Precision
+
+# Square sizes: big enough to saturate the units, small enough to finish in seconds.
+SWEEP_SIZES = {"cpu": (1024, 2048, 3072), "cuda": (4096, 8192, 16384)}
+REPEATS = 3
+MIN_MEASURE_S = 0.2  # per shape, so CPU timer noise stays small
+
+_CACHE: dict[tuple, float] = {}
+
+
+def matmul_peak_flops_per_s(device: torch.device, precision: str) -> float:
+    key = (str(device), precision, torch.get_num_threads())
+    if key not in _CACHE:
+        _CACHE[key] = _measure(device, precision)
+    return _CACHE[key]
+
+
+def _measure(device: torch.device, precision: str) -> float:
+    mode = Precision(precision, device.type)
+    dtype = mode.autocast_dtype or torch.float32
+    best = 0.0
+    with mode.matmul_mode():
+        for size in SWEEP_SIZES[device.type]:
+            a = torch.randn(size, size, device=device, dtype=dtype)
+            b = torch.randn(size, size, device=device, dtype=dtype)
+            torch.mm(a, b)  # warm-up: kernel selection, allocation
+            synchronize(device)
+            flops = 2.0 * size**3
+            for _ in range(REPEATS):
+                count, began = 0, time.perf_counter()
+                while True:
+                    torch.mm(a, b)
+                    count += 1
+                    synchronize(device)
+                    elapsed = time.perf_counter() - began
+                    if elapsed >= MIN_MEASURE_S:
+                        break
+                best = max(best, flops * count / elapsed)
+            del a, b
+    return best

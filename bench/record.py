@@ -1,0 +1,77 @@
+"""The result record written into each benchmark's ``extra_info``: raw facts, names with units.
+
+docs/record.md is the contract with reports/. Bump SCHEMA_VERSION on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.cases import BenchCase
+from bench.strategies import REGISTRY
+
+SCHEMA_VERSION = 1
+
+# The controller's and the workers' medians should agree; beyond this the case is flagged.
+TIMING_GAP_LIMIT = 0.03
+
+
+def slowest_rank_per_round(rank_times_s: list[list[float]]) -> list[float]:
+    """Per round, the slowest rank's own time: the round is not over until every rank is."""
+    return [max(times) for times in rank_times_s]
+
+
+def timing_gap_fraction(controller_s: list[float], worker_s: list[float]) -> float:
+    worker_median = statistics.median(worker_s)
+    return abs(statistics.median(controller_s) - worker_median) / worker_median
+
+
+def build_record(
+    case: BenchCase,
+    *,
+    controller_round_times_s: list[float],
+    worker_round_times_s: list[float],
+    device_name: str,
+    threads_per_rank: int,
+    peak_flops_per_s: float,
+    launch_s: float,
+    peak_memory_bytes: int,
+    telemetry: dict,
+    extra_flags: list[str] = (),
+) -> dict:
+    strategy = REGISTRY[case.strategy]
+    config = case.model_config
+    samples_per_s = case.global_batch_size * case.steps_per_round / statistics.median(controller_round_times_s)
+    gap = timing_gap_fraction(controller_round_times_s, worker_round_times_s)
+    compute_devices = case.world_size if case.device_type == "cuda" else 1
+    flags = list(extra_flags)
+    if gap > TIMING_GAP_LIMIT:
+        flags.append("timing_gap")
+    if samples_per_s * config.flops_per_sample > peak_flops_per_s * compute_devices:
+        flags.append("mfu_above_peak")
+    if strategy.baseline_only:
+        flags.append("baseline_only")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **case.identity(),
+        "baseline_only": strategy.baseline_only,
+        "launcher": strategy.launcher,
+        "device_name": device_name,
+        "threads_per_rank": threads_per_rank,
+        "model_config": config.as_dict(),
+        "num_params": config.num_params,
+        "flops_per_sample": config.flops_per_sample,
+        "steps_per_round": case.steps_per_round,
+        "warmup_rounds": case.warmup_rounds,
+        "rounds": case.rounds,
+        "round_times_s": list(worker_round_times_s),
+        "samples_per_s": samples_per_s,
+        "timing_gap_fraction": gap,
+        "peak_flops_per_s": peak_flops_per_s,
+        "compute_devices": compute_devices,
+        "launch_s": launch_s,
+        "peak_memory_bytes": peak_memory_bytes,
+        "telemetry": telemetry,
+        "flags": sorted(set(flags)),
+        "skipped_reason": None,
+    }

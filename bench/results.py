@@ -1,0 +1,64 @@
+"""The result file: claimed without ever replacing an existing file, rewritten atomically after each case."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def default_result_name(now: datetime | None = None, host: str | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    host = host or socket.gethostname()
+    safe_host = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in host) or "host"
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}_{safe_host}.json"
+
+
+def _json_default(value):
+    """Objects pytest puts in a benchmark's params (a BenchCase) are written as their identity."""
+    identity = getattr(value, "identity", None)
+    return identity() if callable(identity) else repr(value)
+
+
+class ResultFile:
+    """A result file this run owns. The name is claimed with O_EXCL, so an existing file (from
+    another run, or a concurrent one) is never touched: a taken name gets a -1, -2 ... suffix."""
+
+    def __init__(self, directory: str | os.PathLike, name: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.name = name or default_result_name()
+        self.path: Path | None = None
+
+    def claim(self) -> Path:
+        if self.path is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            stem, suffix = os.path.splitext(self.name)
+            attempt = 0
+            while True:
+                candidate = self.directory / (f"{stem}-{attempt}{suffix}" if attempt else self.name)
+                try:
+                    os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                except FileExistsError:
+                    attempt += 1
+                    continue
+                self.path = candidate
+                break
+        return self.path
+
+    def write(self, payload: dict) -> Path:
+        """Replace this run's file with ``payload`` in one step: a reader never sees half a file."""
+        path = self.claim()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle, indent=2, ensure_ascii=True, default=_json_default)
+                handle.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path

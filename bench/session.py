@@ -1,0 +1,100 @@
+"""One run of ``pytest bench/``: what happened to each case, and the result file that says so."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases import BenchCase
+from bench.options import BenchOptions
+from bench.record import SCHEMA_VERSION
+from bench.results import ResultFile
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def report_reason(report: pytest.TestReport) -> str:
+    """The one-line why of a skip or a failure."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # skip: (path, line, "Skipped: why")
+        return _one_line(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return _one_line(crash.message)
+    return _one_line(str(longrepr))
+
+
+class BenchSession:
+    def __init__(self, config: pytest.Config, options: BenchOptions) -> None:
+        self.config = config
+        self.options = options
+        self.cases: dict[str, dict] = {}
+        self._machine_info = None
+        self._commit_info = None
+        self.result_file = ResultFile(options.results_dir)
+        self.complete = False
+
+    # -- case outcomes ---------------------------------------------------------------------
+
+    def on_report(self, case: BenchCase, report: pytest.TestReport) -> None:
+        entry = self.cases.setdefault(case.case_id, {**case.identity(), "status": "passed", "reason": None})
+        if report.skipped:
+            entry.update(status="skipped", reason=report_reason(report))
+        elif report.failed:
+            phase = "" if report.when == "call" else f" (in {report.when})"
+            entry.update(status="failed", reason=report_reason(report) + phase)
+        if report.when == "teardown":
+            self.write()
+
+    def summary_section(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "complete": self.complete, "cases": list(self.cases.values())}
+
+    # -- the result file -------------------------------------------------------------------
+
+    @property
+    def writes_own_file(self) -> bool:
+        # --benchmark-json: pytest-benchmark writes that file itself; --collect-only runs nothing.
+        return not (self.config.getoption("benchmark_json") or self.config.option.collectonly)
+
+    def payload(self) -> dict:
+        hook, benchmark_session = self.config.hook, self.config._benchmarksession
+        if self._machine_info is None:
+            self._machine_info = benchmark_session.get_machine_info()
+            self._commit_info = hook.pytest_benchmark_generate_commit_info(config=self.config)
+        payload = hook.pytest_benchmark_generate_json(
+            config=self.config,
+            benchmarks=benchmark_session.benchmarks,
+            include_data=True,
+            machine_info=self._machine_info,
+            commit_info=self._commit_info,
+        )
+        hook.pytest_benchmark_update_json(config=self.config, benchmarks=benchmark_session.benchmarks,
+                                          output_json=payload)
+        return payload
+
+    def write(self) -> None:
+        if self.writes_own_file:
+            self.result_file.write(self.payload())
+
+    def finish(self) -> None:
+        self.complete = True
+        if self.cases or self.result_file.path is not None:
+            self.write()
+
+    def print_summary(self, terminal) -> None:
+        counts: dict[str, int] = {}
+        for entry in self.cases.values():
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        if not self.cases:
+            return
+        terminal.section("gpusizer")
+        for entry in self.cases.values():
+            if entry["status"] != "passed":
+                terminal.write_line(f"{entry['case_id']}: {entry['status']}: {entry['reason']}")
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        if self.result_file.path is not None:
+            terminal.write_line(f"gpusizer: {summary}; result file: {self.result_file.path}")
+        else:
+            terminal.write_line(f"gpusizer: {summary}; result file: {self.config.getoption('benchmark_json').name}")

@@ -1,0 +1,60 @@
+"""The protocol every parallel strategy implements. One small class per strategy, no branching elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from reference_model import TrainState
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """Where one rank runs: its place in the world and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Strategy:
+    """A way to train the reference model on ``world_size`` devices.
+
+    Subclasses set the class attributes and override what differs. Methods named ``rank_*`` and
+    ``setup``/``wrap``/``teardown`` run inside each rank's process; ``unavailable_reason`` runs in
+    the pytest process and must stay cheap (no process groups, no CUDA context).
+    """
+
+    name: ClassVar[str]
+    launcher: ClassVar[str] = "inprocess"  # key of bench.launch.LAUNCHERS
+    multi_device: ClassVar[bool] = True  # False: world size 1 only
+    baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
+    processes_per_case: ClassVar[str] = "one per rank"
+
+    def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
+        """Why this strategy cannot run that case here (with how to fix it), or None."""
+        return None
+
+    def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
+        """Samples each process feeds its model per step."""
+        return per_device_batch_size
+
+    def rank_device(self, device_type: str, local_rank: int) -> torch.device:
+        return torch.device(device_type, local_rank) if device_type == "cuda" else torch.device("cpu")
+
+    def setup(self, ctx: RankContext) -> None:
+        """Before the model is built: join the process group, pin the device."""
+
+    def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
+        """Wrap model and optimizer for this strategy; the plain state is the single-device case."""
+        return state
+
+    def teardown(self, ctx: RankContext) -> None:
+        """After the last round: leave the process group cleanly."""

@@ -1,0 +1,83 @@
+"""One rank's training loop: builds the wrapped model and its data once, then runs timed rounds.
+
+Used in-process for ``single`` and ``dp`` and inside every launched worker process for the
+distributed strategies, so all of them time exactly the same loop.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import torch
+
+from bench.cases import BenchCase
+from bench.devices import synchronize, threads_per_rank
+from bench.strategies import REGISTRY, RankContext
+from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, train_step
+
+
+class TrainingWorker:
+    def __init__(self, case: BenchCase, rank: int = 0, local_rank: int = 0) -> None:
+        self.case = case
+        self.strategy = REGISTRY[case.strategy]
+        self.threads = threads_per_rank(case.device_type, case.world_size)
+        if case.device_type == "cpu":
+            torch.set_num_threads(self.threads)
+        device = self.strategy.rank_device(case.device_type, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        self.ctx = RankContext(rank=rank, local_rank=local_rank, world_size=case.world_size, device=device)
+        self.strategy.setup(self.ctx)
+        self.precision = Precision(case.precision, case.device_type)
+        self._matmul_mode = self.precision.matmul_mode()
+        self._matmul_mode.__enter__()
+        model = build_model(case.model_config, seed=case.seed, device=device)
+        state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
+        self.state = self.strategy.wrap(state, self.ctx)
+        batch = self.strategy.process_batch_size(case.per_device_batch_size, case.world_size)
+        self.batches = make_batches(case.model_config, batch, seed=case.seed, rank=rank, device=device)
+        self.steps_done = 0
+
+    def run_round(self, steps: int) -> float:
+        """Run ``steps`` training steps and return this rank's own seconds for them, device-synchronised."""
+        device = self.ctx.device
+        batches, count = self.batches, len(self.batches)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(steps):
+                train_step(self.state, *batches[self.steps_done % count])
+                self.steps_done += 1
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        synchronize(device)
+        began = time.perf_counter()
+        for _ in range(steps):
+            train_step(self.state, *batches[self.steps_done % count])
+            self.steps_done += 1
+        return time.perf_counter() - began
+
+    def peak_memory_bytes(self) -> int:
+        if self.ctx.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.ctx.device))
+        return peak_rss_bytes()
+
+    def parameters_snapshot(self) -> list[torch.Tensor]:
+        """The full (unsharded) parameters on the CPU, for the correctness check."""
+        return [p.detach().float().cpu().clone() for p in self.state.model.parameters()]
+
+    def close(self) -> None:
+        self.strategy.teardown(self.ctx)
+        self._matmul_mode.__exit__(None, None, None)
+        self.state = None
+        self.batches = None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
