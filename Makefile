@@ -1,0 +1,39 @@
+# gpusizer: `make bench` measures this machine and builds the report; `make test` runs the test suite.
+PYTHON     ?= python3
+VENV       ?= .venv
+VPY        := $(VENV)/bin/python
+# Installed only when the environment has no torch at all: a preinstalled (e.g. CUDA) torch is kept.
+TORCH_SPEC ?= torch==2.13.0
+BENCH_ARGS ?=
+REPORT_DIR ?= reports-out
+RESULTS_DIR ?= results
+
+.PHONY: setup bench report test horovod clean
+
+setup: $(VENV)/.installed
+
+# --system-site-packages: a cloud image's CUDA torch in the system Python stays usable.
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install "$(TORCH_SPEC)"
+	$(VPY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+bench: setup
+	@status=0; $(VPY) -m pytest bench/ --results-dir $(RESULTS_DIR) $(BENCH_ARGS) || status=$$?; \
+	latest=$$(ls -t $(RESULTS_DIR)/*.json 2>/dev/null | head -n 1); \
+	if [ -n "$$latest" ]; then \
+	  $(VPY) -m reports report "$$latest" -o $(REPORT_DIR)/$$(basename "$$latest" .json).html || status=$$?; \
+	fi; exit $$status
+
+report: setup
+	$(VPY) -m reports report $(RESULTS_DIR) -o $(REPORT_DIR)/all-results.html
+
+horovod: setup
+	PYTHON=$(VPY) bash scripts/install-horovod.sh
+
+test: setup horovod
+	$(VPY) -m pytest tests/
+
+clean:
+	rm -rf $(VENV) build *.egg-info
