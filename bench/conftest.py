@@ -55,6 +55,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         output_json["gpusizer"] = session.summary_section()
+    # Ceilings (matmul peaks, all-reduce bandwidth) are measured as cases run, after machine_info
+    # was first taken: refresh them on every write.
+    from bench.inventory import ceilings
+
+    output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"] = ceilings()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.bandwidth import allreduce_ceiling
 from bench.cases import BenchCase
 from bench.devices import cuda_unavailable_reason, device_count, device_name
 from bench.launch import LAUNCHERS, WorkerGroup
@@ -13,7 +14,7 @@ from bench.options import BenchOptions
 from bench.peak import matmul_peak_flops_per_s
 from bench.record import build_record, slowest_rank_per_round
 from bench.strategies import REGISTRY
-from bench.telemetry import Sampler
+from bench.telemetry import Sampler, telemetry_flags
 from reference_model import unsupported_reason
 
 
@@ -50,6 +51,9 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
     peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
     # Measured before launch, outside the rounds, once per session.
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
+    if case.world_size > 1:
+        # The communication ceiling between these devices; stored with the machine, not the case.
+        allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.launch_timeout_s)
     launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
     group = launcher(case, launch_timeout_s=options.launch_timeout_s, round_timeout_s=options.round_timeout_s)
     try:
@@ -59,10 +63,12 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         for _ in range(case.warmup_rounds):
             driver()
         driver.rank_times_s.clear()
-        sampler = Sampler(case.device_type, list(range(case.world_size)))
+        # The ranks are children of this process; a launcher may also name their pids.
+        sampler = Sampler(case.device_type, list(range(case.world_size)), pids=tuple(getattr(group, "pids", ())))
         with sampler:
             benchmark.pedantic(driver, rounds=case.rounds, warmup_rounds=0, iterations=1)
         peak_memory = group.peak_memory_bytes()
+        telemetry = sampler.summary(samples_trained=case.global_batch_size * case.steps_per_round * case.rounds)
         record = build_record(
             case,
             controller_round_times_s=list(benchmark.stats.stats.data),
@@ -72,10 +78,8 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             peak_flops_per_s=peak_flops_per_s,
             launch_s=group.launch_s,
             peak_memory_bytes=peak_memory,
-            telemetry=sampler.summary(
-                samples_trained=case.global_batch_size * case.steps_per_round * case.rounds,
-                peak_memory_bytes=peak_memory,
-            ),
+            telemetry=telemetry,
+            extra_flags=telemetry_flags(telemetry),
         )
     finally:
         group.close()
