@@ -1,0 +1,410 @@
+"""Words and files: the one place numbers are rounded and strings from result files are escaped.
+
+Writes one self-contained HTML page (plotly.js embedded once, every chart a div that uses it), a
+Markdown summary for a CI log or a pull-request comment, and a CSV of the setups table.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from reports.figures import Chart
+from reports.recommend import Finding, Pick, Recommendation
+
+# How each warning reads, most decision-changing first. {subject} and {value} are filled per finding.
+FINDING_TEXT = {
+    "failed": ("Failed cases", "{subject} failed: {detail}"),
+    "incomplete_run": ("Incomplete runs", "{subject} was cut short or was still running; cases may be missing"),
+    "superlinear": ("Suspicious scaling (above 105%)",
+                    ("{subject} scales at {value_pct} of perfect: more than the devices can give, so the "
+                    "1-device baseline was probably slowed by something else; do not trust this speed-up")),
+    "mfu_above_peak": ("Faster than the measured peak",
+                       "{subject} reaches {value_pct} of the measured matmul peak: the peak or the timing is wrong"),
+    "throttled": ("Throttling", ("{subject} was thermally or power throttled ({value_pct} of the time): its numbers "
+                                "understate the GPU; check cooling and power limits")),
+    "low_utilisation": ("Low utilisation", ("{subject} kept the devices {value_plain}% busy on average: something "
+                                           "other than the GPU limits it, so a smaller GPU may do as well")),
+    "timing_gap": ("Timing gap between controller and workers",
+                   ("{subject}: the controller's and the workers' median round times differ by {value_pct}; its "
+                   "throughput is less certain")),
+    "memory_near_capacity": ("Memory nearly full", ("{subject} leaves {value_pct} of device memory free: a larger "
+                                                   "batch or model will not fit")),
+    "baseline_only": ("Baseline only (never recommended)",
+                      "{subject}: DataParallel is shown for comparison only; use ddp instead"),
+    "unpriced": ("No price", "{subject}: {detail} matches no row of the prices file; its cost was not judged"),
+    "no_prices": ("Cost not judged", ("no --prices file was given, so cost was not judged (nothing is guessed); "
+                                     "see examples/prices.example.csv")),
+    "no_energy": ("Energy not judged", "no run measured energy (GPU runs with NVML do), so energy was not judged"),
+    "skipped": ("Skipped cases", "{subject} was skipped: {detail}"),
+}
+
+NOT_JUDGED_TEXT = {
+    "no_prices": "not judged: no --prices file was given",
+    "no_budget": "not asked: give --budget (total cost of training the target samples) to answer it",
+    "nothing_fits": "no priced setup trains the target samples within the budget of {budget}",
+    "no_energy": "not judged: no run measured energy",
+    "no_candidates": "no setup could be judged (only baseline-only, unpriced or unmeasured ones)",
+}
+
+MARKDOWN_LIST_LIMIT = 10  # per warning kind; the HTML lists them all
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the report was made from, for its header."""
+
+    inputs: tuple[str, ...]
+    files: int
+    machines: int
+    cases: int
+    target_samples: float
+    prices_path: str | None
+    currency: str | None
+    budget: float | None
+
+
+# -- number formats ------------------------------------------------------------------------------
+
+
+def fmt_number(value: float, digits: int = 3) -> str:
+    """Three significant figures with thousands separators: 123,000 / 1,230 / 12.3 / 0.0123."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{round(value, decimals):,.{decimals}f}"
+
+
+def fmt_pct(fraction: float) -> str:
+    return "n/a" if fraction is None or not math.isfinite(fraction) else f"{fraction * 100:.1f}%"
+
+
+def fmt_bytes(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value / 1024**3:.2f} GiB"
+
+
+def fmt_money(value: float, currency: str | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{fmt_number(value) if value < 100 else f'{value:,.0f}'} {currency or ''}".strip()
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "n/a"
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{fmt_number(seconds / size)} {unit}"
+    return f"{fmt_number(seconds)} s"
+
+
+def fmt_interval(low: float, high: float, formatter=fmt_number) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval (one round)"
+    return f"95% CI {formatter(low)}–{formatter(high)}"
+
+
+# -- sentences -----------------------------------------------------------------------------------
+
+
+def pick_sentence(pick: Pick, context: ReportContext) -> str:
+    """One plain-text sentence: the best setup and why. Escaping is the caller's job."""
+    if pick.best is None:
+        return NOT_JUDGED_TEXT[pick.not_judged].format(budget=fmt_money(context.budget, context.currency))
+    best, key = pick.best, pick.objective.key
+    target = f"{context.target_samples:,.0f}"
+    if key in ("fastest", "within_budget"):
+        text = (f"{best['label']} trains {fmt_number(best['samples_per_s'])} samples/s "
+                f"({fmt_interval(best['samples_per_s_low'], best['samples_per_s_high'])})")
+        if pick.next_clearly_worse is not None:
+            ratio = best["samples_per_s"] / pick.next_clearly_worse["samples_per_s"]
+            text += f", {ratio:.2f}× the next clearly slower setup"
+        if math.isfinite(best.get("scaling_efficiency", math.nan)) and best["world_size"] > 1:
+            text += f", scaling at {fmt_pct(best['scaling_efficiency'])} of perfect on {best['world_size']} devices"
+        if key == "within_budget":
+            text += (f"; training {target} samples takes {fmt_duration(best['time_to_target_s'])} and costs "
+                     f"{fmt_money(best['cost_to_target'], context.currency)}, within the budget of "
+                     f"{fmt_money(context.budget, context.currency)}")
+    elif key == "cheapest":
+        text = (f"{best['label']} costs {fmt_money(best['cost_per_million_samples'], context.currency)} per "
+                f"million samples ({fmt_interval(best['cost_per_million_samples_low'], best['cost_per_million_samples_high'])}) "
+                f"at {fmt_money(best['price_per_hour'], context.currency)}/h (price '{best['price_match']}', "
+                f"{best['price_date']}); {target} samples take {fmt_duration(best['time_to_target_s'])} and cost "
+                f"{fmt_money(best['cost_to_target'], context.currency)}")
+    else:
+        text = (f"{best['label']} uses {fmt_number(best['joules_per_sample'])} J/sample "
+                f"({fmt_interval(best['joules_per_sample_low'], best['joules_per_sample_high'])})")
+    return text + "."
+
+
+def tie_sentence(pick: Pick) -> str | None:
+    if not pick.tied:
+        return None
+    names = ", ".join(row["label"] for row in pick.tied)
+    return f"Not distinguishable from {names}: their intervals overlap, so choose among them on other grounds."
+
+
+def runner_up_text(row: dict, pick: Pick, currency: str | None) -> str:
+    column = pick.objective.column
+    rank = row.get(f"rank_{pick.objective.key}", math.nan)
+    value = (fmt_money(row[column], currency) if column.startswith("cost") else fmt_number(row[column]))
+    rank_text = f"rank {rank:.0f}" if math.isfinite(rank) else "unranked"
+    return (f"{rank_text}: {row['label']} — {value} {pick.objective.unit} "
+            f"({fmt_interval(row[f'{column}_low'], row[f'{column}_high'])})")
+
+
+def finding_text(finding: Finding) -> str:
+    value = finding.value
+    return FINDING_TEXT[finding.kind][1].format(
+        subject=finding.subject, detail=finding.detail or "no reason recorded",
+        value_pct=fmt_pct(value) if value is not None else "n/a",
+        value_plain=fmt_number(value) if value is not None else "n/a")
+
+
+def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, list[Finding]]]:
+    groups: dict[str, list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault(finding.kind, []).append(finding)
+    return [(FINDING_TEXT[kind][0], groups[kind]) for kind in FINDING_TEXT if kind in groups]
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def display_table(setups: pd.DataFrame, currency: str | None) -> pd.DataFrame:
+    """The setups table as a reader sees it: formatted text, one row per setup."""
+    def rank(value) -> str:
+        return "" if not math.isfinite(value) else f"{value:.0f}"
+
+    rows = []
+    for _, row in setups.sort_values(["preset", "rank_fastest", "samples_per_s"],
+                                     ascending=[True, True, False], na_position="last").iterrows():
+        rows.append({
+            "workload": row["preset"],
+            "rank (fastest)": rank(row["rank_fastest"]),
+            "setup": row["label"],
+            "samples/s": fmt_number(row["samples_per_s"]),
+            "95% CI (samples/s)": fmt_interval(row["samples_per_s_low"], row["samples_per_s_high"]).removeprefix(
+                "95% CI "),
+            "per device (samples/s)": fmt_number(row["per_device_samples_per_s"]),
+            "scaling efficiency": fmt_pct(row["scaling_efficiency"]),
+            "MFU": fmt_pct(row["mfu"]),
+            "energy (J/sample)": fmt_number(row["joules_per_sample"]),
+            "peak memory / capacity": f"{fmt_bytes(row['peak_memory_bytes'])} / {fmt_bytes(row['memory_capacity_bytes'])}",
+            "headroom": fmt_pct(row["memory_headroom_fraction"]),
+            "price/h": fmt_money(row["price_per_hour"], currency),
+            "cost per million samples": fmt_money(row["cost_per_million_samples"], currency),
+            "time to target": fmt_duration(row["time_to_target_s"]),
+            "cost to target": fmt_money(row["cost_to_target"], currency),
+            "rank (cheapest)": rank(row["rank_cheapest"]),
+            "frontier": "yes" if row["on_frontier"] else "",
+            "flags": ", ".join(row["flags"]),
+            "runs × rounds": f"{row['runs']} runs, {row['rounds']} rounds",
+        })
+    return pd.DataFrame(rows)
+
+
+CSV_DROP = ("round_throughputs", "round_times_s", "candidate")
+
+
+def write_csv(setups: pd.DataFrame, path: Path) -> None:
+    """Every setup with raw, unrounded numbers; lists joined with ';'."""
+    table = setups.drop(columns=[c for c in CSV_DROP if c in setups]).copy()
+    for column in ("flags", "run_ids"):
+        table[column] = table[column].map(lambda items: ";".join(map(str, items)))
+    table.to_csv(path, index=False)
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+
+
+# Registered before plotly.js runs, so that a script error anywhere on the page is recorded in the DOM
+# (a headless browser test reads it back) as well as shown to the reader.
+_ERROR_CATCHER = """
+window.gpusizerErrors = [];
+window.addEventListener("error", function (event) {
+  window.gpusizerErrors.push(String(event.message || event.error || "script error"));
+});
+"""
+
+# Counts the charts that plotly actually drew (a div with an SVG inside) and writes it down.
+_STATUS_SCRIPT = """
+(function () {
+  function record() {
+    var status = document.getElementById("gpusizer-status");
+    var drawn = Array.prototype.filter.call(document.querySelectorAll(".js-plotly-plot"),
+      function (div) { return div.querySelector(".main-svg") !== null; }).length;
+    status.setAttribute("data-plots-drawn", String(drawn));
+    status.setAttribute("data-errors", window.gpusizerErrors.join(" | "));
+    status.textContent = drawn + " of " + status.getAttribute("data-plots-expected") + " charts drawn" +
+      (window.gpusizerErrors.length ? "; script errors: " + window.gpusizerErrors.join(" | ") : "");
+  }
+  record();
+  window.addEventListener("load", function () { setTimeout(record, 0); });
+})();
+"""
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: .85em; } td, th { border: 1px solid #ddd; padding: .25em .5em; }
+th { background: #f4f4f4; position: sticky; top: 0; } .pick { margin: .4em 0 .8em 0; }
+.note { color: #666; font-style: italic; } .warn li { margin-bottom: .2em; } .meta td:first-child { font-weight: 600; }
+.scroll { overflow-x: auto; max-height: 40em; }
+"""
+
+
+def render_html(recommendation: Recommendation, charts: list[Chart], context: ReportContext) -> str:
+    from plotly.offline import get_plotlyjs
+
+    drawn = [chart for chart in charts if chart.figure is not None]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>gpusizer report: which GPU and setup to choose</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_ERROR_CATCHER}</script>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script>',  # once, for every chart
+        "</head><body>",
+        "<h1>gpusizer report: which GPU and setup to choose</h1>",
+        _html_meta(context),
+        "<h2>The answer</h2>",
+        _html_picks(recommendation, context),
+        "<h2>Warnings that could change the decision</h2>",
+        _html_findings(recommendation.findings),
+        "<h2>Charts</h2>",
+    ]
+    for index, chart in enumerate(charts):
+        parts.append(f"<h3>{html.escape(chart.title)}</h3>")
+        if chart.note:
+            parts.append(f'<p class="note">{html.escape(chart.note)}</p>')
+        if chart.figure is not None:
+            parts.append(chart.figure.to_html(include_plotlyjs=False, full_html=False, div_id=f"chart-{chart.key}",
+                                              config={"responsive": True, "displaylogo": False}))
+    parts += [
+        "<h2>Every setup</h2>",
+        ('<p class="note">Rank = 1 + the number of setups that are clearly better (their 95% interval does not '
+        "overlap). Setups sharing a rank are not distinguishable. Scaling efficiency is against the same "
+        "machine's 1-device run; MFU against the matmul peak measured in the same session.</p>"),
+        '<div class="scroll">' + _html_table(display_table(recommendation.setups, context.currency)) + "</div>",
+        "<h2>Method</h2>",
+        _html_method(context),
+        (f'<p id="gpusizer-status" class="note" data-plots-expected="{len(drawn)}" data-plots-drawn="0" '
+        f'data-errors=""></p>'),
+        f"<script>{_STATUS_SCRIPT}</script>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _html_meta(context: ReportContext) -> str:
+    prices = (f"{context.prices_path} ({context.currency})" if context.prices_path
+              else "none given: cost was not judged")
+    budget = fmt_money(context.budget, context.currency) + " total for the target" if context.budget else "none given"
+    rows = [
+        ("made", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("from", (f"{context.files} result files ({', '.join(context.inputs)}), {context.machines} machines, "
+                 f"{context.cases} measured cases")),
+        ("target", f"{context.target_samples:,.0f} samples (change with --target-samples)"),
+        ("prices", prices),
+        ("budget", budget),
+    ]
+    body = "".join(f"<tr><td>{html.escape(key)}</td><td>{html.escape(value)}</td></tr>"
+                   for key, value in rows)
+    return f'<table class="meta">{body}</table>'
+
+
+def _html_picks(recommendation: Recommendation, context: ReportContext) -> str:
+    if not recommendation.picks:
+        return "<p>No case passed in these files, so there is nothing to recommend; see the warnings.</p>"
+    parts = []
+    for workload in dict.fromkeys(pick.workload for pick in recommendation.picks):
+        parts.append(f"<h3>Workload: model preset {html.escape(workload)}</h3><ul>")
+        for pick in (p for p in recommendation.picks if p.workload == workload):
+            parts.append(f'<li class="pick"><b>{html.escape(pick.objective.title)}:</b> '
+                         f"{html.escape(pick_sentence(pick, context))}")
+            tie = tie_sentence(pick)
+            if tie:
+                parts.append(f"<br><i>{html.escape(tie)}</i>")
+            if pick.runners_up:
+                items = "".join(f"<li>{html.escape(runner_up_text(row, pick, context.currency))}</li>"
+                                for row in pick.runners_up)
+                parts.append(f"<br>Runners-up:<ol>{items}</ol>")
+            parts.append("</li>")
+        parts.append("</ul>")
+    return "\n".join(parts)
+
+
+def _html_findings(findings: tuple[Finding, ...]) -> str:
+    if not findings:
+        return "<p>None.</p>"
+    parts = []
+    for title, group in grouped_findings(findings):
+        items = "".join(f"<li>{html.escape(finding_text(finding))}</li>" for finding in group)
+        parts.append(f'<h3>{html.escape(title)} ({len(group)})</h3><ul class="warn">{items}</ul>')
+    return "\n".join(parts)
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p>No measured setups.</p>"
+    head = "".join(f"<th>{html.escape(str(column))}</th>" for column in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(value))}</td>" for value in row) + "</tr>"
+                   for row in table.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_method(context: ReportContext) -> str:
+    lines = [
+        ("Throughput is global samples per round over the round's time on the controller's stopwatch, from the "
+        "median round; runs of the same setup on the same machine are pooled."),
+        ("Intervals: 95% percentile bootstrap of the median per-round throughput; cost and time intervals follow "
+        "from it, and so does the energy interval (power taken as its mean over the measured rounds)."),
+        ("Cost: price per hour (per GPU used, or per instance) over throughput; time and cost to train the target "
+        f"of {context.target_samples:,.0f} samples."),
+        "dp (DataParallel) is shown as a baseline only and is never recommended.",
+    ]
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+
+
+def render_markdown(recommendation: Recommendation, context: ReportContext, html_name: str) -> str:
+    def md(text: str) -> str:  # strings from result files must not become Markdown or HTML
+        return html.escape(text, quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+    lines = ["# gpusizer report: which GPU and setup to choose", "",
+             (f"From {context.files} result files, {context.machines} machines, {context.cases} measured cases. "
+             f"Target: {context.target_samples:,.0f} samples. Prices: "
+             f"{md(context.prices_path) if context.prices_path else 'none (cost not judged)'}. "
+             f"Full report with charts: {md(html_name)}"), ""]
+    for workload in dict.fromkeys(pick.workload for pick in recommendation.picks):
+        lines += [f"## Workload: {md(workload)}", ""]
+        for pick in (p for p in recommendation.picks if p.workload == workload):
+            lines.append(f"- **{pick.objective.title}:** {md(pick_sentence(pick, context))}")
+            tie = tie_sentence(pick)
+            if tie:
+                lines.append(f"  - {md(tie)}")
+            for row in pick.runners_up:
+                lines.append(f"  - runner-up {md(runner_up_text(row, pick, context.currency))}")
+        lines.append("")
+    if not recommendation.picks:
+        lines += ["No case passed in these files, so there is nothing to recommend.", ""]
+    lines += ["## Warnings", ""]
+    for title, group in grouped_findings(recommendation.findings):
+        lines.append(f"- **{title}** ({len(group)})")
+        for finding in group[:MARKDOWN_LIST_LIMIT]:
+            lines.append(f"  - {md(finding_text(finding))}")
+        if len(group) > MARKDOWN_LIST_LIMIT:
+            lines.append(f"  - ... and {len(group) - MARKDOWN_LIST_LIMIT} more (see the HTML report)")
+    if not recommendation.findings:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,128 @@
+"""``gpusizer report``: result files of any number of machines and runs -> a ranked, explained answer.
+
+    gpusizer report results/ other-machine/*.json --prices prices.csv -o report.html
+
+Writes the HTML report, a Markdown summary beside it (same name, .md) and a CSV of the setups table
+(.csv). Inputs are only read; an output path that is one of the inputs is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from reports.analyse import DEFAULT_TARGET_SAMPLES
+from reports.errors import InputError
+
+DEFAULT_OUTPUT = "reports-out/report.html"  # the folder `make bench` and `make report` write to
+
+
+def _positive_number(option: str):
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {raw!r} is not a number; allowed: a number > 0") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{option} {raw!r}; allowed: a number > 0")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="result files (results/*.json from `pytest bench/`) or folders of them; any number of "
+                             "machines and runs")
+    parser.add_argument("--prices", metavar="CSV",
+                        help="prices you pay: columns match, price_per_hour, per (gpu|instance), source, date "
+                             "[, currency]; see examples/prices.example.csv. Without it cost is not judged")
+    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="HTML",
+                        help=f"the HTML report; the .md summary and .csv table are written beside it "
+                             f"(default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--target-samples", type=_positive_number("--target-samples"),
+                        default=float(DEFAULT_TARGET_SAMPLES), metavar="N",
+                        help=f"samples of a training run to cost and time (default: {DEFAULT_TARGET_SAMPLES:.0e})")
+    parser.add_argument("--budget", type=_positive_number("--budget"), metavar="AMOUNT",
+                        help="the most to spend on training the target samples, in the prices' currency (a total, "
+                             "not per hour); adds the objective 'fastest within the budget'. Needs --prices")
+
+
+def output_paths(html_path: str) -> dict[str, Path]:
+    html_file = Path(html_path)
+    if html_file.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"output {html_path}: the report is HTML; allowed: a file name ending in .html")
+    return {"html": html_file, "markdown": html_file.with_suffix(".md"), "csv": html_file.with_suffix(".csv")}
+
+
+def check_outputs(outputs: dict[str, Path], input_files: list[str]) -> None:
+    """Refuse to write over an input (or anything that is not a plain file) before any work is done."""
+    inputs = {os.path.realpath(path) for path in input_files}
+    for path in outputs.values():
+        if os.path.realpath(path) in inputs:
+            raise InputError(f"output {path}: is one of the input files; choose another -o so inputs stay untouched")
+        if path.exists() and not path.is_file():
+            raise InputError(f"output {path}: exists and is not a file; allowed: a new or existing file path")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.analyse import summarise
+    from reports.figures import build_charts
+    from reports.load import expand_paths, load_results
+    from reports.prices import load_prices
+    from reports.recommend import recommend
+    from reports.render import ReportContext, render_html, render_markdown, write_csv
+
+    outputs = output_paths(args.output)
+    if args.budget is not None and not args.prices:
+        raise InputError("--budget: needs --prices (a budget can only be checked against priced setups)")
+    input_files = expand_paths(args.paths)
+    check_outputs(outputs, input_files + ([args.prices] if args.prices else []))
+    results = load_results(input_files)
+    prices = load_prices(args.prices) if args.prices else None
+
+    setups = summarise(results, prices, args.target_samples)
+    recommendation = recommend(setups, results, priced=prices is not None, budget=args.budget)
+    context = ReportContext(
+        inputs=tuple(args.paths), files=len(input_files), machines=results.cases["machine"].nunique(),
+        cases=len(results.cases), target_samples=args.target_samples, prices_path=args.prices,
+        currency=prices.currency if prices else None, budget=args.budget)
+    charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
+
+    outputs["html"].parent.mkdir(parents=True, exist_ok=True)
+    _write_text(outputs["html"], render_html(recommendation, charts, context))
+    _write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name))
+    with _replacing(outputs["csv"]) as tmp:
+        write_csv(recommendation.setups, tmp)
+    print(f"report: {outputs['html']}")
+    print(f"summary: {outputs['markdown']}")
+    print(f"table: {outputs['csv']}")
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+class _replacing:
+    """A temporary file beside ``path`` that replaces it on success: no half-written report is left."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(name, 0o644)  # a report is for reading and sharing, not private like mkstemp's 0600
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
