@@ -1,0 +1,231 @@
+"""Regression verdicts: which baseline runs to compare against, which cases match, and what changed.
+
+Pure functions on the tables ``reports.load`` builds; nothing here reads files or prints. The
+statistical design (why round times, why Mann-Whitney plus a threshold) is in docs/regression.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from reports.stats import DEFAULT_RESAMPLES, mann_whitney_p, median_ratio_ci, min_mann_whitney_p
+
+# What a case is: two rows with equal values here measure the same thing.
+IDENTITY_COLUMNS = ("strategy", "world_size", "device_type", "preset", "precision", "per_device_batch_size",
+                    "scaling")
+# How it was measured: rounds are only comparable when each one trains the same samples.
+DESIGN_COLUMNS = ("global_batch_size", "steps_per_round")
+
+REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE = "regressed", "improved", "unchanged", "inconclusive"
+NEW, MISSING, NOT_COMPARABLE = "new", "missing", "not comparable"
+VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE, NEW, MISSING, NOT_COMPARABLE)
+
+COMPARISON_COLUMNS = (
+    "case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS, "verdict", "note",
+    "baseline_rounds", "current_rounds", "baseline_runs",
+    "baseline_median_s", "current_median_s",
+    "time_ratio", "time_ratio_low", "time_ratio_high",
+    "throughput_change", "throughput_change_low", "throughput_change_high",
+    "baseline_samples_per_s", "current_samples_per_s", "p_value", "min_p_value",
+)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """How strict the verdict is. ``threshold``: the smallest change in throughput (a fraction, 0.05 =
+    5%) that counts; ``alpha``: the Mann-Whitney significance level; ``confidence``: of the bootstrap
+    interval of the change; ``baseline_runs``: how many of the latest same-hardware runs of a folder
+    are pooled into the baseline."""
+
+    threshold: float = 0.05
+    alpha: float = 0.01
+    # The interval the verdict reads matches alpha (99% for 0.01): both halves of the rule are equally strict.
+    confidence: float = 0.99
+    baseline_runs: int = 5
+    n_resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and 0 <= self.threshold < 1):
+            raise ValueError(f"threshold: {self.threshold!r}; allowed: a fraction from 0 to below 1 (0.05 = 5%)")
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 0.5):
+            raise ValueError(f"alpha: {self.alpha!r}; allowed: a number between 0 and 0.5 (e.g. 0.01)")
+        if not (isinstance(self.confidence, (int, float)) and 0 < self.confidence < 1):
+            raise ValueError(f"confidence: {self.confidence!r}; allowed: a number between 0 and 1 (e.g. 0.95)")
+        for name in ("baseline_runs", "n_resamples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {value!r}; allowed: an integer >= 1")
+
+
+# -- which runs ------------------------------------------------------------------------------------
+
+
+def fingerprint_differences(baseline: dict, current: dict) -> list[str]:
+    """``["torch_version 2.12.0 -> 2.13.0", ...]``: every fingerprint key whose value differs."""
+    differences = []
+    for key in sorted(set(baseline) | set(current)):
+        if baseline.get(key) != current.get(key):
+            differences.append(f"{key} {_shown(baseline.get(key))} -> {_shown(current.get(key))}")
+    return differences
+
+
+def _shown(value: object) -> str:
+    return "none" if value is None else str(value)
+
+
+def choose_baseline_runs(runs: pd.DataFrame, fingerprints: dict[str, dict], current_fingerprint: dict,
+                         count: int, allow_different_hardware: bool) -> tuple[list[str], list[str]]:
+    """The rolling baseline: the latest ``count`` runs (by their own datetime) whose hardware
+    fingerprint equals the current one's, or simply the latest runs when different hardware is allowed.
+
+    Returns ``(chosen run_ids, differences)``; ``differences`` is empty when the chosen runs share the
+    current fingerprint, else what differs from the latest candidate (for the "not comparable" line).
+    """
+    ordered = runs.sort_values(["run_datetime", "run_id"], na_position="first")
+    run_ids = list(ordered["run_id"])
+    same = [run_id for run_id in run_ids if fingerprints[run_id] == current_fingerprint]
+    if same:
+        return same[-count:], []
+    if not run_ids:
+        return [], []
+    differences = fingerprint_differences(fingerprints[run_ids[-1]], current_fingerprint)
+    return (run_ids[-count:] if allow_different_hardware else []), differences
+
+
+# -- which cases, and what changed -----------------------------------------------------------------
+
+
+def _key(row: pd.Series) -> tuple:
+    return tuple(row[column] for column in IDENTITY_COLUMNS)
+
+
+def compare_cases(baseline: pd.DataFrame, current: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+    """One row per case in either table (COMPARISON_COLUMNS), in the current run's order, then the
+    baseline's missing cases. ``baseline`` may pool several runs; ``current`` is one run."""
+    baseline_by_key: dict[tuple, list[pd.Series]] = {}  # oldest run first, so [-1] is the latest
+    for _, row in baseline.sort_values(["run_datetime", "run_id"], na_position="first").iterrows():
+        baseline_by_key.setdefault(_key(row), []).append(row)
+    rows = []
+    seen = set()
+    for _, row in current.iterrows():
+        key = _key(row)
+        seen.add(key)
+        rows.append(_compare_one(baseline_by_key.get(key, []), row, config))
+    for key, base_rows in baseline_by_key.items():
+        if key not in seen:
+            latest = base_rows[-1]
+            rows.append(_row(latest, MISSING, "in the baseline but not in the current run",
+                             baseline_runs=len(base_rows)))
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def _row(source: pd.Series, verdict: str, note: str, **numbers) -> dict:
+    row = {column: math.nan for column in COMPARISON_COLUMNS}
+    row.update({column: source[column] for column in ("case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS)})
+    row.update(verdict=verdict, note=note, **numbers)
+    return row
+
+
+def _compare_one(base_rows: list[pd.Series], current: pd.Series, config: CompareConfig) -> dict:
+    if not base_rows:
+        return _row(current, NEW, "not in the baseline")
+    matching = [row for row in base_rows if all(row[c] == current[c] for c in DESIGN_COLUMNS)]
+    if not matching:
+        latest = base_rows[-1]
+        changed = ", ".join(f"{c} {latest[c]} -> {current[c]}" for c in DESIGN_COLUMNS if latest[c] != current[c])
+        return _row(current, NOT_COMPARABLE, f"measured differently: {changed}")
+
+    baseline_s = np.concatenate([np.asarray(row["round_times_s"], dtype=float) for row in matching])
+    current_s = np.asarray(current["round_times_s"], dtype=float)
+    ratio, low, high = median_ratio_ci(baseline_s, current_s, confidence=config.confidence,
+                                       n_resamples=config.n_resamples, seed=config.seed)
+    p_value = mann_whitney_p(baseline_s, current_s)
+    min_p = min_mann_whitney_p(baseline_s.size, current_s.size)
+    samples_per_round = current["global_batch_size"] * current["steps_per_round"]
+    # Throughput is samples per second, the inverse of round time: a ratio r of round times is a
+    # throughput change of 1/r - 1, and the interval's ends swap.
+    change, change_low, change_high = 1 / ratio - 1, 1 / high - 1, 1 / low - 1
+    verdict, note = _verdict(change, change_low, change_high, p_value, min_p, baseline_s.size, current_s.size,
+                             config)
+    return _row(
+        current, verdict, note,
+        baseline_rounds=baseline_s.size, current_rounds=current_s.size, baseline_runs=len(matching),
+        baseline_median_s=float(np.median(baseline_s)), current_median_s=float(np.median(current_s)),
+        time_ratio=ratio, time_ratio_low=low, time_ratio_high=high,
+        throughput_change=change, throughput_change_low=change_low, throughput_change_high=change_high,
+        baseline_samples_per_s=samples_per_round / float(np.median(baseline_s)),
+        current_samples_per_s=samples_per_round / float(np.median(current_s)),
+        p_value=p_value, min_p_value=min_p,
+    )
+
+
+def _verdict(change: float, low: float, high: float, p_value: float, min_p: float, n_baseline: int,
+             n_current: int, config: CompareConfig) -> tuple[str, str]:
+    """Regressed (improved) only when the rounds differ significantly (Mann-Whitney p < alpha) AND the
+    whole confidence interval of the throughput change lies beyond the threshold. Significance alone
+    flags the harmless few-% drift between two runs of a busy machine; a threshold on the point
+    estimate alone flags one noisy run. ``low``/``high``: the interval of the throughput change."""
+    significant = p_value < config.alpha
+    if significant and high < -config.threshold:
+        return REGRESSED, ""
+    if significant and low > config.threshold:
+        return IMPROVED, ""
+    if not significant and min_p >= config.alpha:
+        return INCONCLUSIVE, (f"too few rounds to decide ({n_baseline} vs {n_current}: the test cannot reach "
+                              f"p < {config.alpha:g}); measure more rounds (--rounds)")
+    if abs(change) > config.threshold:
+        why = "the interval reaches inside the threshold" if significant else "not significant"
+        return UNCHANGED, f"possibly {'slower' if change < 0 else 'faster'}, but {why}; noisy rounds"
+    if significant:
+        return UNCHANGED, f"a significant change within the {config.threshold:.0%} threshold"
+    return UNCHANGED, ""
+
+
+def regressed_cases(comparison: pd.DataFrame) -> list[str]:
+    return list(comparison.loc[comparison["verdict"] == REGRESSED, "case_id"])
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+
+def case_history(cases: pd.DataFrame) -> pd.DataFrame:
+    """Per case and run, over time: ``case_id``, ``run_id``, ``run_datetime``, ``samples_per_s`` (from
+    the run's median round), oldest first. Feeds the history view of a rolling baseline."""
+    columns = ["case_id", "run_id", "run_datetime", "samples_per_s"]
+    if cases.empty:
+        return pd.DataFrame(columns=columns)
+    return cases.sort_values(["run_datetime", "run_id"], na_position="first")[columns].reset_index(drop=True)
+
+
+# -- the whole answer ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CompareReport:
+    """Everything the renderers show. ``comparable`` is False when no baseline run matches the current
+    hardware fingerprint (and different hardware was not allowed); ``differences`` says what differs."""
+
+    config: CompareConfig
+    baseline_source: str
+    current_run: str
+    current_datetime: pd.Timestamp
+    current_fingerprint: dict
+    baseline_runs: list[str]
+    baseline_datetimes: list[pd.Timestamp]
+    differences: list[str]
+    other_hardware_runs: int
+    comparable: bool
+    comparison: pd.DataFrame
+    history: pd.DataFrame
+
+    @property
+    def regressed(self) -> list[str]:
+        return regressed_cases(self.comparison)
+
+    def count(self, verdict: str) -> int:
+        return int((self.comparison["verdict"] == verdict).sum())

@@ -1,0 +1,217 @@
+"""``gpusizer compare BASELINE CURRENT``: did the current run get slower than the baseline?
+
+BASELINE is a result file, or a folder of earlier runs (a rolling baseline: the latest
+``--baseline-runs`` runs with the current run's hardware fingerprint, pooled; the report then also
+shows each case's throughput over time). A pytest-benchmark storage folder
+(``--benchmark-autosave``'s ``.benchmarks/``) works too. Exit status: 0 nothing regressed, 1 something
+regressed (named on stderr), 2 bad input (including a baseline from other hardware).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from importlib.util import find_spec
+from pathlib import Path
+
+import pandas as pd
+
+from reports import compare_render
+from reports.compare import CompareConfig, CompareReport, case_history, choose_baseline_runs, compare_cases
+from reports.errors import InputError
+from reports.load import ResultSet, hardware_fingerprint, load_results
+
+EXIT_OK, EXIT_REGRESSED = 0, 1
+DEFAULT_BASELINE_RUNS = CompareConfig.baseline_runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", metavar="BASELINE",
+                        help="a result file, or a folder of earlier runs (rolling baseline + history)")
+    parser.add_argument("current", metavar="CURRENT",
+                        help="the run to judge: a result file (a folder means its latest run)")
+    parser.add_argument("--threshold", default="5%", metavar="CHANGE",
+                        help="smallest throughput change that counts, as 5%% or 0.05; default: 5%%")
+    parser.add_argument("--alpha", default="0.01", metavar="P",
+                        help="significance level of the Mann-Whitney test, between 0 and 0.5; default: 0.01")
+    parser.add_argument("--baseline-runs", default=str(DEFAULT_BASELINE_RUNS), metavar="N",
+                        help=f"with a BASELINE folder, pool the latest N runs of the same hardware; "
+                             f"default: {DEFAULT_BASELINE_RUNS}")
+    parser.add_argument("--allow-different-hardware", action="store_true",
+                        help="compare even when GPU, driver, CUDA, torch (or CPU) differ; the report says what")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown (a PR comment)")
+    parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write a chart of each case's throughput over time (needs plotly)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    baseline_files = result_files(args.baseline, "BASELINE")
+    current_files = result_files(args.current, "CURRENT")
+    outputs = {"--markdown": args.markdown, "--json": args.json, "--html": args.html}
+    check_outputs(outputs, {args.baseline: baseline_files, args.current: current_files})
+
+    current_set = load_results(current_files)
+    current_run = latest_run(current_set)
+    # The current run may sit in the baseline folder (e.g. `compare results/ results/new.json`): never
+    # compare a run with itself.
+    current_real = {os.path.realpath(path) for path in current_files}
+    baseline_files = [path for path in baseline_files if os.path.realpath(path) not in current_real]
+    if not baseline_files:
+        raise InputError(f"BASELINE {args.baseline}: holds no run other than CURRENT; give earlier result files")
+    report = build_report(load_results(baseline_files), current_set, current_run, args.baseline,
+                          os.path.isdir(args.baseline), config, args.allow_different_hardware)
+
+    print(compare_render.terminal(report))
+    write_outputs(outputs, report)
+    if not report.comparable:
+        raise InputError(f"not comparable: the baseline runs are from other hardware or software "
+                         f"({'; '.join(report.differences)}); pass --allow-different-hardware to compare anyway")
+    if report.regressed:
+        print(f"gpusizer compare: regressed: {', '.join(report.regressed)}", file=sys.stderr)
+        return EXIT_REGRESSED
+    return EXIT_OK
+
+
+def build_report(baseline_set: ResultSet, current_set: ResultSet, current_run: str, baseline_source: str,
+                 with_history: bool, config: CompareConfig, allow_different_hardware: bool) -> CompareReport:
+    fingerprints = {run_id: hardware_fingerprint(info) for run_id, info in baseline_set.machines.items()}
+    current_fingerprint = hardware_fingerprint(current_set.machines[current_run])
+    chosen, differences = choose_baseline_runs(baseline_set.runs, fingerprints, current_fingerprint,
+                                               config.baseline_runs, allow_different_hardware)
+    current_cases = current_set.cases[current_set.cases["run_id"] == current_run]
+    if current_cases.empty:
+        raise InputError(f"CURRENT {current_run}: has no finished benchmark cases; nothing to compare")
+    baseline_cases = baseline_set.cases[baseline_set.cases["run_id"].isin(chosen)]
+    comparison = compare_cases(baseline_cases, current_cases, config)
+
+    history = case_history(current_cases.iloc[0:0])
+    if with_history and chosen:
+        # History shows every run of the chosen runs' hardware, not only the pooled few.
+        chosen_fingerprint = fingerprints[chosen[-1]]
+        same = [run_id for run_id, fingerprint in fingerprints.items() if fingerprint == chosen_fingerprint]
+        history = case_history(pd.concat([baseline_set.cases[baseline_set.cases["run_id"].isin(same)],
+                                          current_cases]))
+    run_times = dict(zip(baseline_set.runs["run_id"], baseline_set.runs["run_datetime"]))
+    return CompareReport(
+        config=config,
+        baseline_source=baseline_source,
+        current_run=current_run,
+        current_datetime=current_set.runs.set_index("run_id").loc[current_run, "run_datetime"],
+        current_fingerprint=current_fingerprint,
+        baseline_runs=chosen,
+        baseline_datetimes=[run_times[run_id] for run_id in chosen],
+        differences=differences,
+        other_hardware_runs=sum(1 for fingerprint in fingerprints.values() if fingerprint != current_fingerprint),
+        comparable=bool(chosen),
+        comparison=comparison,
+        history=history,
+    )
+
+
+# -- input -----------------------------------------------------------------------------------------
+
+
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
+    threshold = parse_fraction(args.threshold, "--threshold")
+    try:
+        alpha = float(args.alpha)
+    except ValueError:
+        raise InputError(f"--alpha: {args.alpha!r} is not a number; allowed: between 0 and 0.5 (e.g. 0.01)") \
+            from None
+    try:
+        baseline_runs = int(args.baseline_runs)
+    except ValueError:
+        raise InputError(f"--baseline-runs: {args.baseline_runs!r} is not an integer; allowed: an integer >= 1") \
+            from None
+    try:
+        return CompareConfig(threshold=threshold, alpha=alpha, baseline_runs=baseline_runs)
+    except ValueError as error:
+        name = str(error).split(":", 1)[0]
+        raise InputError(f"--{name.replace('_', '-')}:{str(error).split(':', 1)[1]}") from None
+
+
+def parse_fraction(raw: str, option: str) -> float:
+    """``5%`` -> 0.05 and ``0.05`` -> 0.05; a bare ``5`` is refused rather than read as 500%."""
+    text = str(raw).strip()
+    allowed = "allowed: a percentage such as 5% or a fraction such as 0.05, from 0 to below 100%"
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise InputError(f"{option}: {raw!r} is not a number; {allowed}") from None
+    if not 0 <= value < 1:
+        raise InputError(f"{option}: {raw!r} is out of range; {allowed}")
+    return value
+
+
+def result_files(raw: str, what: str) -> list[str]:
+    """A file as given; a folder's ``*.json``; a pytest-benchmark storage folder (no JSON of its own,
+    one folder per machine key under it) as the JSON files one level down."""
+    path = Path(raw)
+    if not path.exists():
+        raise InputError(f"{what} {raw}: does not exist; expected a result file or a folder of them")
+    if not path.is_dir():
+        return [raw]
+    files = sorted(child for child in path.glob("*.json") if child.is_file())
+    if not files:
+        files = sorted(child for child in path.glob("*/*.json") if child.is_file())
+    if not files:
+        raise InputError(f"{what} {raw}: folder has no *.json result files (nor a pytest-benchmark storage "
+                         f"folder of them)")
+    return [str(child) for child in files]
+
+
+def latest_run(result_set: ResultSet) -> str:
+    runs = result_set.runs.sort_values(["run_datetime", "run_id"], na_position="first")
+    return str(runs["run_id"].iloc[-1])
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, list[str]]) -> None:
+    """Refuse, before anything is written, an output that would replace an input, be written twice,
+    or land as a .json in an input folder (where the next compare would read it as a result file).
+    ``inputs``: each BASELINE/CURRENT path as given -> the result files found under it."""
+    input_real = {os.path.realpath(path) for files in inputs.values() for path in files}
+    input_folders = {os.path.dirname(os.path.realpath(path))
+                     for raw, files in inputs.items() if os.path.isdir(raw) for path in files}
+    written: dict[str, str] = {}
+    for option, raw in outputs.items():
+        if raw is None:
+            continue
+        real = os.path.realpath(raw)
+        if real in input_real:
+            raise InputError(f"{option} {raw}: is one of the input files; choose another output path")
+        if os.path.isdir(raw):
+            raise InputError(f"{option} {raw}: is a folder; give a file path")
+        if real in written:
+            raise InputError(f"{option} {raw}: is also the {written[real]} output; give each output its own file")
+        if real.endswith(".json") and os.path.dirname(real) in input_folders:
+            raise InputError(f"{option} {raw}: is inside an input folder, where the next compare would read it "
+                             f"as a result file; write it elsewhere")
+        written[real] = option
+    if outputs.get("--html") and find_spec("plotly") is None:
+        raise InputError("--html: needs plotly, which is not installed; pip install 'gpusizer[report]'")
+
+
+def write_outputs(outputs: dict[str, str | None], report: CompareReport) -> None:
+    renderers = {"--markdown": compare_render.markdown, "--json": compare_render.to_json,
+                 "--html": compare_render.html}
+    for option, path in outputs.items():
+        if path is not None:
+            _write_atomically(Path(path), renderers[option](report))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A CI step that posts the file never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
