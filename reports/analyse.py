@@ -62,6 +62,7 @@ def _setup_row(keys: tuple, group: pd.DataFrame) -> dict:
     peak = float(group["peak_flops_per_s"].median())
     row.update(
         gpu_name=first["gpu_name"] if pd.notna(first["gpu_name"]) else None,
+        instance_type=first["instance_type"] if pd.notna(first["instance_type"]) else None,
         device_type=first["device_type"],
         compute_devices=int(first["compute_devices"]),
         runs=int(group["run_id"].nunique()),
@@ -143,7 +144,7 @@ def _add_cost(setups: pd.DataFrame, prices: PriceTable | None, target_samples: f
     """Cost per million samples, and time and cost to train ``target_samples``; NaN where not priced."""
     hourly, sources, dates, matches = [], [], [], []
     for _, row in setups.iterrows():
-        price = prices.find(row["machine"], row["device_name"]) if prices is not None else None
+        price = prices.find(row["machine"], row["device_name"], row["instance_type"]) if prices is not None else None
         hourly.append(price.hourly_cost(row["compute_devices"]) if price else math.nan)
         sources.append(price.source if price else None)
         dates.append(price.date if price else None)

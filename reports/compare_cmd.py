@@ -56,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     current_set = load_results(current_files)
     current_run = latest_run(current_set)
-    # The current run may sit in the baseline folder (e.g. `compare results/ results/new.json`): never
-    # compare a run with itself.
-    current_real = {os.path.realpath(path) for path in current_files}
-    baseline_files = [path for path in baseline_files if os.path.realpath(path) not in current_real]
+    if os.path.isdir(args.baseline):
+        # The current run may sit in the baseline folder (`compare results/ results/new.json`): it must
+        # not pool into its own baseline. A file given as both is compared with itself, as asked.
+        current_real = {os.path.realpath(path) for path in current_files}
+        baseline_files = [path for path in baseline_files if os.path.realpath(path) not in current_real]
     if not baseline_files:
         raise InputError(f"BASELINE {args.baseline}: holds no run other than CURRENT; give earlier result files")
     report = build_report(load_results(baseline_files), current_set, current_run, args.baseline,

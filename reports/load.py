@@ -29,6 +29,7 @@ CASE_COLUMNS: dict[str, str] = {
     "run_id": "string",
     "run_datetime": "datetime64[ns, UTC]",
     "machine": "string",
+    "instance_type": "string",  # the cloud instance type where the machine states it (inventory), else <NA>
     "gpu_name": "string",  # <NA> on a CPU run
     "device_name": "string",  # GPU name or CPU model: what one rank trained on
     "gpu_count": "Int64",  # GPUs in the machine (not in the case)
@@ -275,7 +276,9 @@ def _parse_datetime(path: str, raw: object) -> pd.Timestamp:
 def _machine_columns(machine_info: dict) -> dict:
     inventory = machine_info.get("gpusizer") if isinstance(machine_info.get("gpusizer"), dict) else {}
     gpus = inventory.get("gpus") if isinstance(inventory.get("gpus"), list) else []
+    instance = inventory.get("instance") if isinstance(inventory.get("instance"), dict) else {}
     return {
+        "instance_type": _text(instance.get("instance_type")),
         "gpu_count": len(gpus),
         "cpu_model": _cpu_model(machine_info),
         "driver_version": _text(inventory.get("driver_version")),

@@ -2,8 +2,9 @@
 
 Columns (a header row, any order, extra columns ignored):
 
-    match            what the price is for: a machine name (hostname, as in the result file) or a
-                     GPU/CPU model name (``H100 80GB``); case-insensitive
+    match            what the price is for: a cloud instance type (``p4d.24xlarge``, as the result
+                     file's inventory records it), a machine name (hostname), or a GPU/CPU model name
+                     (``H100 80GB``); case-insensitive
     price_per_hour   a number >= 0, in ``currency``
     per              ``gpu`` (paid per device used) or ``instance`` (the whole machine, however many
                      of its devices a setup uses)
@@ -11,8 +12,8 @@ Columns (a header row, any order, extra columns ignored):
     date             when it was read (YYYY-MM-DD); prices change
     currency         optional, default USD; one currency per file, since costs are compared
 
-A setup is priced by the row whose ``match`` equals its machine name; failing that, by the longest
-``match`` that is contained in its device name (so ``H100 80GB`` wins over ``H100``).
+A setup is priced by the row whose ``match`` equals its instance type; failing that, its machine name;
+failing that, the longest ``match`` contained in its device name (so ``H100 80GB`` wins over ``H100``).
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ class PriceTable:
     prices: tuple[Price, ...]
     currency: str
 
-    def find(self, machine: str, device_name: str) -> Price | None:
-        machine_key = machine.casefold()
-        for price in self.prices:
-            if price.match.casefold() == machine_key:
-                return price
+    def find(self, machine: str, device_name: str, instance_type: str | None = None) -> Price | None:
+        for name in (instance_type, machine):
+            for price in self.prices if name else ():
+                if price.match.casefold() == name.casefold():
+                    return price
         device_key = device_name.casefold()
         contained = [price for price in self.prices if price.match.casefold() in device_key]
         return max(contained, key=lambda price: len(price.match)) if contained else None

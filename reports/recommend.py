@@ -57,7 +57,7 @@ class Pick:
     runners_up: tuple[dict, ...] = ()  # the next setups by point estimate, with their ranks
     next_clearly_worse: dict | None = None  # the best setup that the winner clearly beats
     candidates: int = 0
-    not_judged: str | None = None  # a reason key: no_prices, no_energy, no_budget, nothing_fits, no_candidates
+    not_judged: str | None = None  # why none: a key of render.NOT_JUDGED_TEXT
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,8 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
         return Pick(objective, workload, not_judged="no_budget"), empty
     if objective in (CHEAPEST, WITHIN_BUDGET):
         candidates = candidates[np.isfinite(candidates["price_per_hour"].to_numpy(dtype=float))]
+        if candidates.empty:
+            return Pick(objective, workload, not_judged="no_price_match"), empty
     if objective is WITHIN_BUDGET:
         candidates = candidates[candidates["cost_to_target"] <= budget]
         if candidates.empty:

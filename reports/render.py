@@ -46,6 +46,7 @@ FINDING_TEXT = {
 
 NOT_JUDGED_TEXT = {
     "no_prices": "not judged: no --prices file was given",
+    "no_price_match": "not judged: no row of the prices file matches these setups (see 'No price' below)",
     "no_budget": "not asked: give --budget (total cost of training the target samples) to answer it",
     "nothing_fits": "no priced setup trains the target samples within the budget of {budget}",
     "no_energy": "not judged: no run measured energy",

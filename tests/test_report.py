@@ -1,0 +1,312 @@
+"""`gpusizer report` on result files from real `pytest bench/` runs (see ``real_result_files``).
+
+Where a test needs something a CPU run cannot produce (a second machine, GPU telemetry, a hostile
+hostname), it copies a real file and changes only that, and says so at the change.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.analyse import summarise
+from reports.load import CASE_COLUMNS, hardware_fingerprint, load_results
+from reports.prices import load_prices
+from reports.recommend import dominance_ranks, recommend
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_DEADLINE_S = 120
+
+
+def run_report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reports", "report", *map(str, args)], check=False, cwd=REPO,
+                          capture_output=True, text=True, timeout=REPORT_DEADLINE_S)
+
+
+def copy_with(source: str, target: Path, change) -> Path:
+    data = json.loads(Path(source).read_text())
+    change(data)
+    target.write_text(json.dumps(data))
+    return target
+
+
+def rename_machine(name: str):
+    """A second machine made from a real run: only the hostname changes (marked wherever used)."""
+    def change(data: dict) -> None:
+        data["machine_info"]["node"] = name
+    return change
+
+
+def write_prices(path: Path, rows: list[tuple]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["match", "price_per_hour", "per", "currency", "source", "date"])
+        writer.writerows(rows)
+    return path
+
+
+def digest(paths) -> dict:
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def test_load_makes_one_typed_row_per_case_with_throughput_recomputed(real_result_files):
+    results = load_results(real_result_files)
+    cases = results.cases
+    assert list(cases.columns) == list(CASE_COLUMNS)
+    for column, dtype in CASE_COLUMNS.items():
+        assert str(cases[column].dtype).split("[")[0] == dtype.split("[")[0], column
+    raw = json.loads(Path(real_result_files[0]).read_text())
+    assert sorted(cases[cases["run_id"] == real_result_files[0]]["case_id"]) == sorted(
+        b["extra_info"]["case_id"] for b in raw["benchmarks"])
+    for bench in raw["benchmarks"]:
+        record = bench["extra_info"]
+        row = cases[(cases["run_id"] == real_result_files[0]) & (cases["case_id"] == record["case_id"])].iloc[0]
+        expected = record["global_batch_size"] * record["steps_per_round"] / statistics.median(bench["stats"]["data"])
+        assert row["samples_per_s"] == pytest.approx(expected, rel=1e-12)
+        assert row["round_times_s"] == bench["stats"]["data"]
+        assert row["machine"] == raw["machine_info"]["node"]
+    assert (cases["device_type"] == "cpu").all() and cases["gpu_name"].isna().all()
+    assert cases["run_datetime"].notna().all()
+
+
+def test_outcomes_keep_skipped_and_failed_cases_with_their_reasons(real_result_files):
+    outcomes = load_results(real_result_files).outcomes
+    by_case = {(row.run_id, row.case_id): row for row in outcomes.itertuples()}
+    skipped = by_case[(real_result_files[0], "dp-2-tiny-fp32")]
+    assert skipped.status == "skipped" and "CUDA" in skipped.reason
+    failed = by_case[(real_result_files[2], "ddp-2-tiny-fp32")]
+    assert failed.status == "failed" and failed.reason
+    assert set(outcomes["status"]) == {"passed", "skipped", "failed"}
+
+
+def test_folders_are_read_in_name_order_and_each_file_once(real_result_files):
+    folder = str(Path(real_result_files[0]).parent)
+    results = load_results([folder, real_result_files[0]])
+    assert results.paths == [real_result_files[0]]
+
+
+def test_a_pytest_benchmark_autosave_file_without_the_gpusizer_section_loads(real_result_files, tmp_path):
+    # --benchmark-autosave files carry the record in extra_info but may lack the top-level section.
+    copy = copy_with(real_result_files[0], tmp_path / "autosave.json", lambda data: data.pop("gpusizer"))
+    results = load_results([str(copy)])
+    assert len(results.cases) == len(json.loads(Path(real_result_files[0]).read_text())["benchmarks"])
+    assert set(results.outcomes["status"]) == {"passed"}
+
+
+def test_hardware_fingerprint_of_a_cpu_machine_names_the_cpu(real_result_files):
+    machine_info = json.loads(Path(real_result_files[0]).read_text())["machine_info"]
+    fingerprint = hardware_fingerprint(machine_info)
+    assert fingerprint["gpu_count"] == 0 and fingerprint["gpu_model"] is None
+    assert fingerprint["cpu_model"] == machine_info["gpusizer"]["cpu_model"]
+    assert fingerprint["torch_version"] == machine_info["gpusizer"]["torch_version"]
+
+
+# -- analysis and recommendation -----------------------------------------------------------------
+
+
+def test_scaling_efficiency_mfu_and_cost_follow_from_the_raw_numbers(real_result_files, tmp_path):
+    results = load_results(real_result_files[:2])
+    prices = load_prices(str(write_prices(tmp_path / "p.csv", [("AMD EPYC", "0.50", "instance", "USD", "test", "2026-11-28")])))
+    setups = summarise(results, prices, target_samples=1e6).set_index("label")
+    cases = results.cases[results.cases["run_id"] == real_result_files[0]].set_index("case_id")
+    single, ddp2 = cases.loc["single-1-tiny-fp32"], cases.loc["ddp-2-tiny-fp32"]
+    row = setups[(setups["strategy"] == "ddp") & (setups["world_size"] == 2)].iloc[0]
+    assert row["scaling_efficiency"] == pytest.approx(ddp2["samples_per_s"] / (2 * single["samples_per_s"]))
+    assert row["mfu"] == pytest.approx(ddp2["samples_per_s"] * ddp2["flops_per_sample"] / ddp2["peak_flops_per_s"])
+    # On a CPU the instance price is paid once, however many worker processes share it.
+    assert row["cost_per_million_samples"] == pytest.approx(0.50 / 3600 / ddp2["samples_per_s"] * 1e6)
+    assert row["time_to_target_s"] == pytest.approx(1e6 / ddp2["samples_per_s"])
+    assert row["samples_per_s_low"] <= row["samples_per_s"] <= row["samples_per_s_high"]
+
+
+def test_identical_runs_on_two_machines_are_not_distinguishable(real_result_files, tmp_path):
+    # Second machine = the same real run with its hostname changed: same numbers, so no winner.
+    twin = copy_with(real_result_files[1], tmp_path / "twin.json", rename_machine("twin-of-vm"))
+    results = load_results([real_result_files[1], str(twin)])
+    recommendation = recommend(summarise(results), results, priced=False)
+    fastest = next(p for p in recommendation.picks if p.objective.key == "fastest")
+    assert fastest.best is not None and len(fastest.tied) == 1
+    real_machine = json.loads(Path(real_result_files[1]).read_text())["machine_info"]["node"]
+    assert {fastest.best["machine"], fastest.tied[0]["machine"]} == {real_machine, "twin-of-vm"}
+    assert (recommendation.setups["rank_fastest"] == 1).all()
+
+
+def test_dominance_ranks_share_a_rank_only_when_intervals_overlap():
+    value = pd.Series([100.0, 95.0, 50.0, 40.0])
+    low = pd.Series([90.0, 85.0, 45.0, np.nan])  # the last has one round: no interval
+    high = pd.Series([110.0, 105.0, 55.0, np.nan])
+    assert dominance_ranks(value, low, high, higher_is_better=True).tolist() == [1, 1, 3, 1]
+    assert dominance_ranks(value, low, high, higher_is_better=False).tolist() == [2, 2, 1, 1]
+
+
+def test_dp_is_never_recommended_and_warnings_name_skips_and_failures(real_result_files):
+    results = load_results(real_result_files)
+    recommendation = recommend(summarise(results), results, priced=False)
+    kinds = {finding.kind for finding in recommendation.findings}
+    assert {"failed", "skipped", "no_prices", "no_energy"} <= kinds
+    for pick in recommendation.picks:
+        assert pick.best is None or pick.best["strategy"] != "dp"
+    cheapest = next(p for p in recommendation.picks if p.objective.key == "cheapest")
+    assert cheapest.best is None and cheapest.not_judged == "no_prices"
+
+
+def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_path):
+    # NVML cannot exist on this CPU machine: the telemetry block is given NVML-shaped values here,
+    # the boundary the telemetry tests fake too. Everything else is the real record.
+    def gpu_telemetry(energy_j: float, throttle: float):
+        def change(data: dict) -> None:
+            for bench in data["benchmarks"]:
+                bench["extra_info"]["telemetry"] = {
+                    "source": "nvml", "devices": [{"util_mean_pct": 97.0, "memory_total_bytes": 8 * 1024**3,
+                                                   "throttle_fraction": {"thermal": throttle, "power": 0.0}}],
+                    "cpu": {}, "energy_j": energy_j}
+        return change
+
+    cool = copy_with(real_result_files[1], tmp_path / "cool.json", gpu_telemetry(50.0, 0.0))
+    hot = copy_with(real_result_files[1], tmp_path / "hot.json", gpu_telemetry(500.0, 0.4))
+    hot_data = json.loads(hot.read_text())
+    hot_data["machine_info"]["node"] = "hot-machine"  # a second machine from the same real run (marked)
+    hot.write_text(json.dumps(hot_data))
+    results = load_results([str(cool), str(hot)])
+    recommendation = recommend(summarise(results), results, priced=False)
+    energy = next(p for p in recommendation.picks if p.objective.key == "least_energy")
+    assert energy.best["machine"] != "hot-machine"  # 10x less energy for the same work
+    (bench,) = json.loads(cool.read_text())["benchmarks"]
+    trained = bench["extra_info"]["global_batch_size"] * bench["extra_info"]["steps_per_round"] * len(
+        bench["stats"]["data"])
+    assert energy.best["joules_per_sample"] == pytest.approx(50.0 / trained)
+    # Both intervals come from the same real round times, so they overlap only if those rounds spread
+    # more than tenfold (a loaded machine can do that); either way the tie must follow the intervals.
+    hot_row = recommendation.setups[recommendation.setups["machine"] == "hot-machine"].iloc[0]
+    assert bool(energy.tied) == bool(hot_row["joules_per_sample_low"] <= energy.best["joules_per_sample_high"])
+    throttled = [f for f in recommendation.findings if f.kind == "throttled"]
+    assert [f.subject.split(" ·")[0] for f in throttled] == ["hot-machine"]
+    assert throttled[0].value == pytest.approx(0.4)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def test_report_command_writes_html_markdown_and_csv(real_result_files, tmp_path):
+    prices = write_prices(tmp_path / "prices.csv", [("AMD EPYC", "0.40", "instance", "USD", "test quote", "2026-11-28")])
+    out = tmp_path / "out" / "report.html"
+    before = digest(real_result_files)
+    result = run_report(*real_result_files, "--prices", prices, "-o", out, "--target-samples", "2e6",
+                        "--budget", "1000")
+    assert result.returncode == 0, result.stderr
+    assert f"report: {out}" in result.stdout
+    assert digest(real_result_files) == before
+    page = out.read_text()
+    assert page.count("Plotly.newPlot") >= 4  # one per chart drawn
+    assert page.count("plotly.js v") == 1  # the library itself, embedded once
+    assert "http://" not in page.split("<body>", 1)[1].split("Plotly.newPlot", 1)[0]  # no fetched assets
+    markdown = out.with_suffix(".md").read_text()
+    assert "**Fastest:**" in markdown and "2,000,000 samples" in markdown
+    assert "Fastest within the budget" in markdown and "not asked" not in markdown
+    table = pd.read_csv(out.with_suffix(".csv"))
+    results = load_results(real_result_files)
+    assert len(table) == len(summarise(results))
+    assert np.allclose(table["cost_per_million_samples"], 0.40 / 3600 / table["samples_per_s"] * 1e6)
+
+
+def test_without_prices_the_report_says_cost_was_not_judged(real_result_files, tmp_path):
+    out = tmp_path / "report.html"
+    result = run_report(real_result_files[0], "-o", out)
+    assert result.returncode == 0, result.stderr
+    markdown = out.with_suffix(".md").read_text()
+    assert "Cheapest per sample:** not judged: no --prices file was given" in markdown
+    assert "cost was not judged" in markdown
+    assert pd.read_csv(out.with_suffix(".csv"))["cost_per_million_samples"].isna().all()
+
+
+def test_strings_from_result_files_are_escaped(real_result_files, tmp_path):
+    # A hostile hostname, made by renaming a real run's machine (marked).
+    hostile = copy_with(real_result_files[1], tmp_path / "hostile.json",
+                        rename_machine("<script>alert(1)</script>"))
+    out = tmp_path / "report.html"
+    result = run_report(hostile, "-o", out)
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in out.with_suffix(".md").read_text()
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def _bad_inputs(real: str, folder: Path) -> dict:
+    good = json.loads(Path(real).read_text())
+    made = {
+        "empty": ("", "is empty"),
+        "not-json": ("hello, world\n", "is not JSON"),
+        "truncated": (Path(real).read_text()[:500], "truncated JSON"),
+        "other-tool": (json.dumps({"benchmarks": [{"name": "test_sort", "stats": {"data": [0.1]},
+                                                   "extra_info": {}}], "machine_info": {}}),
+                       "another tool's pytest-benchmark file"),
+        "not-benchmark": (json.dumps({"name": "package", "version": "1.0"}), "not a pytest-benchmark result"),
+        "future-schema": (json.dumps({**good, "gpusizer": {**good["gpusizer"], "schema_version": 99}}),
+                          "unknown schema_version 99"),
+    }
+    cases = {}
+    for name, (text, message) in made.items():
+        path = folder / f"{name}.json"
+        path.write_text(text)
+        cases[name] = ([str(path)], message, str(path))
+    cases["missing"] = ([str(folder / "nope.json")], "does not exist", str(folder / "nope.json"))
+    return cases
+
+
+def test_every_bad_result_file_gives_exit_2_and_one_line(real_result_files, tmp_path):
+    for name, (paths, message, named) in _bad_inputs(real_result_files[1], tmp_path).items():
+        before = digest(p for p in paths if Path(p).exists())
+        result = run_report(*paths, "-o", tmp_path / "out" / "r.html")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (name, result.stderr)
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (name, result.stderr)
+        assert named in lines[0] and message in lines[0], (name, lines[0])
+        assert digest(p for p in paths if Path(p).exists()) == before
+        assert not (tmp_path / "out").exists(), name
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("match,price_per_hour,per,source\nA10G,1.0,gpu,x\n", "missing column date"),
+    ("match,price_per_hour,per,source,date\nA10G,-1.0,gpu,x,2026-01-01\n", "negative"),
+    ("match,price_per_hour,per,source,date\nA10G,cheap,gpu,x,2026-01-01\n", "is not a number"),
+    ("match,price_per_hour,per,source,date\nA10G,1.0,hour,x,2026-01-01\n", "allowed: gpu, instance"),
+])
+def test_a_bad_prices_file_gives_exit_2_and_names_the_problem(real_result_files, tmp_path, rows, message):
+    prices = tmp_path / "prices.csv"
+    prices.write_text(rows)
+    result = run_report(real_result_files[1], "--prices", prices, "-o", tmp_path / "r.html")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert str(prices) in line and message in line
+
+
+def test_an_output_path_that_is_an_input_is_refused(real_result_files, tmp_path):
+    source = copy_with(real_result_files[1], tmp_path / "run.html", lambda data: None)  # an input named .html
+    before = digest([source])
+    result = run_report(source, "-o", source)
+    assert result.returncode == 2 and "is one of the input files" in result.stderr
+    assert digest([source]) == before
+
+
+def test_the_example_prices_file_loads_and_says_it_is_an_example():
+    example = REPO / "examples" / "prices.example.csv"
+    table = load_prices(str(example))
+    assert table.currency == "USD" and len(table.prices) >= 3
+    assert example.read_text().startswith("# EXAMPLE ONLY")
+    assert all("check before use" in price.source for price in table.prices)
