@@ -1,0 +1,103 @@
+"""The HTML report in a real headless browser (Debian's chromium): every chart drawn, no script error,
+and a hostile name from a result file shown as text.
+
+The page records what happened in its own DOM (``#gpusizer-status``: charts drawn, script errors),
+and chromium's ``--dump-dom`` hands that DOM back after the page's timers have run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BROWSER_DEADLINE_S = 90
+HOSTILE_NAME = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def find_chromium() -> str | None:
+    return next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
+
+
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None,
+    reason="needs a headless browser: apt-get install -y chromium (Debian's package; .ci/run installs it)")
+
+
+def dump_dom(page: Path, profile: Path) -> str:
+    """Load the page in headless chromium, let its scripts and timers run, return the final DOM."""
+    command = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+               f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=BROWSER_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # chromium's renderer and helpers go with it
+        process.communicate()
+        pytest.fail(f"chromium did not finish loading {page} within {BROWSER_DEADLINE_S} s")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, f"chromium exited with {process.returncode}"
+    return out.decode("utf-8", errors="replace")
+
+
+def page_status(dom: str) -> dict:
+    match = re.search(r'<p id="gpusizer-status"([^>]*)>', dom)
+    assert match, "the report's status element is missing from the loaded page"
+    return {name: html.unescape(value) for name, value in re.findall(r'data-([a-z-]+)="([^"]*)"', match.group(1))}
+
+
+@pytest.fixture(scope="module")
+def full_report(real_result_files, tmp_path_factory) -> Path:
+    """A report drawing all six charts: real runs, plus a copy of one as a second machine with NVML
+    telemetry (which cannot exist without a GPU) and a hostile hostname - both changes marked here."""
+    folder = tmp_path_factory.mktemp("browser-report")
+    data = json.loads(Path(real_result_files[0]).read_text())
+    data["machine_info"]["node"] = HOSTILE_NAME
+    for bench in data["benchmarks"]:
+        bench["extra_info"]["telemetry"] = {"source": "nvml", "energy_j": 120.0, "cpu": {},
+                                            "devices": [{"util_mean_pct": 90.0, "memory_total_bytes": 16 * 1024**3}]}
+    hostile = folder / "hostile.json"
+    hostile.write_text(json.dumps(data))
+    prices = folder / "prices.csv"
+    prices.write_text("match,price_per_hour,per,source,date\n"
+                      f"{data['machine_info']['gpusizer']['cpu_model']},0.5,instance,browser test,2026-11-28\n")
+    out = folder / "report.html"
+    done = subprocess.run([sys.executable, "-m", "reports", "report", *real_result_files, str(hostile),
+                           "--prices", str(prices), "-o", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_every_chart_draws_without_a_script_error(full_report, tmp_path):
+    dom = dump_dom(full_report, tmp_path / "profile")
+    status = page_status(dom)
+    assert status["errors"] == ""
+    assert int(status["plots-expected"]) == 6
+    assert int(status["plots-drawn"]) == 6
+    assert "<title>pwned</title>" not in dom and "gpusizer report" in dom.split("</title>")[0]
+    # The hostile hostname is text on the page, not an element.
+    assert html.escape(HOSTILE_NAME, quote=False) in dom
+    assert '<img src="x"' not in dom
+
+
+def test_a_script_error_on_the_page_is_caught(full_report, tmp_path):
+    """The check above can fail: the same page with one throwing script reports the error."""
+    broken = tmp_path / "broken.html"
+    broken.write_text(full_report.read_text().replace(
+        '<h2>Charts</h2>', '<h2>Charts</h2><script>throw new Error("deliberate test error")</script>', 1))
+    status = page_status(dump_dom(broken, tmp_path / "profile"))
+    assert "deliberate test error" in status["errors"]
