@@ -19,9 +19,21 @@ from reports.prices import PriceTable
 SETUP_KEYS = ["machine", "device_name", "world_size", "strategy", "precision", "preset",
               "per_device_batch_size", "scaling"]
 CONFIDENCE = 0.95
+# Enough for a stable 95% percentile interval; the compare command's default of 2000 would double the
+# report's time on hundreds of result files for endpoints that move far less than the interval is wide.
+BOOTSTRAP_RESAMPLES = 1000
 # Scaling above this fraction of perfect is more than the hardware can give: a measuring problem.
 SUPERLINEAR_EFFICIENCY = 1.05
 DEFAULT_TARGET_SAMPLES = 1_000_000_000
+
+
+# Columns of ResultSet.cases that _setup_row reads, taken out of pandas once: per-group pandas calls
+# cost more than the arithmetic when there are hundreds of setups.
+_NUMBER_COLUMNS = ("global_batch_size", "steps_per_round", "energy_j", "peak_flops_per_s", "flops_per_sample",
+                   "compute_devices", "peak_memory_bytes", "memory_capacity_bytes", "util_mean_pct",
+                   "throttle_fraction", "timing_gap_fraction", "launch_s")
+_OBJECT_COLUMNS = ("round_times_s", "flags", "run_id", "gpu_name", "instance_type", "device_type",
+                   "telemetry_source")
 
 
 def summarise(results: ResultSet, prices: PriceTable | None = None,
@@ -30,7 +42,12 @@ def summarise(results: ResultSet, prices: PriceTable | None = None,
     cases = results.cases
     if cases.empty:
         return pd.DataFrame(columns=SETUP_KEYS)
-    rows = [_setup_row(keys, group) for keys, group in cases.groupby(SETUP_KEYS, sort=True, dropna=False)]
+    columns = {name: cases[name].to_numpy(dtype=float, na_value=np.nan) for name in _NUMBER_COLUMNS}
+    columns.update({name: cases[name].astype(object).where(cases[name].notna(), None).to_numpy()
+                    for name in _OBJECT_COLUMNS})
+    columns["baseline_only"] = cases["baseline_only"].to_numpy(dtype=bool, na_value=False)
+    groups = cases.groupby(SETUP_KEYS, sort=True, dropna=False).indices
+    rows = [_setup_row(keys, positions, columns) for keys, positions in groups.items()]
     setups = pd.DataFrame.from_records(rows)
     setups["label"] = _labels(setups)
     _add_scaling(setups)
@@ -38,60 +55,61 @@ def summarise(results: ResultSet, prices: PriceTable | None = None,
     return setups.sort_values(["preset", "samples_per_s"], ascending=[True, False], ignore_index=True)
 
 
-def _setup_row(keys: tuple, group: pd.DataFrame) -> dict:
+def _setup_row(keys: tuple, positions: np.ndarray, columns: dict) -> dict:
     row = dict(zip(SETUP_KEYS, keys))
+    number = {name: columns[name][positions] for name in _NUMBER_COLUMNS}
+    first = {name: columns[name][positions[0]] for name in _OBJECT_COLUMNS}
+    times = [np.asarray(columns["round_times_s"][p], dtype=float) for p in positions]
     # Per-round throughput: global samples in the round over the round's time (controller's stopwatch).
-    samples_per_round = (group["global_batch_size"] * group["steps_per_round"]).to_numpy(dtype=float)
-    per_round = np.concatenate([per / np.asarray(times, dtype=float)
-                                for per, times in zip(samples_per_round, group["round_times_s"])])
-    round_times_s = np.concatenate([np.asarray(times, dtype=float) for times in group["round_times_s"]])
+    samples_per_round = number["global_batch_size"] * number["steps_per_round"]
+    per_round = np.concatenate([per / rounds for per, rounds in zip(samples_per_round, times)])
     median = float(np.median(per_round))
     low, high = throughput_interval(per_round)
-    samples_trained = float(sum(per * len(times) for per, times in zip(samples_per_round, group["round_times_s"])))
-    energy_j = group["energy_j"].to_numpy(dtype=float)
-    measured_energy = np.isfinite(energy_j)
+    trained_per_run = samples_per_round * np.array([rounds.size for rounds in times])
     # Energy per sample over the runs that measured it; its interval follows the throughput interval
     # (power is taken as its mean over the measured rounds, so only the time per sample varies).
-    joules_per_sample = math.nan
-    if measured_energy.any():
-        trained_with_energy = float(sum(per * len(times) for per, times, ok in
-                                        zip(samples_per_round, group["round_times_s"], measured_energy) if ok))
-        joules_per_sample = float(energy_j[measured_energy].sum()) / trained_with_energy
-    first = group.iloc[0]
-    flags = sorted({flag for flags in group["flags"] for flag in flags})
-    peak = float(group["peak_flops_per_s"].median())
+    measured = np.isfinite(number["energy_j"])
+    joules_per_sample = (float(number["energy_j"][measured].sum() / trained_per_run[measured].sum())
+                         if measured.any() else math.nan)
+    compute_devices = int(number["compute_devices"][0])
     row.update(
-        gpu_name=first["gpu_name"] if pd.notna(first["gpu_name"]) else None,
-        instance_type=first["instance_type"] if pd.notna(first["instance_type"]) else None,
+        gpu_name=first["gpu_name"],
+        instance_type=first["instance_type"],
         device_type=first["device_type"],
-        compute_devices=int(first["compute_devices"]),
-        runs=int(group["run_id"].nunique()),
+        compute_devices=compute_devices,
+        runs=len({columns["run_id"][p] for p in positions}),
         rounds=int(per_round.size),
-        global_batch_size=int(first["global_batch_size"]),
+        global_batch_size=int(number["global_batch_size"][0]),
         samples_per_s=median,
         samples_per_s_low=low,
         samples_per_s_high=high,
         per_device_samples_per_s=median / row["world_size"],
         round_throughputs=per_round.tolist(),
-        round_times_s=round_times_s.tolist(),
-        samples_trained=samples_trained,
-        mfu=median * float(first["flops_per_sample"]) / (peak * int(first["compute_devices"])),
+        round_times_s=np.concatenate(times).tolist(),
+        samples_trained=float(trained_per_run.sum()),
+        mfu=median * number["flops_per_sample"][0] / (float(np.median(number["peak_flops_per_s"])) * compute_devices),
         joules_per_sample=joules_per_sample,
         joules_per_sample_low=joules_per_sample * median / high if high > 0 else math.nan,
         joules_per_sample_high=joules_per_sample * median / low if low > 0 else math.nan,
-        peak_memory_bytes=float(group["peak_memory_bytes"].max()),
-        memory_capacity_bytes=float(group["memory_capacity_bytes"].min()),
-        util_mean_pct=float(group["util_mean_pct"].mean()),
-        throttle_fraction=float(group["throttle_fraction"].max()),
-        timing_gap_fraction=float(group["timing_gap_fraction"].max()),
-        launch_s=float(group["launch_s"].median()),
-        telemetry_source=first["telemetry_source"] if pd.notna(first["telemetry_source"]) else None,
-        flags=flags,
-        baseline_only=bool(group["baseline_only"].any()),
-        run_ids=sorted(str(run_id) for run_id in group["run_id"].unique()),
+        peak_memory_bytes=_reduce(np.max, number["peak_memory_bytes"]),
+        memory_capacity_bytes=_reduce(np.min, number["memory_capacity_bytes"]),
+        util_mean_pct=_reduce(np.mean, number["util_mean_pct"]),
+        throttle_fraction=_reduce(np.max, number["throttle_fraction"]),
+        timing_gap_fraction=_reduce(np.max, number["timing_gap_fraction"]),
+        launch_s=_reduce(np.median, number["launch_s"]),
+        telemetry_source=first["telemetry_source"],
+        flags=sorted({flag for p in positions for flag in columns["flags"][p]}),
+        baseline_only=bool(columns["baseline_only"][positions].any()),
+        run_ids=sorted({str(columns["run_id"][p]) for p in positions}),
     )
     row["memory_headroom_fraction"] = 1.0 - row["peak_memory_bytes"] / row["memory_capacity_bytes"]
     return row
+
+
+def _reduce(function, values: np.ndarray) -> float:
+    """``function`` over the measured (finite) values; NaN when no run measured it."""
+    finite = values[np.isfinite(values)]
+    return float(function(finite)) if finite.size else math.nan
 
 
 def throughput_interval(per_round: np.ndarray) -> tuple[float, float]:
@@ -101,7 +119,7 @@ def throughput_interval(per_round: np.ndarray) -> tuple[float, float]:
 
     if per_round.size < 2:
         return math.nan, math.nan
-    low, high = bootstrap_median_ci(per_round, confidence=CONFIDENCE)
+    low, high = bootstrap_median_ci(per_round, confidence=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES)
     return float(low), float(high)
 
 
@@ -134,7 +152,8 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         base = baselines.get(key(row, "single"))
         if base is None:
             base = baselines.get(key(row, row["strategy"]))
-        efficiency.append(math.nan if base is None else row["samples_per_s"] / (row["world_size"] * base["samples_per_s"]))
+        per_device = row["samples_per_s"] / row["world_size"]
+        efficiency.append(math.nan if base is None else per_device / base["samples_per_s"])
         baseline_labels.append(None if base is None else base["label"])
     setups["scaling_efficiency"] = efficiency
     setups["scaling_baseline"] = baseline_labels

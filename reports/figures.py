@@ -42,15 +42,10 @@ def throughput_chart(data: pd.DataFrame) -> Chart:
     title = "Throughput versus device count, per strategy (one panel per machine)"
     if data.empty:
         return Chart("throughput", title, None, "no passed cases")
-    import plotly.express as px
-
-    plot = data.sort_values("world_size").assign(
-        err_plus=lambda d: d["samples_per_s_high"] - d["samples_per_s"],
-        err_minus=lambda d: d["samples_per_s"] - d["samples_per_s_low"])
-    figure = px.line(plot, x="world_size", y="samples_per_s", color="series", facet_col="machine",
-                     facet_col_wrap=_wrap(plot), markers=True, error_y="err_plus", error_y_minus="err_minus",
-                     hover_name="label", labels={"world_size": "devices (GPUs; CPU: worker processes)",
-                                                 "samples_per_s": "throughput (samples/s)", "series": "setup"})
+    plot = data.assign(err_plus=data["samples_per_s_high"] - data["samples_per_s"],
+                       err_minus=data["samples_per_s"] - data["samples_per_s_low"])
+    figure = _faceted_lines(plot, "samples_per_s", "throughput (samples/s, log scale)", log_y=True,  # spans decades
+                            errors=("err_plus", "err_minus"))
     return Chart("throughput", title, _finish(figure, title, plot))
 
 
@@ -59,16 +54,61 @@ def scaling_chart(data: pd.DataFrame) -> Chart:
     plot = data[np.isfinite(data["scaling_efficiency"].to_numpy(dtype=float))]
     if plot.empty or (plot["world_size"] <= 1).all():
         return Chart("scaling", title, None, "not drawn: needs a 1-device run and a multi-device run on one machine")
-    import plotly.express as px
+    plot = plot.assign(efficiency_pct=plot["scaling_efficiency"] * 100.0)
+    figure = _faceted_lines(plot, "efficiency_pct", "scaling efficiency (%)",
+                            reference_lines=((100.0, "dot", "gray"), (105.0, "dash", "red")))
+    return Chart("scaling", title, _finish(figure, title, plot),
+                 "dotted line: 100% (perfect scaling); red dashed line: 105%, above which a result is suspicious")
 
-    plot = plot.sort_values("world_size").assign(efficiency_pct=lambda d: d["scaling_efficiency"] * 100.0)
-    figure = px.line(plot, x="world_size", y="efficiency_pct", color="series", facet_col="machine",
-                     facet_col_wrap=_wrap(plot), markers=True, hover_name="label",
-                     labels={"world_size": "devices (GPUs; CPU: worker processes)",
-                             "efficiency_pct": "scaling efficiency (%)", "series": "setup"})
-    figure.add_hline(y=100.0, line_dash="dot", annotation_text="perfect (100%)")
-    figure.add_hline(y=105.0, line_dash="dash", line_color="red", annotation_text="suspicious above 105%")
-    return Chart("scaling", title, _finish(figure, title, plot))
+
+def _faceted_lines(plot: pd.DataFrame, y: str, y_title: str, *, log_y: bool = False, errors: tuple | None = None,
+                   reference_lines: tuple = ()) -> dict:
+    """One panel per machine, one line per setup series over device counts. Built as a plain figure
+    dict: plotly's validating objects take seconds once there are hundreds of traces."""
+    from plotly.colors import qualitative
+
+    machines = sorted(plot["machine"].unique())
+    series_names = sorted(plot["series"].unique())
+    colours = {name: qualitative.Plotly[i % len(qualitative.Plotly)] for i, name in enumerate(series_names)}
+    dashes = {name: ("solid", "dash", "dot", "dashdot")[i // len(qualitative.Plotly) % 4]
+              for i, name in enumerate(series_names)}
+    columns = min(3, len(machines))
+    rows = math.ceil(len(machines) / columns)
+    layout: dict = {"annotations": [], "shapes": [], "legend": {"title": {"text": "setup"}}}
+    traces, shown = [], set()
+    for index, machine in enumerate(machines):
+        row, column = divmod(index, columns)
+        suffix = "" if index == 0 else str(index + 1)
+        x_domain = _domain(column, columns, gap=0.06)
+        y_domain = _domain(rows - 1 - row, rows, gap=0.5 / max(rows, 1) if rows > 1 else 0.0)
+        layout[f"xaxis{suffix}"] = {"domain": x_domain, "anchor": f"y{suffix}", "dtick": 1,
+                                    "title": {"text": "devices (GPUs; CPU: worker processes)"}}
+        layout[f"yaxis{suffix}"] = {"domain": y_domain, "anchor": f"x{suffix}", "type": "log" if log_y else "linear",
+                                    "title": {"text": y_title if column == 0 else ""}}
+        layout["annotations"].append({"text": machine, "showarrow": False, "xref": "paper", "yref": "paper",
+                                      "x": sum(x_domain) / 2, "y": y_domain[1], "yanchor": "bottom",
+                                      "xanchor": "center"})
+        for value, dash, colour in reference_lines:
+            layout["shapes"].append({"type": "line", "xref": f"x{suffix} domain", "yref": f"y{suffix}", "x0": 0,
+                                     "x1": 1, "y0": value, "y1": value, "line": {"dash": dash, "color": colour}})
+        for name, group in plot[plot["machine"] == machine].groupby("series", sort=True):
+            group = group.sort_values("world_size")
+            trace = {"type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": name,
+                     "showlegend": name not in shown, "x": group["world_size"].tolist(), "y": group[y].tolist(),
+                     "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "hovertext": group["label"].tolist(),
+                     "line": {"color": colours[name], "dash": dashes[name]}}
+            if errors:
+                trace["error_y"] = {"type": "data", "array": group[errors[0]].tolist(),
+                                    "arrayminus": group[errors[1]].tolist()}
+            shown.add(name)
+            traces.append(trace)
+    return {"data": traces, "layout": layout}
+
+
+def _domain(position: int, count: int, gap: float) -> list[float]:
+    width = (1.0 - gap * (count - 1)) / count
+    start = position * (width + gap)
+    return [start, min(1.0, start + width)]
 
 
 def cost_time_chart(data: pd.DataFrame, target_samples: float, currency: str | None) -> Chart:
@@ -121,9 +161,11 @@ def memory_chart(data: pd.DataFrame) -> Chart:
     plot, note = _cap(plot.sort_values("peak_memory_bytes", ascending=False))
     figure = go.Figure([
         go.Bar(name="peak used (GiB)", x=plot["label"], y=plot["peak_memory_bytes"] / GIB),
-        go.Bar(name="capacity (GiB)", x=plot["label"], y=plot["memory_capacity_bytes"] / GIB, opacity=0.4),
+        go.Scatter(name="capacity (GiB)", x=plot["label"], y=plot["memory_capacity_bytes"] / GIB, mode="markers",
+                   marker={"symbol": "line-ew-open", "size": 24, "line": {"width": 3}, "color": "red"}),
     ])
-    figure.update_layout(barmode="group", xaxis_title="setup", yaxis_title="memory per device (GiB)")
+    # Log scale: a few hundred MiB used next to tens of GiB of capacity must both stay visible.
+    figure.update_layout(xaxis_title="setup", yaxis_title="memory per device (GiB, log scale)", yaxis_type="log")
     return Chart("memory", title, _finish(figure, title, plot), note)
 
 
@@ -136,8 +178,8 @@ def round_time_chart(data: pd.DataFrame) -> Chart:
     plot, note = _cap(data.sort_values("samples_per_s", ascending=False))
     rounds = plot[["label", "machine", "round_times_s"]].explode("round_times_s")
     rounds["round_time_ms"] = rounds["round_times_s"].astype(float) * 1000.0
-    figure = px.box(rounds, x="label", y="round_time_ms", color="machine", points="all",
-                    labels={"label": "setup", "round_time_ms": "round time (ms)"})
+    figure = px.box(rounds, x="label", y="round_time_ms", color="machine", points="all", log_y=True,
+                    labels={"label": "setup", "round_time_ms": "round time (ms, log scale)"})
     return Chart("round_times", title, _finish(figure, title, plot), note)
 
 
@@ -166,10 +208,16 @@ def _wrap(plot: pd.DataFrame) -> int:
 
 
 def _finish(figure, title: str, plot: pd.DataFrame):
-    panels = plot["machine"].nunique() if "machine" in plot else 1
-    rows = math.ceil(panels / 3) if figure.layout.annotations else 1
-    figure.update_layout(title=html.escape(title), height=max(420, 320 * rows), template="plotly_white",
-                         legend={"font": {"size": 10}})
-    # plotly labels facets "machine=<name>": keep only the name.
-    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]) if a.text and "=" in a.text else None)
+    """Title, size and template; works on a plotly Figure and on a plain figure dict."""
+    import plotly.io as pio
+
+    panels = plot["machine"].nunique() if isinstance(figure, dict) else 1
+    layout = {"title": {"text": html.escape(title)}, "height": max(420, 320 * math.ceil(panels / 3)),
+              "legend": {"font": {"size": 10}}}
+    if isinstance(figure, dict):
+        # A plain dict is not validated, so the template goes in resolved rather than by name.
+        figure["layout"].update(layout, template=pio.templates["plotly_white"].to_plotly_json())
+        figure["layout"]["legend"].update(layout["legend"])
+        return figure
+    figure.update_layout(**layout, template="plotly_white")
     return figure

@@ -224,7 +224,8 @@ def parse_run(path: str, payload: object) -> dict:
     context = {"run_id": path, "run_datetime": run_datetime, "machine": machine, **_machine_columns(machine_info)}
     cases = [_case_row(path, entry, context) for entry in payload["benchmarks"]]
     outcomes = _outcome_rows(path, section, cases, machine)
-    counts = {status: sum(1 for row in outcomes if row["status"] == status) for status in ("passed", "skipped", "failed")}
+    statuses = [row["status"] for row in outcomes]
+    counts = {status: statuses.count(status) for status in ("passed", "skipped", "failed")}
     complete = bool(section.get("complete", True)) if section is not None else True
     run = {"run_id": path, "run_datetime": run_datetime, "machine": machine, "complete": complete, **counts}
     return {"machine_info": machine_info, "cases": cases, "outcomes": outcomes, "run": run}

@@ -126,7 +126,7 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
                 f"({fmt_interval(best['samples_per_s_low'], best['samples_per_s_high'])})")
         if pick.next_clearly_worse is not None:
             ratio = best["samples_per_s"] / pick.next_clearly_worse["samples_per_s"]
-            text += f", {ratio:.2f}× the next clearly slower setup"
+            text += f", {fmt_number(ratio)}× the next clearly slower setup"
         if math.isfinite(best.get("scaling_efficiency", math.nan)) and best["world_size"] > 1:
             text += f", scaling at {fmt_pct(best['scaling_efficiency'])} of perfect on {best['world_size']} devices"
         if key == "within_budget":
@@ -134,8 +134,9 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
                      f"{fmt_money(best['cost_to_target'], context.currency)}, within the budget of "
                      f"{fmt_money(context.budget, context.currency)}")
     elif key == "cheapest":
+        interval = fmt_interval(best["cost_per_million_samples_low"], best["cost_per_million_samples_high"])
         text = (f"{best['label']} costs {fmt_money(best['cost_per_million_samples'], context.currency)} per "
-                f"million samples ({fmt_interval(best['cost_per_million_samples_low'], best['cost_per_million_samples_high'])}) "
+                f"million samples ({interval}) "
                 f"at {fmt_money(best['price_per_hour'], context.currency)}/h (price '{best['price_match']}', "
                 f"{best['price_date']}); {target} samples take {fmt_duration(best['time_to_target_s'])} and cost "
                 f"{fmt_money(best['cost_to_target'], context.currency)}")
@@ -198,7 +199,8 @@ def display_table(setups: pd.DataFrame, currency: str | None) -> pd.DataFrame:
             "scaling efficiency": fmt_pct(row["scaling_efficiency"]),
             "MFU": fmt_pct(row["mfu"]),
             "energy (J/sample)": fmt_number(row["joules_per_sample"]),
-            "peak memory / capacity": f"{fmt_bytes(row['peak_memory_bytes'])} / {fmt_bytes(row['memory_capacity_bytes'])}",
+            "peak memory / capacity": (f"{fmt_bytes(row['peak_memory_bytes'])} / "
+                                       f"{fmt_bytes(row['memory_capacity_bytes'])}"),
             "headroom": fmt_pct(row["memory_headroom_fraction"]),
             "price/h": fmt_money(row["price_per_hour"], currency),
             "cost per million samples": fmt_money(row["cost_per_million_samples"], currency),
@@ -263,6 +265,7 @@ th { background: #f4f4f4; position: sticky; top: 0; } .pick { margin: .4em 0 .8e
 
 
 def render_html(recommendation: Recommendation, charts: list[Chart], context: ReportContext) -> str:
+    from plotly.io import to_html
     from plotly.offline import get_plotlyjs
 
     drawn = [chart for chart in charts if chart.figure is not None]
@@ -282,13 +285,14 @@ def render_html(recommendation: Recommendation, charts: list[Chart], context: Re
         _html_findings(recommendation.findings),
         "<h2>Charts</h2>",
     ]
-    for index, chart in enumerate(charts):
-        parts.append(f"<h3>{html.escape(chart.title)}</h3>")
+    for chart in charts:
+        if chart.figure is None:  # a drawn chart carries its own title
+            parts.append(f"<h3>{html.escape(chart.title)}</h3>")
         if chart.note:
             parts.append(f'<p class="note">{html.escape(chart.note)}</p>')
         if chart.figure is not None:
-            parts.append(chart.figure.to_html(include_plotlyjs=False, full_html=False, div_id=f"chart-{chart.key}",
-                                              config={"responsive": True, "displaylogo": False}))
+            parts.append(to_html(chart.figure, include_plotlyjs=False, full_html=False, div_id=f"chart-{chart.key}",
+                                 validate=False, config={"responsive": True, "displaylogo": False}))
     parts += [
         "<h2>Every setup</h2>",
         ('<p class="note">Rank = 1 + the number of setups that are clearly better (their 95% interval does not '

@@ -46,6 +46,11 @@ def rename_machine(name: str):
     return change
 
 
+def cpu_model(result_file: str) -> str:
+    """The CPU the real run used: what a CPU run's prices match (the test machine's, whatever it is)."""
+    return json.loads(Path(result_file).read_text())["machine_info"]["gpusizer"]["cpu_model"]
+
+
 def write_prices(path: Path, rows: list[tuple]) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -118,7 +123,8 @@ def test_hardware_fingerprint_of_a_cpu_machine_names_the_cpu(real_result_files):
 
 def test_scaling_efficiency_mfu_and_cost_follow_from_the_raw_numbers(real_result_files, tmp_path):
     results = load_results(real_result_files[:2])
-    prices = load_prices(str(write_prices(tmp_path / "p.csv", [("AMD EPYC", "0.50", "instance", "USD", "test", "2026-11-28")])))
+    rows = [(cpu_model(real_result_files[0]), "0.50", "instance", "USD", "test", "2026-11-28")]
+    prices = load_prices(str(write_prices(tmp_path / "p.csv", rows)))
     setups = summarise(results, prices, target_samples=1e6).set_index("label")
     cases = results.cases[results.cases["run_id"] == real_result_files[0]].set_index("case_id")
     single, ddp2 = cases.loc["single-1-tiny-fp32"], cases.loc["ddp-2-tiny-fp32"]
@@ -200,7 +206,8 @@ def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_pa
 
 
 def test_report_command_writes_html_markdown_and_csv(real_result_files, tmp_path):
-    prices = write_prices(tmp_path / "prices.csv", [("AMD EPYC", "0.40", "instance", "USD", "test quote", "2026-11-28")])
+    prices = write_prices(tmp_path / "prices.csv",
+                          [(cpu_model(real_result_files[0]), "0.40", "instance", "USD", "test quote", "2026-11-28")])
     out = tmp_path / "out" / "report.html"
     before = digest(real_result_files)
     result = run_report(*real_result_files, "--prices", prices, "-o", out, "--target-samples", "2e6",
