@@ -131,7 +131,7 @@ def _labels(setups: pd.DataFrame) -> pd.Series:
                 f"{row['precision']} · {row['preset']} b{row['per_device_batch_size']}")
         return text + (" strong" if row["scaling"] == "strong" else "")
 
-    return setups.apply(label, axis=1)
+    return pd.Series([label(row) for row in setups.to_dict("records")], index=setups.index, dtype=object)
 
 
 def _add_scaling(setups: pd.DataFrame) -> None:
@@ -146,9 +146,9 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         return (row["machine"], row["device_name"], row["preset"], row["precision"], row["scaling"],
                 batch_key, row[batch_key], strategy)
 
-    baselines = {key(row, row["strategy"]): row for _, row in setups[setups["world_size"] == 1].iterrows()}
+    baselines = {key(row, row["strategy"]): row for row in setups[setups["world_size"] == 1].to_dict("records")}
     efficiency, baseline_labels = [], []
-    for _, row in setups.iterrows():
+    for row in setups.to_dict("records"):
         base = baselines.get(key(row, "single"))
         if base is None:
             base = baselines.get(key(row, row["strategy"]))
@@ -162,7 +162,7 @@ def _add_scaling(setups: pd.DataFrame) -> None:
 def _add_cost(setups: pd.DataFrame, prices: PriceTable | None, target_samples: float) -> None:
     """Cost per million samples, and time and cost to train ``target_samples``; NaN where not priced."""
     hourly, sources, dates, matches = [], [], [], []
-    for _, row in setups.iterrows():
+    for row in setups.to_dict("records"):
         price = prices.find(row["machine"], row["device_name"], row["instance_type"]) if prices is not None else None
         hourly.append(price.hourly_cost(row["compute_devices"]) if price else math.nan)
         sources.append(price.source if price else None)

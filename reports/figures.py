@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 MAX_BARS = 60  # beyond this a bar or box chart is unreadable; the table has every setup
+MAX_PANELS = 24  # machines drawn side by side; beyond this the panels are too small to read
 GIB = 1024.0**3
 TEXT_COLUMNS = ("label", "machine", "device_name", "strategy", "precision", "preset", "series")
 
@@ -44,9 +45,10 @@ def throughput_chart(data: pd.DataFrame) -> Chart:
         return Chart("throughput", title, None, "no passed cases")
     plot = data.assign(err_plus=data["samples_per_s_high"] - data["samples_per_s"],
                        err_minus=data["samples_per_s"] - data["samples_per_s_low"])
+    plot, note = _cap_machines(plot)
     figure = _faceted_lines(plot, "samples_per_s", "throughput (samples/s, log scale)", log_y=True,  # spans decades
                             errors=("err_plus", "err_minus"))
-    return Chart("throughput", title, _finish(figure, title, plot))
+    return Chart("throughput", title, _finish(figure, title, plot), note)
 
 
 def scaling_chart(data: pd.DataFrame) -> Chart:
@@ -54,11 +56,12 @@ def scaling_chart(data: pd.DataFrame) -> Chart:
     plot = data[np.isfinite(data["scaling_efficiency"].to_numpy(dtype=float))]
     if plot.empty or (plot["world_size"] <= 1).all():
         return Chart("scaling", title, None, "not drawn: needs a 1-device run and a multi-device run on one machine")
-    plot = plot.assign(efficiency_pct=plot["scaling_efficiency"] * 100.0)
+    plot, note = _cap_machines(plot.assign(efficiency_pct=plot["scaling_efficiency"] * 100.0))
     figure = _faceted_lines(plot, "efficiency_pct", "scaling efficiency (%)",
                             reference_lines=((100.0, "dot", "gray"), (105.0, "dash", "red")))
     return Chart("scaling", title, _finish(figure, title, plot),
-                 "dotted line: 100% (perfect scaling); red dashed line: 105%, above which a result is suspicious")
+                 "dotted line: 100% (perfect scaling); red dashed line: 105%, above which a result is suspicious"
+                 + (f"; {note}" if note else ""))
 
 
 def _faceted_lines(plot: pd.DataFrame, y: str, y_title: str, *, log_y: bool = False, errors: tuple | None = None,
@@ -76,6 +79,7 @@ def _faceted_lines(plot: pd.DataFrame, y: str, y_title: str, *, log_y: bool = Fa
     rows = math.ceil(len(machines) / columns)
     layout: dict = {"annotations": [], "shapes": [], "legend": {"title": {"text": "setup"}}}
     traces, shown = [], set()
+    by_machine = dict(tuple(plot.groupby("machine", sort=False)))
     for index, machine in enumerate(machines):
         row, column = divmod(index, columns)
         suffix = "" if index == 0 else str(index + 1)
@@ -91,7 +95,7 @@ def _faceted_lines(plot: pd.DataFrame, y: str, y_title: str, *, log_y: bool = Fa
         for value, dash, colour in reference_lines:
             layout["shapes"].append({"type": "line", "xref": f"x{suffix} domain", "yref": f"y{suffix}", "x0": 0,
                                      "x1": 1, "y0": value, "y1": value, "line": {"dash": dash, "color": colour}})
-        for name, group in plot[plot["machine"] == machine].groupby("series", sort=True):
+        for name, group in by_machine[machine].groupby("series", sort=True):
             group = group.sort_values("world_size")
             trace = {"type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": name,
                      "showlegend": name not in shown, "x": group["world_size"].tolist(), "y": group[y].tolist(),
@@ -195,6 +199,16 @@ def _escaped(setups: pd.DataFrame) -> pd.DataFrame:
         if column in data:
             data[column] = data[column].map(lambda text: html.escape(str(text)))
     return data
+
+
+def _cap_machines(plot: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """At most MAX_PANELS machines: those with the fastest setups, so the contenders stay in view."""
+    machines = plot.groupby("machine")["samples_per_s"].max().sort_values(ascending=False).index
+    if len(machines) <= MAX_PANELS:
+        return plot, None
+    kept = plot[plot["machine"].isin(machines[:MAX_PANELS])]
+    return kept, (f"showing the {MAX_PANELS} machines with the fastest setups of {len(machines)}; "
+                  f"the table lists all")
 
 
 def _cap(plot: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:

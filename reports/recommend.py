@@ -141,10 +141,10 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
     pick = Pick(
         objective=objective,
         workload=workload,
-        best=_plain(best),
-        tied=tuple(_plain(row) for _, row in tied.iterrows()),
-        runners_up=tuple(_plain(row) for _, row in ordered.iloc[1:1 + RUNNERS_UP].iterrows()),
-        next_clearly_worse=_plain(clearly_worse.iloc[0]) if not clearly_worse.empty else None,
+        best=best.to_dict(),
+        tied=tuple(tied.to_dict("records")),
+        runners_up=tuple(ordered.iloc[1:1 + RUNNERS_UP].to_dict("records")),
+        next_clearly_worse=clearly_worse.iloc[0].to_dict() if not clearly_worse.empty else None,
         candidates=len(ordered),
     )
     return pick, ranks
@@ -172,16 +172,12 @@ def _frontier(candidates: pd.DataFrame) -> pd.Series:
     return on
 
 
-def _plain(row: pd.Series) -> dict:
-    return row.to_dict()
-
-
 def _findings(setups: pd.DataFrame, results: ResultSet, priced: bool):
     """Warnings that could change the decision, most serious first."""
     yield from _case_findings(results.outcomes, "failed")
-    for _, run in results.runs[~results.runs["complete"].fillna(True).astype(bool)].iterrows():
-        yield Finding("incomplete_run", str(run["run_id"]))
-    for _, row in setups.iterrows():
+    for run_id in results.runs.loc[~results.runs["complete"].fillna(True).astype(bool), "run_id"]:
+        yield Finding("incomplete_run", str(run_id))
+    for row in setups.to_dict("records"):
         label, flags = row["label"], set(row["flags"])
         if row["scaling_efficiency"] > SUPERLINEAR_EFFICIENCY:
             yield Finding("superlinear", label, value=row["scaling_efficiency"])
