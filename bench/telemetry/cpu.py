@@ -14,6 +14,10 @@ import psutil
 from bench.devices import usable_cores
 
 POWERCAP_ROOT = "/sys/class/powercap"
+# Listing descendants reads /proc/<pid>/stat of every process on the machine (~1 ms with 90
+# processes), most of a tick's cost. The ranks start before measuring and live through it, so the
+# list is refreshed once a second rather than every tick.
+MEMBERSHIP_REFRESH_S = 1.0
 
 
 class ProcessTree:
@@ -26,8 +30,10 @@ class ProcessTree:
         # (pid, create_time) -> last CPU seconds seen; the create time keeps a reused pid apart.
         self._cpu_s: dict[tuple[int, float], float] = {}
         self._last_t: float | None = None
+        self._members: list[psutil.Process] = []
+        self._listed_t: float | None = None
 
-    def _members(self) -> list[psutil.Process]:
+    def _list_members(self) -> list[psutil.Process]:
         members = {self.root.pid: self.root}
         for proc in self.root.children(recursive=True):
             members[proc.pid] = proc
@@ -48,8 +54,10 @@ class ProcessTree:
         The first read only sets the baseline (wall seconds ``None``). A process seen for the first
         time counts from its first sighting (the ranks exist before measuring starts).
         """
+        if self._listed_t is None or t - self._listed_t >= MEMBERSHIP_REFRESH_S:
+            self._members, self._listed_t = self._list_members(), t
         busy_s, rss_bytes, seen = 0.0, 0, {}
-        for proc in self._members():
+        for proc in self._members:
             try:
                 with proc.oneshot():
                     key = (proc.pid, proc.create_time())

@@ -115,6 +115,7 @@ class Sampler:
         self.nvml_reason: str | None = None
         self.error: str | None = None
         self.ticks = 0
+        self.thread_cpu_s: float | None = None
         self.began_s = self.ended_s = None
         self.cpu_intervals: list[tuple[float, float]] = []  # (CPU seconds of the tree, wall seconds)
         self.tree_rss_bytes: list[int] = []
@@ -179,10 +180,14 @@ class Sampler:
     def _run(self) -> None:
         # Ticks on a fixed grid from the start, so a slow tick does not shift every later one.
         tick = 1
-        while not self._stop_event.wait(max(0.0, self.began_s + tick * self.interval_s - time.perf_counter())):
-            if not self._safe_tick(time.perf_counter()):
-                return
-            tick += 1
+        try:
+            while not self._stop_event.wait(max(0.0, self.began_s + tick * self.interval_s - time.perf_counter())):
+                if not self._safe_tick(time.perf_counter()):
+                    return
+                tick += 1
+        finally:
+            # The sampler's own cost: CPU seconds this thread used (the record keeps it per case).
+            self.thread_cpu_s = time.thread_time()
 
     def _safe_tick(self, t: float) -> bool:
         try:

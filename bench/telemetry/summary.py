@@ -130,5 +130,6 @@ def summarise(sampler: Sampler, *, samples_trained: int) -> dict:
         "cpu": cpu,
         "energy_j": energy_j,
         "joules_per_sample": energy_j / samples_trained if energy_j is not None and samples_trained else None,
+        "sampler_cpu_s": sampler.thread_cpu_s,
         "reason": "; ".join(reasons) or None,
     }
