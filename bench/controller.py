@@ -15,6 +15,7 @@ from bench.peak import matmul_peak_flops_per_s
 from bench.record import build_record, slowest_rank_per_round
 from bench.strategies import REGISTRY
 from bench.telemetry import Sampler, telemetry_flags
+from bench.verify import check_case
 from reference_model import unsupported_reason
 
 
@@ -57,6 +58,8 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
     launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
     group = launcher(case, launch_timeout_s=options.launch_timeout_s, round_timeout_s=options.round_timeout_s)
     try:
+        # --verify: before measuring, the training about to be timed must be the same as single's.
+        verified = check_case(case, group) if options.verify else None
         driver = RoundDriver(group, case.steps_per_round)
         # Warm-up runs here rather than through pedantic's warmup_rounds so the sampler covers
         # the measured rounds only; pytest-benchmark never sees the warm-up calls.
@@ -83,5 +86,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         )
     finally:
         group.close()
+    if verified is not None:
+        record["verify_max_abs_difference"] = verified.max_abs_difference
     benchmark.extra_info.update(record)
     return record

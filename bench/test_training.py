@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 
 from bench.controller import measure_case, skip_reason
+from bench.launch.remote import WorkerError
+from bench.verify import VerifyError
 
 
 def test_train(benchmark, case, bench_options):
     reason = skip_reason(case)
     if reason:
         pytest.skip(reason)
-    measure_case(case, benchmark, bench_options)
+    try:
+        measure_case(case, benchmark, bench_options)
+    except (WorkerError, VerifyError) as error:
+        # Already one line naming the rank or the difference; a traceback into the harness adds nothing.
+        pytest.fail(str(error), pytrace=False)
+    except KeyboardInterrupt:
+        # pytest-benchmark marks a benchmark failed on Exception only; an interrupted one would enter
+        # the result file written at exit with no record (or break it with no rounds at all).
+        benchmark.has_error = True
+        raise

@@ -15,7 +15,7 @@ import torch
 from bench.cases import BenchCase
 from bench.devices import synchronize, threads_per_rank
 from bench.strategies import REGISTRY, RankContext
-from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, train_step
+from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
 
 
 class TrainingWorker:
@@ -37,8 +37,8 @@ class TrainingWorker:
         model = build_model(case.model_config, seed=case.seed, device=device)
         state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
         self.state = self.strategy.wrap(state, self.ctx)
-        batch = self.strategy.process_batch_size(case.per_device_batch_size, case.world_size)
-        self.batches = make_batches(case.model_config, batch, seed=case.seed, rank=rank, device=device)
+        self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
+                                                  seed=case.seed, ctx=self.ctx)
         self.steps_done = 0
 
     def run_round(self, steps: int) -> float:
@@ -68,13 +68,14 @@ class TrainingWorker:
 
     def parameters_snapshot(self) -> list[torch.Tensor]:
         """The full (unsharded) parameters on the CPU, for the correctness check."""
-        return [p.detach().float().cpu().clone() for p in self.state.model.parameters()]
+        return self.strategy.full_parameters(self.state)
 
     def close(self) -> None:
-        self.strategy.teardown(self.ctx)
-        self._matmul_mode.__exit__(None, None, None)
+        # Model and optimizer go first: DDP and FSDP hold the process group that teardown destroys.
         self.state = None
         self.batches = None
+        self._matmul_mode.__exit__(None, None, None)
+        self.strategy.teardown(self.ctx)
 
 
 def peak_rss_bytes() -> int:

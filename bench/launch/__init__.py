@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from bench.launch.base import Launcher, WorkerGroup
+from bench.launch.horovodrun import launch_horovodrun
 from bench.launch.inprocess import launch_inprocess
+from bench.launch.torchrun import launch_torchrun
 
 LAUNCHERS: dict[str, Launcher] = {
     "inprocess": launch_inprocess,
+    "torchrun": launch_torchrun,
+    "horovodrun": launch_horovodrun,
 }
 
 __all__ = ["LAUNCHERS", "Launcher", "WorkerGroup"]

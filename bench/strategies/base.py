@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from reference_model import TrainState
+from reference_model import ModelConfig, TrainState, make_batches
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,17 @@ class Strategy:
     def rank_device(self, device_type: str, local_rank: int) -> torch.device:
         return torch.device(device_type, local_rank) if device_type == "cuda" else torch.device("cpu")
 
+    def rank_batches(self, config: ModelConfig, per_device_batch_size: int, *, seed: int,
+                     ctx: RankContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of the global data. Together, the ranks of one step see exactly
+        ``reference_model.global_batches`` (the correctness check trains ``single`` on that)."""
+        batch = self.process_batch_size(per_device_batch_size, ctx.world_size)
+        return make_batches(config, batch, seed=seed, rank=ctx.rank, device=ctx.device)
+
+    def full_parameters(self, state: TrainState) -> list[torch.Tensor]:
+        """The whole (unsharded) parameters as CPU fp32 copies; for sharded strategies every rank must call it."""
+        return [p.detach().float().cpu().clone() for p in state.model.parameters()]
+
     def setup(self, ctx: RankContext) -> None:
         """Before the model is built: join the process group, pin the device."""
 
@@ -56,5 +67,8 @@ class Strategy:
         """Wrap model and optimizer for this strategy; the plain state is the single-device case."""
         return state
 
+    def barrier(self, ctx: RankContext) -> None:
+        """Wait for every rank: before teardown, so no rank leaves while others still communicate."""
+
     def teardown(self, ctx: RankContext) -> None:
-        """After the last round: leave the process group cleanly."""
+        """After the last round, model and optimizer dropped: leave the process group cleanly."""

@@ -1,0 +1,275 @@
+"""A case's ranks as real worker processes, started by a launcher command and driven over the channel.
+
+The launcher modules (torchrun, horovodrun) only say how to start the workers and how to read
+their launcher's account of a dead rank; everything else lives here: deadlines, the round protocol,
+turning a crash or a hang into one line that names the rank and the cause, and reaping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import select
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from bench.cases import BenchCase
+from bench.devices import threads_per_rank
+from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener
+from bench.launch.processes import ProcessTree
+
+WORKER_MODULE = "bench.launch.worker_main"
+CASE_ENV = "GPUSIZER_CASE"  # the BenchCase as JSON
+RANK_ENV = "GPUSIZER_RANK_ENV"  # "<rank variable>,<local rank variable>" the launcher sets
+DUMP_DIR_ENV = "GPUSIZER_DUMP_DIR"  # where a rank writes its stack when asked (SIGUSR1)
+STACK_SIGNAL = signal.SIGUSR1
+
+POLL_S = 0.2  # how often a wait also checks that the launcher is still alive
+CAUSE_WAIT_S = 5.0  # after a rank vanished: time the launcher gets to log its exit status
+CLOSE_TIMEOUT_S = 30.0  # clean exit of every rank after "close"
+LOG_TAIL_LINES = 40
+
+
+class WorkerError(RuntimeError):
+    """A rank crashed, hung or failed: the message is one line naming the rank and the cause."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How one launcher starts a case's workers."""
+
+    name: str
+    command: list[str]
+    rank_env: tuple[str, str]  # the variables the launcher sets: global rank, local rank
+    exit_cause: Callable[[str, int], str | None]  # (launcher log, rank) -> why that rank ended
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def describe_exit_code(code: int) -> str:
+    """Popen style (-N: signal N) or shell style (128+N) exit status in words."""
+    number = -code if code < 0 else code - 128 if code > 128 else None
+    if number is None:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    why = " (the kernel's OOM killer sends this when memory runs out)" if number == signal.SIGKILL else ""
+    return f"killed by {name}{why}"
+
+
+def innermost_frame(dump: str) -> str | None:
+    """From a faulthandler dump, the current thread's innermost frame as 'function (file:line)'."""
+    match = re.search(r'File "([^"]+)", line (\d+) in (\S+)', dump)
+    if match is None:
+        return None
+    path, line, function = match.groups()
+    return f"{function} ({Path(path).name}:{line})"
+
+
+class RemoteGroup:
+    """The WorkerGroup of a launched case. Any failure kills the whole tree before it is raised."""
+
+    def __init__(self, case: BenchCase, spec: LaunchSpec, *, launch_timeout_s: float, round_timeout_s: float):
+        self.case = case
+        self.spec = spec
+        self.round_timeout_s = round_timeout_s
+        self.threads_per_rank = threads_per_rank(case.device_type, case.world_size)
+        self.rounds_started = 0
+        self._conns: dict[int, Connection] = {}
+        self._procs: dict[int, psutil.Process] = {}
+        self._in_flight = False
+        self._closed = False
+        self._dump_dir = Path(tempfile.mkdtemp(prefix="gpusizer-stacks-"))
+        self._listener = Listener()
+        env = {
+            **os.environ,
+            **self._listener.env(),
+            **spec.env,
+            CASE_ENV: json.dumps(dataclasses.asdict(case)),
+            RANK_ENV: ",".join(spec.rank_env),
+            DUMP_DIR_ENV: str(self._dump_dir),
+            # Each rank's share of the cores; torch would otherwise start one thread per core in every rank.
+            "OMP_NUM_THREADS": str(self.threads_per_rank),
+            "PYTHONUNBUFFERED": "1",
+        }
+        began = time.perf_counter()
+        self._tree = ProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
+        try:
+            self._connect_all(time.monotonic() + launch_timeout_s, launch_timeout_s)
+            self._gather("ready", time.monotonic() + max(launch_timeout_s - (time.perf_counter() - began), 0.0),
+                         f"start-up (--launch-timeout-s {launch_timeout_s:g})")
+        except BaseException:
+            self._kill()
+            raise
+        # Popen to every rank having built its model and data, i.e. about to take its first step.
+        self.launch_s = time.perf_counter() - began
+
+    # -- the WorkerGroup protocol ------------------------------------------------------------
+
+    @property
+    def pids(self) -> list[int]:
+        """The ranks' own processes, in rank order (for telemetry)."""
+        return [self._procs[rank].pid for rank in sorted(self._procs)]
+
+    def run_round(self, steps: int) -> list[float]:
+        self.rounds_started += 1
+        replies = self._command({"cmd": "run_round", "steps": steps}, f"round {self.rounds_started}")
+        return [float(replies[rank][0]["seconds"]) for rank in range(self.case.world_size)]
+
+    def peak_memory_bytes(self) -> int:
+        replies = self._command({"cmd": "peak_memory"}, "the peak-memory query")
+        return max(int(message["peak_memory_bytes"]) for message, _ in replies.values())
+
+    def parameters(self) -> list:
+        import torch  # late: only the correctness check needs tensors here
+
+        # Every rank takes part (for FSDP gathering the full tensors is a collective); rank 0 sends them.
+        replies = self._command({"cmd": "parameters"}, "the parameter query")
+        return torch.load(io.BytesIO(replies[0][1]), weights_only=True)
+
+    def close(self) -> None:
+        """Ask every rank for a clean exit; kill whatever has not exited by the deadline. Idempotent."""
+        if self._closed:
+            return
+        if not self._in_flight:  # a rank busy with a round (e.g. after Ctrl-C) would not listen
+            for conn in self._conns.values():
+                try:
+                    conn.send({"cmd": "close"})
+                except OSError:
+                    pass
+            self._tree.wait(CLOSE_TIMEOUT_S)
+        self._kill()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _connect_all(self, deadline: float, launch_timeout_s: float) -> None:
+        while len(self._conns) < self.case.world_size:
+            self._check_launcher_alive("start-up")
+            if time.monotonic() >= deadline:
+                missing = sorted(set(range(self.case.world_size)) - set(self._conns))
+                self._fail(f"{self._ranks(missing)} did not connect within --launch-timeout-s {launch_timeout_s:g}")
+            try:
+                accepted = self._listener.accept(min(deadline, time.monotonic() + POLL_S))
+            except ChannelTimeout:
+                continue
+            if accepted is None:
+                continue  # failed authentication: not one of ours
+            conn, hello = accepted
+            rank = int(hello["rank"])
+            self._conns[rank] = conn
+            try:
+                self._procs[rank] = psutil.Process(int(hello["pid"]))
+                self._tree.extra_procs.append(self._procs[rank])
+            except (psutil.NoSuchProcess, KeyError, ValueError):
+                pass
+
+    def _command(self, message: dict, phase: str) -> dict[int, tuple[dict, bytes]]:
+        if self._closed:
+            raise WorkerError(f"{self.case.case_id}: the workers are already stopped")
+        self._in_flight = True
+        for rank, conn in self._conns.items():
+            try:
+                conn.send(message)
+            except OSError:
+                self._rank_vanished(rank, phase)
+        replies = self._gather("done", time.monotonic() + self.round_timeout_s,
+                               f"{phase} (--round-timeout-s {self.round_timeout_s:g})")
+        self._in_flight = False
+        return replies
+
+    def _gather(self, event: str, deadline: float, phase: str) -> dict[int, tuple[dict, bytes]]:
+        """One reply per rank, each checked; a rank that errs, vanishes or is late fails the case."""
+        replies: dict[int, tuple[dict, bytes]] = {}
+        while len(replies) < len(self._conns):
+            waiting = {conn: rank for rank, conn in self._conns.items() if rank not in replies}
+            ready = [conn for conn in waiting if conn.has_buffered()]
+            if not ready:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._fail_hung(sorted(waiting.values()), phase)
+                ready = select.select(list(waiting), [], [], min(left, POLL_S))[0]
+                if not ready:
+                    self._check_launcher_alive(phase)
+                    continue
+            for conn in ready:
+                rank = waiting[conn]
+                try:
+                    message, payload = conn.recv(deadline)
+                except ChannelClosed:
+                    self._rank_vanished(rank, phase)
+                except ChannelTimeout:
+                    continue
+                if message.get("event") == "error":
+                    self._fail(f"rank {rank} failed in {phase}: {message.get('message', 'no message')}")
+                if message.get("event") != event:
+                    self._fail(f"rank {rank} answered {message.get('event')!r} in {phase}, expected {event!r}")
+                replies[rank] = (message, payload)
+        return replies
+
+    def _check_launcher_alive(self, phase: str) -> None:
+        code = self._tree.returncode()
+        if code is not None:
+            last = [line for line in self._tree.log_text().splitlines() if line.strip()][-1:] or ["no output"]
+            self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}")
+
+    def _rank_vanished(self, rank: int, phase: str) -> None:
+        """The rank's connection closed without an error message: the process died. Ask the launcher why."""
+        self._tree.wait(CAUSE_WAIT_S)  # torchrun and horovodrun log each rank's exit status, then exit
+        cause = self.spec.exit_cause(self._tree.log_text(), rank)
+        if cause is None:
+            cause = "its process ended without reporting an error (killed by a signal, e.g. the OOM killer?)"
+        self._fail(f"rank {rank} died in {phase}: {cause}")
+
+    def _fail_hung(self, ranks: list[int], phase: str) -> None:
+        """Ask each late rank where it is (faulthandler dumps its stack on SIGUSR1), then fail."""
+        for rank in ranks:
+            proc = self._procs.get(rank)
+            try:
+                if proc is not None:
+                    proc.send_signal(STACK_SIGNAL)
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(1.0)  # the dump is written by a signal handler in C: quick, but not instant
+        where = []
+        for rank in ranks:
+            dump_path = self._dump_dir / f"rank{rank}.txt"
+            frame = innermost_frame(dump_path.read_text(errors="replace")) if dump_path.exists() else None
+            where.append(f"rank {rank} in {frame or 'unknown code'}")
+        self._fail(f"{self._ranks(ranks)} hung: no answer in {phase}; {', '.join(where)}")
+
+    @staticmethod
+    def _ranks(ranks: list[int]) -> str:
+        return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+    def _fail(self, what: str) -> None:
+        """Kill everything, show the launcher's output for the details, raise the one-line reason."""
+        log_tail = self._tree.log_text().splitlines()[-LOG_TAIL_LINES:]
+        self._kill()
+        if log_tail:
+            print(f"--- last {len(log_tail)} lines of {self.spec.name}'s output ---", file=sys.stderr)
+            print("\n".join(log_tail), file=sys.stderr)
+        raise WorkerError(f"{self.case.case_id}: {what}")
+
+    def _kill(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._in_flight = False
+        for conn in self._conns.values():
+            conn.close()
+        self._listener.close()
+        self._tree.kill()
+        for dump in self._dump_dir.glob("*"):
+            dump.unlink()
+        self._dump_dir.rmdir()

@@ -1,0 +1,33 @@
+"""``ddp``: DistributedDataParallel, one process per device, launched with torchrun; NCCL on GPU, gloo on CPU."""
+
+from __future__ import annotations
+
+from bench.strategies import process_group
+from bench.strategies.base import RankContext, Strategy
+from reference_model import TrainState
+
+
+class DDP(Strategy):
+    name = "ddp"
+    launcher = "torchrun"
+
+    def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
+        return process_group.backend_unavailable_reason(device_type)
+
+    def setup(self, ctx: RankContext) -> None:
+        process_group.join(ctx)
+
+    def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # The optimizer keeps working on the same parameter tensors: DDP wraps, it does not copy.
+        # DDP broadcasts rank 0's parameters on construction; gradients are averaged in backward.
+        device_ids = [ctx.device] if ctx.device.type == "cuda" else None
+        state.model = DistributedDataParallel(state.model, device_ids=device_ids)
+        return state
+
+    def barrier(self, ctx: RankContext) -> None:
+        process_group.barrier()
+
+    def teardown(self, ctx: RankContext) -> None:
+        process_group.leave()

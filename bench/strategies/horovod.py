@@ -1,0 +1,77 @@
+"""``horovod``: ``hvd.DistributedOptimizer`` with parameter and optimizer-state broadcast, launched with horovodrun.
+
+Gloo on CPU; on GPU the collectives use NCCL when Horovod was built with it (scripts/install-horovod.sh
+builds it so where nvcc is present).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from bench.strategies.base import RankContext, Strategy
+from reference_model import TrainState
+
+INSTALL_HINT = "run `make horovod` (PYTHON=.venv/bin/python scripts/install-horovod.sh)"
+
+
+def _accepting_set_to_none(horovod_zero_grad):
+    """Horovod 0.28's zero_grad() predates the set_to_none keyword the shared train step passes; its
+    parent's default already sets gradients to None, which is what the step asks for."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            raise ValueError("horovod: zero_grad(set_to_none=False) is not supported by Horovod's optimizer")
+        horovod_zero_grad(self)
+
+    return zero_grad
+
+
+class Horovod(Strategy):
+    name = "horovod"
+    launcher = "horovodrun"
+
+    def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
+        from bench.launch.horovodrun import horovodrun_path
+
+        if importlib.util.find_spec("horovod") is None:
+            return f"Horovod is not installed: {INSTALL_HINT}"
+        if not os.access(horovodrun_path(), os.X_OK):
+            return f"horovodrun is missing beside {horovodrun_path().parent}/python: {INSTALL_HINT}"
+        if precision == "fp16":
+            # GradScaler would unscale gradients while Horovod's allreduce still writes them; the
+            # shared train step has no optimizer.synchronize() before unscale_, so the result would be wrong.
+            return "horovod with fp16 loss scaling needs optimizer.synchronize() before unscaling; not supported"
+        return None
+
+    def setup(self, ctx: RankContext) -> None:
+        import horovod.torch as hvd
+        import torch
+
+        hvd.init()
+        if (hvd.rank(), hvd.size()) != (ctx.rank, ctx.world_size):
+            raise RuntimeError(f"horovod sees rank {hvd.rank()} of {hvd.size()}, the launcher said "
+                               f"{ctx.rank} of {ctx.world_size}")
+        if ctx.device.type == "cuda":
+            torch.cuda.set_device(ctx.device)
+
+    def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
+        import horovod.torch as hvd
+
+        optimizer = hvd.DistributedOptimizer(state.optimizer, named_parameters=state.model.named_parameters())
+        # DistributedOptimizer builds a class of its own for this optimizer, so patching it touches nothing else.
+        type(optimizer).zero_grad = _accepting_set_to_none(type(optimizer).zero_grad)
+        hvd.broadcast_parameters(state.model.state_dict(), root_rank=0)
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        state.optimizer = optimizer
+        return state
+
+    def barrier(self, ctx: RankContext) -> None:
+        import horovod.torch as hvd
+
+        hvd.barrier()
+
+    def teardown(self, ctx: RankContext) -> None:
+        import horovod.torch as hvd
+
+        hvd.shutdown()

@@ -1,0 +1,81 @@
+"""Do the strategies compute the same training? Each one against ``single`` on the same global data.
+
+From the same initial weights (``build_model`` seeds them), a data-parallel run of N ranks on
+per-rank batches must end where one device ends after training on the concatenated batches
+(``reference_model.global_batches``), up to float rounding: the gradient of the mean loss over the
+global batch is the mean of the ranks' gradients. Checked in fp32 only, where "the same" can be tight;
+lower precisions round differently by design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.cases import BenchCase
+from reference_model import Precision, TrainState, build_model, global_batches, make_optimizer, train_step
+
+VERIFY_STEPS = 3
+# Measured on CPU, 2 ranks, 3 steps: one device vs N ranks differ by 2e-9..7e-9 (summation order),
+# the steps move parameters by 6e-4..1.5e-3, and a rank training on the wrong data lands 6e-4 away.
+# 1e-6 sits orders of magnitude from both sides, with room for GPUs picking other kernels per batch size.
+FP32_ABS_TOLERANCE = 1e-6
+
+
+class VerifyError(AssertionError):
+    """The strategy did not reach single's parameters: one line with the largest difference."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    max_abs_difference: float
+    max_abs_update: float  # how far single's parameters moved: the difference must be far below this
+    steps: int
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_difference <= FP32_ABS_TOLERANCE
+
+
+def reference_parameters(case: BenchCase, steps: int, device: torch.device) -> tuple[list, list]:
+    """(initial, trained) parameters of ``single`` after ``steps`` steps on the case's global batches."""
+    precision = Precision("fp32", device.type)
+    with precision.matmul_mode():
+        model = build_model(case.model_config, seed=case.seed, device=device)
+        initial = [p.detach().cpu().clone() for p in model.parameters()]
+        state = TrainState(model, make_optimizer(model), precision)
+        batches = global_batches(case.model_config, case.per_device_batch_size, seed=case.seed,
+                                 world_size=case.world_size, device=device)
+        for step in range(steps):
+            train_step(state, *batches[step % len(batches)])
+        return initial, [p.detach().float().cpu().clone() for p in model.parameters()]
+
+
+def max_abs_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    if [t.shape for t in a] != [t.shape for t in b]:
+        raise VerifyError(f"parameter shapes differ: {[tuple(t.shape) for t in a]} vs {[tuple(t.shape) for t in b]}")
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def verify_group(case: BenchCase, group, steps: int = VERIFY_STEPS) -> VerifyResult:
+    """Train the launched group ``steps`` steps (from its fresh weights) and compare with ``single``."""
+    group.run_round(steps)
+    trained = group.parameters()
+    device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+    initial, expected = reference_parameters(case, steps, device)
+    return VerifyResult(max_abs_difference(trained, expected), max_abs_difference(initial, expected), steps)
+
+
+def check_case(case: BenchCase, group) -> VerifyResult | None:
+    """--verify before measuring: raises VerifyError (one line) on a mismatch; None where not applicable."""
+    if case.precision != "fp32":
+        return None
+    result = verify_group(case, group)
+    if not result.passed:
+        raise VerifyError(
+            f"{case.case_id}: parameters after {result.steps} steps differ from single's on the same global "
+            f"batch: max abs difference {result.max_abs_difference:.3g} > tolerance {FP32_ABS_TOLERANCE:g} "
+            f"(the steps moved them by up to {result.max_abs_update:.3g})"
+        )
+    return result

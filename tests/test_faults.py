@@ -1,0 +1,171 @@
+"""Faults, for real: `pytest bench/` in a subprocess, real torchrun/horovodrun workers that are really
+killed (SIGKILL), really hung (asleep in a round) and a real SIGINT to pytest.
+
+The fault is injected with worker_main's test hook GPUSIZER_FAULT=rank<R>:<kind>@round<N>. Every
+process the run starts inherits a marker variable, so leftovers are found by scanning all processes'
+environments, even ones orphaned to init (which a children() walk would miss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.strategies import REGISTRY
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+MARK_ENV = "GPUSIZER_TEST_MARK"
+RUN_TIMEOUT_S = 240  # the whole `pytest bench/` run, on a busy 2-core machine
+
+
+def marked_processes(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARK_ENV) == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def leftovers(mark: str, grace_s: float = 10.0) -> list[str]:
+    """Marked processes still alive after ``grace_s``, as 'pid (parent): command line'.
+
+    The grace covers helpers that end on their own once pytest is gone, e.g. multiprocessing's
+    resource tracker (it exits when it reads EOF from its dead parent); a leaked worker outlives it.
+    """
+    _, alive_procs = psutil.wait_procs(marked_processes(mark), timeout=grace_s)
+    alive = []
+    for proc in alive_procs:
+        try:
+            alive.append(f"{proc.pid} (parent {proc.ppid()}): {' '.join(proc.cmdline())}")
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def start_bench(tmp_path: Path, fault: str, *args: str) -> tuple[subprocess.Popen, str]:
+    mark = uuid.uuid4().hex
+    env = {**os.environ, MARK_ENV: mark, "GPUSIZER_FAULT": fault}
+    command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q", "--quick",
+               "--device", "cpu", "--results-dir", str(tmp_path / "results"), *args]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return proc, mark
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> str:
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        pytest.fail(f"`pytest bench/` ran past {timeout_s} s:\n{output[-3000:]}")
+    return output
+
+
+def result_file(tmp_path: Path) -> dict | None:
+    files = sorted((tmp_path / "results").glob("*.json"))
+    return json.loads(files[0].read_text()) if files else None
+
+
+def cases_by_id(data: dict) -> dict[str, dict]:
+    return {case["case_id"]: case for case in data["gpusizer"]["cases"]}
+
+
+def measured_ids(data: dict) -> set[str]:
+    return {entry["extra_info"]["case_id"] for entry in data["benchmarks"]}
+
+
+def skip_unless_available(strategy: str) -> None:
+    reason = REGISTRY[strategy].unavailable_reason("cpu", 2, "fp32")
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("strategy, cause", [("ddp", "killed by SIGKILL"), ("horovod", "killed by SIGKILL")])
+def test_killed_worker_fails_only_its_case_naming_rank_and_cause(tmp_path, strategy, cause):
+    skip_unless_available(strategy)
+    began = time.monotonic()
+    # Round 1 is the warm-up, round 2 the first measured one: the rank dies mid-case.
+    proc, mark = start_bench(tmp_path, "rank1:crash@round2", "--strategies", strategy, "--world-sizes", "2,1")
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    data = result_file(tmp_path)
+    cases = cases_by_id(data)
+    failed = cases[f"{strategy}-2-tiny-fp32"]
+    assert failed["status"] == "failed"
+    assert "rank 1 died in round 2" in failed["reason"] and cause in failed["reason"], failed["reason"]
+    assert "\n" not in failed["reason"]
+    # The next case still ran, and the result file holds it.
+    assert cases[f"{strategy}-1-tiny-fp32"]["status"] == "passed"
+    assert measured_ids(data) == {f"{strategy}-1-tiny-fp32"}
+    assert data["gpusizer"]["complete"] is True
+    assert leftovers(mark) == []
+    assert time.monotonic() - began < RUN_TIMEOUT_S
+
+
+def test_hung_worker_fails_its_case_at_the_round_deadline_naming_where_it_hangs(tmp_path):
+    skip_unless_available("fsdp")
+    round_timeout_s = 5
+    proc, mark = start_bench(tmp_path, "rank1:hang@round2", "--strategies", "fsdp", "--world-sizes", "2,1",
+                             "--round-timeout-s", str(round_timeout_s))
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    data = result_file(tmp_path)
+    cases = cases_by_id(data)
+    reason = cases["fsdp-2-tiny-fp32"]["reason"]
+    assert cases["fsdp-2-tiny-fp32"]["status"] == "failed"
+    assert f"round 2 (--round-timeout-s {round_timeout_s})" in reason, reason
+    # Rank 1 sleeps in the fault hook; rank 0 waits for it inside a collective: the message tells them apart.
+    assert "hung" in reason and "rank 1 in fire_if_due (worker_main.py:" in reason, reason
+    assert cases["fsdp-1-tiny-fp32"]["status"] == "passed"
+    assert measured_ids(data) == {"fsdp-1-tiny-fp32"}
+    assert leftovers(mark) == []
+
+
+def test_worker_exception_reaches_the_case_as_one_line(tmp_path):
+    skip_unless_available("ddp")
+    proc, mark = start_bench(tmp_path, "rank0:raise@round1", "--strategies", "ddp", "--world-sizes", "2")
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    reason = cases_by_id(result_file(tmp_path))["ddp-2-tiny-fp32"]["reason"]
+    assert "rank 0 failed in round 1" in reason and "RuntimeError: injected fault" in reason, reason
+    assert leftovers(mark) == []
+
+
+def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
+    skip_unless_available("ddp")
+    # Case 1 (world size 1) finishes; case 2 hangs in its first measured round, with a deadline far away.
+    proc, mark = start_bench(tmp_path, "rank1:hang@round2", "--strategies", "ddp", "--world-sizes", "1,2",
+                             "--round-timeout-s", "600")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        data = result_file(tmp_path)
+        workers = [p for p in marked_processes(mark) if p.cmdline()[1:] == ["-u", "-m", "bench.launch.worker_main"]]
+        if data and "ddp-1-tiny-fp32" in measured_ids(data) and len(workers) == 2:
+            break
+        time.sleep(0.5)
+    else:
+        proc.send_signal(signal.SIGINT)
+        pytest.fail(f"the second case never started:\n{finish(proc, timeout_s=60)[-3000:]}")
+    time.sleep(3)  # let the second case reach its hanging round
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, timeout_s=60)
+    assert time.monotonic() - interrupted < 60
+    assert proc.returncode == 2, output  # pytest's "interrupted"
+    assert leftovers(mark) == []
+    data = result_file(tmp_path)
+    assert "ddp-1-tiny-fp32" in measured_ids(data)
+    assert cases_by_id(data)["ddp-1-tiny-fp32"]["status"] == "passed"

@@ -1,0 +1,183 @@
+"""The parallel strategies for real: 2 CPU worker processes through the real launchers (torchrun,
+horovodrun), gloo on loopback, compared with ``single`` on the same global data."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cases import BenchCase, build_cases
+from bench.launch import LAUNCHERS
+from bench.launch.channel import ChannelClosed, Listener, connect
+from bench.launch.horovodrun import horovodrun_exit_cause
+from bench.launch.remote import describe_exit_code, innermost_frame
+from bench.launch.torchrun import torchrun_exit_cause
+from bench.options import BenchOptions
+from bench.strategies import REGISTRY
+from bench.verify import FP32_ABS_TOLERANCE, max_abs_difference, verify_group
+from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, train_step
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+LAUNCH_TIMEOUT_S = 120.0  # generous: the CI machine may be busy; a healthy launch takes a few seconds
+
+
+def cpu_case(strategy: str, world_size: int = 2, **overrides) -> BenchCase:
+    values = {"strategy": strategy, "world_size": world_size, "preset": "tiny", "precision": "fp32",
+              "device_type": "cpu", "per_device_batch_size": 16, "scaling": "weak", "steps_per_round": 3,
+              "rounds": 1, "warmup_rounds": 0}
+    return BenchCase(**{**values, **overrides})
+
+
+def skip_unless_available(case: BenchCase) -> None:
+    reason = REGISTRY[case.strategy].unavailable_reason(case.device_type, case.world_size, case.precision)
+    if reason:
+        pytest.skip(reason)
+
+
+def single_on_rank0_data_only(case: BenchCase, steps: int) -> list[torch.Tensor]:
+    """What a 'data-parallel' run that never averaged gradients would compute on rank 0: the wrong answer."""
+    model = build_model(case.model_config, seed=case.seed)
+    state = TrainState(model, make_optimizer(model), Precision("fp32", "cpu"))
+    batches = make_batches(case.model_config, case.per_device_batch_size, seed=case.seed, rank=0, device="cpu")
+    for step in range(steps):
+        train_step(state, *batches[step % len(batches)])
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "horovod"])
+def test_two_processes_reach_single_parameters(strategy):
+    case = cpu_case(strategy)
+    skip_unless_available(case)
+    group = LAUNCHERS[REGISTRY[strategy].launcher](case, launch_timeout_s=LAUNCH_TIMEOUT_S, round_timeout_s=120)
+    try:
+        assert group.launch_s > 0 and group.threads_per_rank >= 1
+        result = verify_group(case, group)
+        trained = group.parameters()
+        # Each rank times its own rounds and sends them back.
+        rank_times_s = group.run_round(2)
+        assert len(rank_times_s) == 2 and all(t > 0 for t in rank_times_s)
+        assert group.peak_memory_bytes() > 0
+    finally:
+        group.close()
+    assert result.max_abs_difference <= FP32_ABS_TOLERANCE, result
+    # The check can fail: the steps moved the weights far beyond the tolerance, and rank 0's data
+    # alone (no gradient averaging) lands far outside it.
+    assert result.max_abs_update > 100 * FP32_ABS_TOLERANCE
+    assert max_abs_difference(trained, single_on_rank0_data_only(case, result.steps)) > 100 * FP32_ABS_TOLERANCE
+
+
+def test_dp_is_skipped_on_cpu_with_the_reason_and_is_a_baseline():
+    dp = REGISTRY["dp"]
+    reason = dp.unavailable_reason("cpu", 2, "fp32")
+    assert "DataParallel needs CUDA" in reason and "silently runs the plain module" in reason
+    assert dp.baseline_only
+    assert dp.process_batch_size(32, 4) == 128
+
+
+def test_missing_horovod_skips_naming_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "horovod", None)  # how Python itself marks a package as not importable
+    reason = REGISTRY["horovod"].unavailable_reason("cpu", 2, "fp32")
+    assert reason.startswith("Horovod is not installed") and "make horovod" in reason
+
+
+def test_every_strategy_names_a_launcher_that_exists():
+    for name, strategy in REGISTRY.items():
+        assert strategy.name == name
+        assert strategy.launcher in LAUNCHERS
+
+
+def test_channel_rejects_a_wrong_token_and_accepts_the_right_one():
+    listener = Listener()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the worker's end blocks until the controller answers
+        try:
+            intruder = pool.submit(connect, listener.address, "00" * 32, 0, {"pid": 1}, 5.0)
+            assert listener.accept(time.monotonic() + 5) is None  # failed the HMAC check: dropped unread
+            intruder.result().close()
+            worker = pool.submit(connect, listener.address, listener.token, 1, {"pid": 2}, 5.0)
+            conn, hello = listener.accept(time.monotonic() + 5)
+            worker = worker.result()
+            assert hello["rank"] == 1 and hello["pid"] == 2
+            conn.send({"cmd": "ping"}, b"\x00\x01")
+            assert worker.recv(time.monotonic() + 5) == ({"cmd": "ping"}, b"\x00\x01")
+            worker.close()
+            with pytest.raises(ChannelClosed):
+                conn.recv(time.monotonic() + 5)
+        finally:
+            listener.close()
+    host, port = listener.address.split(":")
+    assert host == "127.0.0.1"  # loopback only
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5)
+
+def test_launchers_logs_are_read_for_the_cause_of_death():
+    torchrun_log = ("Root Cause (first observed failure):\n[0]:\n  time      : 2026-11-28_20:28:23\n"
+                    "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 7145)  (SIGKILL)\n")
+    assert torchrun_exit_cause(torchrun_log, 1).startswith("killed by SIGKILL")
+    assert torchrun_exit_cause(torchrun_log, 0) is None
+    horovod_log = "Process 1 exit with status code 137.\nTerminating remaining workers after failure of Process 1.\n"
+    assert horovodrun_exit_cause(horovod_log, 1).startswith("killed by SIGKILL")
+    assert describe_exit_code(3) == "exited with code 3"
+    assert describe_exit_code(-11).startswith("killed by SIGSEGV")
+    dump = 'Current thread 0x00007f (most recent call first):\n  File "/x/bench/launch/worker_main.py", line 58 in fire_if_due\n'
+    assert innermost_frame(dump) == "fire_if_due (worker_main.py:58)"
+
+
+def options(**overrides) -> BenchOptions:
+    values = {"strategies": ("single", "ddp"), "world_sizes": (1, 2, 4), "presets": ("tiny",),
+              "precisions": ("fp32",), "batch_size": 64, "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0,
+              "device": "cpu", "scaling": "weak", "quick": False, "verify": False, "seed": 0,
+              "results_dir": "results", "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
+    return BenchOptions(**{**values, **overrides})
+
+
+def test_weak_scaling_fixes_the_per_device_batch_and_strong_the_global_one():
+    weak = {c.case_id: c for c in build_cases(options(), "cpu", 2)}
+    assert [weak[i].global_batch_size for i in ("ddp-1-tiny-fp32", "ddp-2-tiny-fp32", "ddp-4-tiny-fp32")] == [
+        64, 128, 256]
+    strong = {c.case_id: c for c in build_cases(options(scaling="strong"), "cpu", 2)}
+    assert {c.global_batch_size for c in strong.values()} == {64}
+    assert strong["ddp-4-tiny-fp32-strong"].per_device_batch_size == 16
+
+
+def run_bench(tmp_path: Path, *args: str, timeout_s: float = 300) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", *args],
+                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=timeout_s)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--world-sizes", "0"], "--world-sizes: 0 is not a positive integer; allowed: an integer >= 1"),
+    (["--world-sizes", "-1"], "--world-sizes: -1 is not a positive integer; allowed: an integer >= 1"),
+    (["--world-sizes", "2,x"], "--world-sizes: 'x' is not a positive integer; allowed: an integer >= 1"),
+    (["--scaling", "linear"], "--scaling: unknown value 'linear'; allowed: weak, strong"),
+])
+def test_bad_world_sizes_and_scaling_are_one_line_usage_errors(tmp_path, args, message):
+    code, _, stderr = run_bench(tmp_path, *args)
+    assert code == 4
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], stderr
+
+
+def test_verify_then_measure_through_pytest_bench(tmp_path):
+    """`pytest bench/ --verify` on two real torchrun workers; world sizes beyond the cores are skipped, not errors."""
+    code, stdout, stderr = run_bench(
+        tmp_path, "--quick", "--device", "cpu", "--strategies", "ddp", "--world-sizes", "2,64", "--verify",
+        "--benchmark-json", "out.json")
+    assert code == 0, stdout + stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    (entry,) = data["benchmarks"]
+    record = entry["extra_info"]
+    assert record["case_id"] == "ddp-2-tiny-fp32" and record["launcher"] == "torchrun"
+    assert 0 <= record["verify_max_abs_difference"] <= FP32_ABS_TOLERANCE
+    assert record["launch_s"] > 0 and record["threads_per_rank"] >= 1
+    assert len(record["round_times_s"]) == len(entry["stats"]["data"]) == record["rounds"]
+    skipped = {c["case_id"]: c for c in data["gpusizer"]["cases"] if c["status"] == "skipped"}
+    assert "world size 64 needs 64 CPU cores" in skipped["ddp-64-tiny-fp32"]["reason"]
