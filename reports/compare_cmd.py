@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-runs", default=str(DEFAULT_BASELINE_RUNS), metavar="N",
                         help=f"with a BASELINE folder, pool the latest N runs of the same hardware; "
                              f"default: {DEFAULT_BASELINE_RUNS}")
+    parser.add_argument("--round-quantile", default=str(CompareConfig.round_quantile), metavar="Q",
+                        help=f"which quantile of the round times to compare, between 0 and 1; default: "
+                             f"{CompareConfig.round_quantile} (lower quartile: robust to preempted rounds; 0.5 = median)")
     parser.add_argument("--allow-different-hardware", action="store_true",
                         help="compare even when GPU, driver, CUDA, torch (or CPU) differ; the report says what")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown (a PR comment)")
@@ -124,12 +127,18 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         raise InputError(f"--alpha: {args.alpha!r} is not a number; allowed: between 0 and 0.5 (e.g. 0.01)") \
             from None
     try:
+        round_quantile = float(args.round_quantile)
+    except ValueError:
+        raise InputError(f"--round-quantile: {args.round_quantile!r} is not a number; allowed: between 0 and 1") \
+            from None
+    try:
         baseline_runs = int(args.baseline_runs)
     except ValueError:
         raise InputError(f"--baseline-runs: {args.baseline_runs!r} is not an integer; allowed: an integer >= 1") \
             from None
     try:
-        return CompareConfig(threshold=threshold, alpha=alpha, baseline_runs=baseline_runs)
+        return CompareConfig(threshold=threshold, alpha=alpha, baseline_runs=baseline_runs,
+                             round_quantile=round_quantile)
     except ValueError as error:
         name = str(error).split(":", 1)[0]
         raise InputError(f"--{name.replace('_', '-')}:{str(error).split(':', 1)[1]}") from None
@@ -211,6 +220,7 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a report from the people it is for
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

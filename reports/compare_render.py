@@ -103,6 +103,10 @@ def headline(report: CompareReport) -> str:
     return "no regression" + (f" ({', '.join(parts)})" if parts else "")
 
 
+def _ordinal(quantile: float) -> str:
+    return f"{quantile * 100:g}th-percentile"
+
+
 def context_lines(report: CompareReport) -> list[str]:
     config = report.config
     dates = [stamp for stamp in report.baseline_datetimes if not pd.isna(stamp)]
@@ -112,7 +116,10 @@ def context_lines(report: CompareReport) -> list[str]:
         f"baseline: {report.baseline_source} ({len(report.baseline_runs)} run(s) pooled{span})",
         (f"rule: regressed (improved) when Mann-Whitney p < {config.alpha:g} on the round times and the whole "
          f"{config.confidence:.0%} interval of the throughput change is below -{config.threshold:.1%} "
-         f"(above +{config.threshold:.1%}); change = median samples/s, current vs baseline"),
+         f"(above +{config.threshold:.1%})"),
+        (f"samples/s and change: at the {_ordinal(config.round_quantile)} round time "
+         f"({'the median' if config.round_quantile == 0.5 else 'the faster rounds, robust to preempted ones'}); "
+         f"history: at the median round"),
         "hardware: " + ", ".join(f"{key} {value}" for key, value in report.current_fingerprint.items()
                                  if value not in (None, 0)),
     ]
@@ -184,8 +191,8 @@ def to_json(report: CompareReport) -> str:
         "verdict": "not comparable" if not report.comparable else ("regressed" if report.regressed else "ok"),
         "regressed": report.regressed,
         "settings": {"threshold": config.threshold, "alpha": config.alpha, "confidence": config.confidence,
-                     "baseline_runs": config.baseline_runs, "metric": "controller round time (s); "
-                     "change reported on samples/s"},
+                     "baseline_runs": config.baseline_runs, "round_quantile": config.round_quantile,
+                     "metric": "the round_quantile of the controller's round times (s), reported as samples/s"},
         "current": {"run_id": report.current_run, "run_datetime": _plain(report.current_datetime),
                     "fingerprint": report.current_fingerprint},
         "baseline": {"source": report.baseline_source, "runs": report.baseline_runs,

@@ -1,0 +1,381 @@
+"""`gpusizer compare` on real `pytest bench/` runs of this machine's CPU, and its statistics.
+
+The slowed copies below change only the timings of a real run (stats.data, the record's round times
+and its samples_per_s), the way a slower commit would; everything else is the real file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reports.cli import main
+from reports.compare import REGRESSED, CompareConfig
+from reports.compare_cmd import parse_fraction
+from reports.errors import InputError
+from reports.stats import bootstrap_median_ci, mann_whitney_p, median_ratio_ci, min_mann_whitney_p
+
+REPO = Path(__file__).resolve().parent.parent
+PAIRS = 3
+# Enough 1 ms rounds that the median survives the scheduler's preemptions on a shared CPU.
+STABLE_ARGS = ("--quick", "--strategies", "single", "--rounds", "60", "--warmup-rounds", "3")
+RUN_DEADLINE_S = 180
+
+
+def _bench(results_dir: Path, *extra: str) -> None:
+    """One real `pytest bench/` run, pinned to one core: torch then uses one thread per rank, which
+    keeps a busy shared machine from stalling rounds on a descheduled helper thread (seen here: 1 ms
+    rounds turning into 400 ms). Killed with its process group past the deadline."""
+    core = max(os.sched_getaffinity(0))
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    # Pin, then exec pytest: the affinity is inherited by the benchmark and any worker it starts.
+    pinned = f"import os, sys; os.sched_setaffinity(0, {{{core}}}); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    command = [sys.executable, "-c", pinned, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", *STABLE_ARGS,
+               "--results-dir", str(results_dir), *extra]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=RUN_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"`pytest bench/` ran past its {RUN_DEADLINE_S} s deadline")
+    if process.returncode != 0:
+        pytest.fail(f"`pytest bench/` failed ({process.returncode}):\n{output.decode(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def same_commit_runs(tmp_path_factory) -> dict:
+    """PAIRS pairs of real runs of this very commit, one after another, each in its own folder; the
+    first pair also saved by pytest-benchmark's own --benchmark-autosave into a storage folder."""
+    root = tmp_path_factory.mktemp("same-commit")
+    storage = root / "storage"
+    runs = []
+    for index in range(2 * PAIRS):
+        folder = root / f"run{index}"
+        extra = ("--benchmark-autosave", f"--benchmark-storage=file://{storage}") if index < 2 else ()
+        _bench(folder, *extra)
+        (path,) = folder.glob("*.json")
+        runs.append(path)
+    pairs = [(runs[2 * i], runs[2 * i + 1]) for i in range(PAIRS)]
+    return {"runs": runs, "pairs": pairs, "storage": storage}
+
+
+def compare(*args: str) -> int:
+    return main(["compare", *map(str, args)])
+
+
+def slowed_copy(source: Path, destination: Path, factor: float, **machine_changes) -> Path:
+    """The real run with every timing multiplied by ``factor``, as a commit that slows training would."""
+    payload = json.loads(source.read_text())
+    for bench in payload["benchmarks"]:
+        stats = bench["stats"]
+        stats["data"] = [value * factor for value in stats["data"]]
+        for key in ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr", "total"):
+            if isinstance(stats.get(key), (int, float)):
+                stats[key] *= factor
+        stats["ops"] = stats["ops"] / factor
+        record = bench["extra_info"]
+        record["round_times_s"] = [value * factor for value in record["round_times_s"]]
+        record["samples_per_s"] /= factor
+    payload["machine_info"]["gpusizer"].update(machine_changes)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(json.dumps(payload))
+    return destination
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- the verdicts on real runs ---------------------------------------------------------------------
+
+
+def test_a_run_compared_with_itself_does_not_regress(real_result_files, tmp_path, capsys):
+    run = real_result_files[0]  # several strategies and world sizes, --quick (3 rounds)
+    out = tmp_path / "verdict.json"
+    assert compare(run, run, "--json", out) == 0
+    verdicts = read_json(out)
+    assert verdicts["verdict"] == "ok" and verdicts["regressed"] == []
+    cases = verdicts["cases"]
+    assert len(cases) >= 3 and all(case["throughput_change"] == 0 for case in cases)
+    # 3 rounds against 3 can never reach p < 0.01: said plainly, never passed off as "unchanged".
+    assert {case["verdict"] for case in cases} == {"inconclusive"}
+    assert "too few rounds" in capsys.readouterr().out
+
+
+def test_thirty_percent_slower_copy_regresses_and_is_named(same_commit_runs, tmp_path):
+    baseline = same_commit_runs["runs"][0]
+    slower = slowed_copy(baseline, tmp_path / "slower.json", 1.3)
+    markdown = tmp_path / "comment.md"
+    # As a user runs it: a separate process, its exit status and its stderr.
+    result = subprocess.run([sys.executable, "-m", "reports", "compare", str(baseline), str(slower),
+                             "--threshold", "5%", "--markdown", str(markdown)],
+                            check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "regressed: single-1-tiny-fp32" in result.stderr
+    assert "REGRESSED" in result.stdout and "**regressed**" in markdown.read_text()
+
+
+def test_thirty_percent_slower_copy_change_is_measured_not_assumed(same_commit_runs, tmp_path):
+    baseline = same_commit_runs["runs"][1]
+    out = tmp_path / "v.json"
+    assert compare(baseline, slowed_copy(baseline, tmp_path / "slower.json", 1.3), "--json", out) == 1
+    (case,) = read_json(out)["cases"]
+    # 1.3x the round time is 1/1.3 - 1 = -23.1% samples/s; the interval holds it and lies below -5%.
+    assert case["throughput_change"] == pytest.approx(1 / 1.3 - 1)
+    assert case["throughput_change_low"] <= case["throughput_change"] <= case["throughput_change_high"] < -0.05
+    assert case["p_value"] < 0.01
+
+
+def test_two_percent_slowdown_on_noisy_rounds_does_not_regress(same_commit_runs, tmp_path):
+    for index, run in enumerate(same_commit_runs["runs"][:3]):
+        out = tmp_path / f"v{index}.json"
+        assert compare(run, slowed_copy(run, tmp_path / f"slow{index}.json", 1.02), "--json", out) == 0
+        (case,) = read_json(out)["cases"]
+        assert case["verdict"] != REGRESSED
+        assert case["throughput_change"] == pytest.approx(1 / 1.02 - 1)
+
+
+def test_two_real_runs_of_the_same_commit_do_not_flag_each_other(same_commit_runs, tmp_path, capsys):
+    changes = []
+    for index, (first, second) in enumerate(same_commit_runs["pairs"]):
+        for baseline, current in ((first, second), (second, first)):
+            out = tmp_path / f"pair{index}-{baseline.parent.name}.json"
+            assert compare(baseline, current, "--json", out) == 0, capsys.readouterr().out
+            (case,) = read_json(out)["cases"]
+            changes.append(case["throughput_change"])
+            print(f"same-commit {baseline.parent.name} -> {current.parent.name}: {case['verdict']}, "
+                  f"change {case['throughput_change']:+.1%} [{case['throughput_change_low']:+.1%}, "
+                  f"{case['throughput_change_high']:+.1%}], p {case['p_value']:.2g}")
+    # The real spread between runs, for the record (docs/regression.md quotes such a check).
+    print(f"same-commit pairs: {len(changes)} comparisons, largest change {max(map(abs, changes)):.1%}")
+
+
+def test_a_busy_neighbour_preempting_some_rounds_is_not_a_regression(same_commit_runs, tmp_path):
+    run = same_commit_runs["runs"][2]
+    payload = read_json(run)
+    rounds = payload["benchmarks"][0]["stats"]["data"]
+    # Every fifth round 5x slower, as when another process takes the core for a few milliseconds.
+    payload["benchmarks"][0]["stats"]["data"] = [t * 5 if i % 5 == 0 else t for i, t in enumerate(rounds)]
+    busy = tmp_path / "busy.json"
+    busy.write_text(json.dumps(payload))
+    out = tmp_path / "v.json"
+    assert compare(run, busy, "--json", out) == 0
+    assert read_json(out)["cases"][0]["verdict"] != REGRESSED
+
+
+def test_few_rounds_are_inconclusive_even_for_a_large_slowdown(real_result_files, tmp_path):
+    run = Path(real_result_files[0])  # 3 rounds per case
+    out = tmp_path / "v.json"
+    assert compare(run, slowed_copy(run, tmp_path / "slow.json", 1.3), "--json", out) == 0
+    for case in read_json(out)["cases"]:
+        assert case["verdict"] == "inconclusive" and case["min_p_value"] >= 0.01
+        assert "--rounds" in case["note"]
+
+
+def test_cases_are_matched_by_identity(real_result_files, tmp_path):
+    strategies, batch32 = real_result_files[0], real_result_files[1]
+    out = tmp_path / "v.json"
+    assert compare(batch32, strategies, "--json", out) == 0
+    cases = read_json(out)["cases"]
+    singles = {case["per_device_batch_size"]: case for case in cases if case["strategy"] == "single"}
+    # Per-device batch 32 is another case than batch 64: neither is compared with the other, and the
+    # two are told apart by name.
+    assert singles[64]["verdict"] == "new" and singles[32]["verdict"] == "missing"
+    assert singles[64]["case_id"] != singles[32]["case_id"]
+    assert {case["verdict"] for case in cases if case["strategy"] != "single"} == {"new"}
+
+
+# -- rolling baseline, history, pytest-benchmark's own files ---------------------------------------
+
+
+def test_folder_baseline_pools_the_latest_runs_and_shows_history(same_commit_runs, tmp_path, capsys):
+    runs = same_commit_runs["runs"]
+    folder = tmp_path / "history"
+    folder.mkdir()
+    for run in runs[:-1]:
+        (folder / run.name).write_bytes(run.read_bytes())
+    markdown, out = tmp_path / "c.md", tmp_path / "v.json"
+    assert compare(folder, runs[-1], "--baseline-runs", "2", "--markdown", markdown, "--json", out) == 0
+    verdicts = read_json(out)
+    assert [Path(run).name for run in verdicts["baseline"]["runs"]] == [run.name for run in runs[-3:-1]]
+    (case,) = verdicts["cases"]
+    assert case["baseline_runs"] == 2 and case["baseline_rounds"] == 2 * 60
+    # History: every run of the folder plus the current one, oldest first, with its own throughput.
+    history = verdicts["history"]
+    assert len(history) == len(runs)
+    times = [entry["run_datetime"] for entry in history]
+    assert times == sorted(times)
+    expected = [read_json(run)["benchmarks"][0]["extra_info"]["samples_per_s"] for run in runs]
+    assert [entry["samples_per_s"] for entry in history] == pytest.approx(expected, rel=1e-9)
+    assert "History" in markdown.read_text()
+    assert "history (samples/s per run" in capsys.readouterr().out
+
+
+def test_current_run_inside_the_baseline_folder_is_not_its_own_baseline(same_commit_runs, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for run in same_commit_runs["runs"][:2]:
+        (folder / run.name).write_bytes(run.read_bytes())
+    current = folder / same_commit_runs["runs"][1].name
+    out = tmp_path / "v.json"
+    assert compare(folder, current, "--json", out) == 0
+    assert [Path(run).name for run in read_json(out)["baseline"]["runs"]] == [same_commit_runs["runs"][0].name]
+
+
+def test_pytest_benchmark_autosave_files_compare(same_commit_runs, tmp_path):
+    storage = same_commit_runs["storage"]
+    saved = sorted(storage.glob("*/*.json"))
+    assert len(saved) == 2 and saved[0].name.startswith("0001_")
+    out = tmp_path / "v.json"
+    assert compare(saved[0], saved[1], "--json", out) == 0
+    assert read_json(out)["cases"][0]["case_id"] == "single-1-tiny-fp32"
+    # The storage root (one folder per machine key) works as a rolling baseline too.
+    slower = slowed_copy(saved[1], tmp_path / "slower.json", 1.3)
+    assert compare(storage, slower, "--json", out) == 1
+    assert len(read_json(out)["baseline"]["runs"]) == 2
+
+
+def test_other_hardware_is_not_comparable_unless_allowed(same_commit_runs, tmp_path, capsys):
+    baseline = same_commit_runs["runs"][0]
+    upgraded = slowed_copy(baseline, tmp_path / "torch-upgrade.json", 1.0, torch_version="9.9.9")
+    markdown = tmp_path / "c.md"
+    assert compare(baseline, upgraded, "--markdown", markdown) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "not comparable" in line and "torch_version 2" in line and "-> 9.9.9" in line
+    assert "NOT COMPARABLE" in markdown.read_text()  # the PR comment still says why
+
+    assert compare(baseline, upgraded, "--allow-different-hardware") == 0
+    assert "DIFFERENT hardware/software: torch_version" in capsys.readouterr().out
+
+
+def test_html_history_chart(same_commit_runs, tmp_path):
+    pytest.importorskip("plotly", reason="the chart needs plotly: pip install 'gpusizer[report]'")
+    runs = same_commit_runs["runs"]
+    chart = tmp_path / "history.html"
+    assert compare(runs[0].parent, runs[1], "--html", chart) == 0
+    text = chart.read_text()
+    assert "<html" in text and "plotly" in text.lower() and "single-1-tiny-fp32" in text
+
+
+# -- bad input: one line, exit 2, inputs untouched -------------------------------------------------
+
+
+def _digest(paths: list[Path]) -> dict:
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+@pytest.mark.parametrize(("make_args", "message"), [
+    (lambda run, tmp: [tmp / "absent.json", run], "does not exist"),
+    (lambda run, tmp: [_write(tmp / "empty.json", ""), run], "is empty"),
+    (lambda run, tmp: [run, _write(tmp / "x.json", "{not json")], "not JSON"),
+    (lambda run, tmp: [run, _write(tmp / "cut.json", run.read_text()[:200])], "truncated"),
+    (lambda run, tmp: [run, run, "--threshold", "5"], "--threshold: '5' is out of range"),
+    (lambda run, tmp: [run, run, "--threshold", "fast"], "--threshold: 'fast' is not a number"),
+    (lambda run, tmp: [run, run, "--threshold=-2%"], "out of range"),
+    (lambda run, tmp: [run, run, "--round-quantile", "1"], "--round-quantile"),
+    (lambda run, tmp: [run, run, "--alpha", "0.7"], "--alpha"),
+    (lambda run, tmp: [run, run, "--baseline-runs", "0"], "--baseline-runs"),
+    (lambda run, tmp: [run, tmp / "copy.json", "--markdown", run], "is one of the input files"),
+    (lambda run, tmp: [run, tmp / "copy.json", "--json", tmp / "o", "--markdown", tmp / "o"], "its own file"),
+    (lambda run, tmp: [tmp, tmp / "copy.json", "--json", tmp / "verdict.json"], "inside an input folder"),
+    (lambda run, tmp: [tmp, tmp / "copy.json"], "no run other than CURRENT"),
+    (lambda run, tmp: [run], "required"),
+])
+def test_bad_input_is_one_line_exit_2_inputs_untouched(real_result_files, tmp_path, capsys, make_args, message):
+    run = Path(real_result_files[1])
+    (tmp_path / "copy.json").write_bytes(run.read_bytes())
+    args = make_args(run, tmp_path)
+    inputs = [run, *sorted(path for path in tmp_path.iterdir() if path.is_file())]
+    before = _digest(inputs)
+    with pytest.raises(SystemExit) if message == "required" else contextlib.nullcontext():
+        status = compare(*args)
+        assert status == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert _digest(inputs) == before
+    assert sorted(tmp_path.iterdir()) == sorted(inputs[1:])  # no output file was started
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# -- the pieces ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "value"), [("5%", 0.05), ("0.05", 0.05), ("2.5%", 0.025), ("0", 0.0)])
+def test_threshold_accepts_percent_or_fraction(raw, value):
+    assert parse_fraction(raw, "--threshold") == pytest.approx(value)
+
+
+def test_threshold_refuses_a_bare_whole_number():
+    with pytest.raises(InputError, match="5% or a fraction such as 0.05"):
+        parse_fraction("5", "--threshold")
+
+
+def test_config_is_validated_on_construction():
+    with pytest.raises(ValueError, match="alpha"):
+        CompareConfig(alpha=0)
+    with pytest.raises(ValueError, match="baseline_runs"):
+        CompareConfig(baseline_runs=0)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_median():
+    samples = np.random.default_rng(1).lognormal(0, 0.1, size=25)
+    low, high = bootstrap_median_ci(samples, seed=3)
+    assert (low, high) == bootstrap_median_ci(samples, seed=3)
+    assert low < np.median(samples) < high
+    wide = bootstrap_median_ci(samples, confidence=0.99, seed=3)
+    assert wide[0] <= low and high <= wide[1]
+    assert bootstrap_median_ci([2.0]) == (2.0, 2.0)
+
+
+def test_ratio_interval_holds_a_known_ratio():
+    samples = np.random.default_rng(2).normal(1.0, 0.02, size=40)
+    ratio, low, high = median_ratio_ci(samples, samples * 1.25)
+    assert ratio == pytest.approx(1.25)
+    assert low < 1.25 < high and high - low < 0.05
+
+
+def test_mann_whitney():
+    rng = np.random.default_rng(3)
+    a = rng.normal(1.0, 0.01, size=20)
+    assert mann_whitney_p(a, a) == 1.0
+    assert mann_whitney_p(a, a * 1.1) < 1e-6
+    assert mann_whitney_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+    assert min_mann_whitney_p(3, 3) == pytest.approx(0.1)
+    assert min_mann_whitney_p(5, 5) == pytest.approx(2 / 252)
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")]])
+def test_statistics_refuse_empty_or_nan(bad):
+    with pytest.raises(ValueError):
+        bootstrap_median_ci(bad)
+
+
+def test_ci_workflow_uses_real_options_and_fails_on_regression():
+    yaml = pytest.importorskip("yaml", reason="reading the workflow needs PyYAML: pip install pyyaml")
+    from reports.cli import build_parser
+
+    workflow = yaml.safe_load((REPO / "docs" / "github-actions-gpu.yml").read_text())
+    steps = workflow["jobs"]["benchmark"]["steps"]
+    script = next(step["run"] for step in steps if "gpusizer compare" in step.get("run", ""))
+    # The compare line as the shell sees it (continuations joined), checked against the real parser.
+    line = script.replace("\\\n", " ").split("gpusizer compare", 1)[1].split("||")[0]
+    words = [word.strip('"') for word in line.split()]
+    args = build_parser().parse_args(["compare", *words])
+    assert args.baseline == "$BASELINE_DIR" and args.markdown and args.json and args.threshold == "5%"
+    fail = next(step for step in steps if step.get("name", "").startswith("Fail"))
+    assert fail["if"] == "steps.compare.outputs.status != '0'" and "exit 1" in fail["run"]
