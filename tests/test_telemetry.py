@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import psutil
@@ -21,7 +22,7 @@ from fake_pynvml import GPU_IS_LOST, LIBRARY_NOT_FOUND, FakeGpu, make_pynvml
 
 from bench.telemetry import DeviceRef, Sampler, telemetry_flags
 from bench.telemetry.cpu import Rapl
-from bench.telemetry.nvml import open_nvml
+from bench.telemetry.nvml import cuda_device_refs, open_nvml
 from bench.telemetry.sampler import SAMPLED_FIELDS
 from bench.telemetry.summary import throttle_fraction, trapezoid_j
 
@@ -166,6 +167,17 @@ def test_idle_and_application_clock_reasons_are_not_throttling():
 def test_trapezoid_integrates_power_over_time():
     assert trapezoid_j([0.0, 1.0, 3.0], [100.0, 200.0, 200.0]) == pytest.approx(150.0 + 400.0)
     assert trapezoid_j([0.0, 1.0], [100.0, None]) is None
+
+
+def test_cuda_devices_are_named_as_nvml_spells_them(monkeypatch):
+    # torch here is a CPU build: its device properties are the stand-in (fields as torch reports them).
+    import torch
+
+    props = {0: types.SimpleNamespace(uuid="0b42632a-bc5c-f731-724b-6936a19c4b24", pci_bus_id=0x17,
+                                      pci_device_id=0, pci_domain_id=0)}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", props.__getitem__)
+    assert cuda_device_refs([0]) == [DeviceRef(index=0, uuid="GPU-0b42632a-bc5c-f731-724b-6936a19c4b24",
+                                               pci_bus_id="00000000:17:00.0")]
 
 
 # -- NVML absent -----------------------------------------------------------------------------
