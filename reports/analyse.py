@@ -27,13 +27,26 @@ SUPERLINEAR_EFFICIENCY = 1.05
 DEFAULT_TARGET_SAMPLES = 1_000_000_000
 
 
-# Columns of ResultSet.cases that _setup_row reads, taken out of pandas once: per-group pandas calls
-# cost more than the arithmetic when there are hundreds of setups.
-_NUMBER_COLUMNS = ("global_batch_size", "steps_per_round", "energy_j", "peak_flops_per_s", "flops_per_sample",
-                   "compute_devices", "peak_memory_bytes", "memory_capacity_bytes", "util_mean_pct",
-                   "throttle_fraction", "timing_gap_fraction", "launch_s")
-_OBJECT_COLUMNS = ("round_times_s", "flags", "run_id", "gpu_name", "instance_type", "device_type",
-                   "telemetry_source")
+# Per-setup summaries of per-case numbers that pandas aggregates in one pass (NaN, i.e. not measured, is
+# skipped; a setup where no run measured a number keeps NaN).
+_AGGREGATES = {
+    "gpu_name": ("gpu_name", "first"),
+    "instance_type": ("instance_type", "first"),
+    "device_type": ("device_type", "first"),
+    "telemetry_source": ("telemetry_source", "first"),
+    "compute_devices": ("compute_devices", "first"),
+    "global_batch_size": ("global_batch_size", "first"),
+    "flops_per_sample": ("flops_per_sample", "first"),
+    "peak_flops_per_s": ("peak_flops_per_s", "median"),
+    "runs": ("run_id", "nunique"),
+    "peak_memory_bytes": ("peak_memory_bytes", "max"),
+    "memory_capacity_bytes": ("memory_capacity_bytes", "min"),
+    "util_mean_pct": ("util_mean_pct", "mean"),
+    "throttle_fraction": ("throttle_fraction", "max"),
+    "timing_gap_fraction": ("timing_gap_fraction", "max"),
+    "launch_s": ("launch_s", "median"),
+    "baseline_only": ("baseline_only", "any"),
+}
 
 
 def summarise(results: ResultSet, prices: PriceTable | None = None,
@@ -42,74 +55,60 @@ def summarise(results: ResultSet, prices: PriceTable | None = None,
     cases = results.cases
     if cases.empty:
         return pd.DataFrame(columns=SETUP_KEYS)
-    columns = {name: cases[name].to_numpy(dtype=float, na_value=np.nan) for name in _NUMBER_COLUMNS}
-    columns.update({name: cases[name].astype(object).where(cases[name].notna(), None).to_numpy()
-                    for name in _OBJECT_COLUMNS})
-    columns["baseline_only"] = cases["baseline_only"].to_numpy(dtype=bool, na_value=False)
-    groups = cases.groupby(SETUP_KEYS, sort=True, dropna=False).indices
-    rows = [_setup_row(keys, positions, columns) for keys, positions in groups.items()]
-    setups = pd.DataFrame.from_records(rows)
+    grouped = cases.groupby(SETUP_KEYS, sort=True, dropna=False)
+    setups = grouped.agg(**_AGGREGATES)
+    positions = grouped.indices
+    # Taken out of pandas once: per-setup pandas calls cost more than the arithmetic on thousands of setups.
+    columns = {name: cases[name].to_numpy(dtype=float, na_value=np.nan)
+               for name in ("global_batch_size", "steps_per_round", "energy_j")}
+    columns.update({name: cases[name].to_numpy(dtype=object) for name in ("round_times_s", "flags", "run_id")})
+    rounds = pd.DataFrame.from_records([_round_summary(positions[key], columns) for key in setups.index],
+                                       index=setups.index)
+    setups = pd.concat([setups, rounds], axis=1).reset_index()
+    for column in ("compute_devices", "global_batch_size", "runs"):
+        setups[column] = setups[column].astype(int)
+    setups["baseline_only"] = setups["baseline_only"].astype(bool)
+    for column in ("gpu_name", "instance_type", "telemetry_source"):  # missing text is None, as in a record
+        setups[column] = setups[column].astype(object).where(setups[column].notna(), None)
+    setups["per_device_samples_per_s"] = setups["samples_per_s"] / setups["world_size"].astype(float)
+    setups["mfu"] = (setups["samples_per_s"] * setups["flops_per_sample"]
+                     / (setups["peak_flops_per_s"] * setups["compute_devices"]))
+    setups["memory_headroom_fraction"] = 1.0 - setups["peak_memory_bytes"] / setups["memory_capacity_bytes"]
     setups["label"] = _labels(setups)
     _add_scaling(setups)
     _add_cost(setups, prices, target_samples)
     return setups.sort_values(["preset", "samples_per_s"], ascending=[True, False], ignore_index=True)
 
 
-def _setup_row(keys: tuple, positions: np.ndarray, columns: dict) -> dict:
-    row = dict(zip(SETUP_KEYS, keys))
-    number = {name: columns[name][positions] for name in _NUMBER_COLUMNS}
-    first = {name: columns[name][positions[0]] for name in _OBJECT_COLUMNS}
+def _round_summary(positions: np.ndarray, columns: dict) -> dict:
+    """What needs every round of a setup: throughput and its interval, energy per sample, flags, runs."""
     times = [np.asarray(columns["round_times_s"][p], dtype=float) for p in positions]
     # Per-round throughput: global samples in the round over the round's time (controller's stopwatch).
-    samples_per_round = number["global_batch_size"] * number["steps_per_round"]
+    samples_per_round = columns["global_batch_size"][positions] * columns["steps_per_round"][positions]
     per_round = np.concatenate([per / rounds for per, rounds in zip(samples_per_round, times)])
     median = float(np.median(per_round))
     low, high = throughput_interval(per_round)
     trained_per_run = samples_per_round * np.array([rounds.size for rounds in times])
     # Energy per sample over the runs that measured it; its interval follows the throughput interval
     # (power is taken as its mean over the measured rounds, so only the time per sample varies).
-    measured = np.isfinite(number["energy_j"])
-    joules_per_sample = (float(number["energy_j"][measured].sum() / trained_per_run[measured].sum())
+    energy_j = columns["energy_j"][positions]
+    measured = np.isfinite(energy_j)
+    joules_per_sample = (float(energy_j[measured].sum() / trained_per_run[measured].sum())
                          if measured.any() else math.nan)
-    compute_devices = int(number["compute_devices"][0])
-    row.update(
-        gpu_name=first["gpu_name"],
-        instance_type=first["instance_type"],
-        device_type=first["device_type"],
-        compute_devices=compute_devices,
-        runs=len({columns["run_id"][p] for p in positions}),
-        rounds=int(per_round.size),
-        global_batch_size=int(number["global_batch_size"][0]),
-        samples_per_s=median,
-        samples_per_s_low=low,
-        samples_per_s_high=high,
-        per_device_samples_per_s=median / row["world_size"],
-        round_throughputs=per_round.tolist(),
-        round_times_s=np.concatenate(times).tolist(),
-        samples_trained=float(trained_per_run.sum()),
-        mfu=median * number["flops_per_sample"][0] / (float(np.median(number["peak_flops_per_s"])) * compute_devices),
-        joules_per_sample=joules_per_sample,
-        joules_per_sample_low=joules_per_sample * median / high if high > 0 else math.nan,
-        joules_per_sample_high=joules_per_sample * median / low if low > 0 else math.nan,
-        peak_memory_bytes=_reduce(np.max, number["peak_memory_bytes"]),
-        memory_capacity_bytes=_reduce(np.min, number["memory_capacity_bytes"]),
-        util_mean_pct=_reduce(np.mean, number["util_mean_pct"]),
-        throttle_fraction=_reduce(np.max, number["throttle_fraction"]),
-        timing_gap_fraction=_reduce(np.max, number["timing_gap_fraction"]),
-        launch_s=_reduce(np.median, number["launch_s"]),
-        telemetry_source=first["telemetry_source"],
-        flags=sorted({flag for p in positions for flag in columns["flags"][p]}),
-        baseline_only=bool(columns["baseline_only"][positions].any()),
-        run_ids=sorted({str(columns["run_id"][p]) for p in positions}),
-    )
-    row["memory_headroom_fraction"] = 1.0 - row["peak_memory_bytes"] / row["memory_capacity_bytes"]
-    return row
-
-
-def _reduce(function, values: np.ndarray) -> float:
-    """``function`` over the measured (finite) values; NaN when no run measured it."""
-    finite = values[np.isfinite(values)]
-    return float(function(finite)) if finite.size else math.nan
+    return {
+        "rounds": int(per_round.size),
+        "samples_per_s": median,
+        "samples_per_s_low": low,
+        "samples_per_s_high": high,
+        "round_throughputs": per_round.tolist(),
+        "round_times_s": np.concatenate(times).tolist(),
+        "samples_trained": float(trained_per_run.sum()),
+        "joules_per_sample": joules_per_sample,
+        "joules_per_sample_low": joules_per_sample * median / high if high > 0 else math.nan,
+        "joules_per_sample_high": joules_per_sample * median / low if low > 0 else math.nan,
+        "flags": sorted({flag for p in positions for flag in columns["flags"][p]}),
+        "run_ids": sorted({str(columns["run_id"][p]) for p in positions}),
+    }
 
 
 def throughput_interval(per_round: np.ndarray) -> tuple[float, float]:
@@ -131,7 +130,9 @@ def _labels(setups: pd.DataFrame) -> pd.Series:
                 f"{row['precision']} · {row['preset']} b{row['per_device_batch_size']}")
         return text + (" strong" if row["scaling"] == "strong" else "")
 
-    return pd.Series([label(row) for row in setups.to_dict("records")], index=setups.index, dtype=object)
+    needed = ["machine", "world_size", "device_name", "device_type", "strategy", "precision", "preset",
+              "per_device_batch_size", "scaling"]
+    return pd.Series([label(row) for row in setups[needed].to_dict("records")], index=setups.index, dtype=object)
 
 
 def _add_scaling(setups: pd.DataFrame) -> None:
@@ -146,9 +147,10 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         return (row["machine"], row["device_name"], row["preset"], row["precision"], row["scaling"],
                 batch_key, row[batch_key], strategy)
 
-    baselines = {key(row, row["strategy"]): row for row in setups[setups["world_size"] == 1].to_dict("records")}
+    needed = setups[SETUP_KEYS + ["global_batch_size", "samples_per_s", "label"]]
+    baselines = {key(row, row["strategy"]): row for row in needed[needed["world_size"] == 1].to_dict("records")}
     efficiency, baseline_labels = [], []
-    for row in setups.to_dict("records"):
+    for row in needed.to_dict("records"):
         base = baselines.get(key(row, "single"))
         if base is None:
             base = baselines.get(key(row, row["strategy"]))
@@ -162,7 +164,7 @@ def _add_scaling(setups: pd.DataFrame) -> None:
 def _add_cost(setups: pd.DataFrame, prices: PriceTable | None, target_samples: float) -> None:
     """Cost per million samples, and time and cost to train ``target_samples``; NaN where not priced."""
     hourly, sources, dates, matches = [], [], [], []
-    for row in setups.to_dict("records"):
+    for row in setups[["machine", "device_name", "instance_type", "compute_devices"]].to_dict("records"):
         price = prices.find(row["machine"], row["device_name"], row["instance_type"]) if prices is not None else None
         hourly.append(price.hourly_cost(row["compute_devices"]) if price else math.nan)
         sources.append(price.source if price else None)

@@ -105,8 +105,10 @@ def dominance_ranks(value: pd.Series, low: pd.Series, high: pd.Series, higher_is
     lows = np.where(np.isfinite(low), np.minimum(sign * low, sign * high), -np.inf)
     highs = np.where(np.isfinite(high), np.maximum(sign * low, sign * high), np.inf)
     known = np.isfinite(value.to_numpy(dtype=float))
-    clearly_better = (lows[None, :] > highs[:, None]) & known[None, :]
-    ranks = 1.0 + clearly_better.sum(axis=1)
+    # Clearly better than setup i: any j whose low end is above i's high end. Counted by sorting, not
+    # pairwise: thousands of setups would make an n x n matrix of gigabytes.
+    sorted_lows = np.sort(lows[known])
+    ranks = 1.0 + (sorted_lows.size - np.searchsorted(sorted_lows, highs, side="right"))
     return pd.Series(np.where(known, ranks, np.nan), index=value.index)
 
 
@@ -177,7 +179,10 @@ def _findings(setups: pd.DataFrame, results: ResultSet, priced: bool):
     yield from _case_findings(results.outcomes, "failed")
     for run_id in results.runs.loc[~results.runs["complete"].fillna(True).astype(bool), "run_id"]:
         yield Finding("incomplete_run", str(run_id))
-    for row in setups.to_dict("records"):
+    needed = ["label", "flags", "scaling_efficiency", "mfu", "throttle_fraction", "telemetry_source", "util_mean_pct",
+              "timing_gap_fraction", "memory_headroom_fraction", "baseline_only", "price_per_hour", "machine",
+              "device_name"]
+    for row in setups[needed].to_dict("records"):
         label, flags = row["label"], set(row["flags"])
         if row["scaling_efficiency"] > SUPERLINEAR_EFFICIENCY:
             yield Finding("superlinear", label, value=row["scaling_efficiency"])

@@ -186,8 +186,9 @@ def display_table(setups: pd.DataFrame, currency: str | None) -> pd.DataFrame:
         return "" if not math.isfinite(value) else f"{value:.0f}"
 
     rows = []
-    for row in setups.sort_values(["preset", "rank_fastest", "samples_per_s"],
-                                     ascending=[True, True, False], na_position="last").to_dict("records"):
+    ordered = setups.sort_values(["preset", "rank_fastest", "samples_per_s"], ascending=[True, True, False],
+                                 na_position="last")
+    for row in ordered.drop(columns=["round_throughputs", "round_times_s", "run_ids"]).to_dict("records"):
         rows.append({
             "workload": row["preset"],
             "rank (fastest)": rank(row["rank_fastest"]),

@@ -15,6 +15,8 @@ import argparse
 import copy
 import itertools
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -63,15 +65,20 @@ def main() -> int:
         folder.mkdir()
         make_files(args.real, folder, args.files, args.cases, args.machines)
         command = [sys.executable, "-m", "reports", "report", str(folder), "-o", str(Path(tmp) / "out" / "r.html")]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         elapsed_s = time.perf_counter() - began
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU time is the steadier figure on a shared machine, where wall time also counts waiting.
+        cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)
             return done.returncode
         size_mib = (Path(tmp) / "out" / "r.html").stat().st_size / 2**20
     print(f"gpusizer report: {args.files} files x {args.cases} cases ({args.machines} machines) "
-          f"in {elapsed_s:.2f} s wall (HTML {size_mib:.1f} MiB)")
+          f"in {elapsed_s:.2f} s wall, {cpu_s:.2f} s CPU (HTML {size_mib:.1f} MiB; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
 
 
