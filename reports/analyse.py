@@ -52,9 +52,7 @@ _AGGREGATES = {
 def summarise(results: ResultSet, prices: PriceTable | None = None,
               target_samples: float = DEFAULT_TARGET_SAMPLES) -> pd.DataFrame:
     """One row per setup: throughput with its interval, scaling, MFU, energy, memory and, with prices, cost."""
-    cases = results.cases
-    if cases.empty:
-        return pd.DataFrame(columns=SETUP_KEYS)
+    cases = results.cases  # may be empty (every case failed): the same columns come out, with no rows
     grouped = cases.groupby(SETUP_KEYS, sort=True, dropna=False)
     setups = grouped.agg(**_AGGREGATES)
     positions = grouped.indices
@@ -63,8 +61,8 @@ def summarise(results: ResultSet, prices: PriceTable | None = None,
                for name in ("global_batch_size", "steps_per_round", "energy_j")}
     columns.update({name: cases[name].to_numpy(dtype=object) for name in ("round_times_s", "flags", "run_id")})
     rounds = pd.DataFrame.from_records([_round_summary(positions[key], columns) for key in setups.index],
-                                       index=setups.index)
-    setups = pd.concat([setups, rounds], axis=1).reset_index()
+                                       columns=_ROUND_COLUMNS)
+    setups = pd.concat([setups.reset_index(), rounds], axis=1)
     for column in ("compute_devices", "global_batch_size", "runs"):
         setups[column] = setups[column].astype(int)
     setups["baseline_only"] = setups["baseline_only"].astype(bool)
@@ -78,6 +76,11 @@ def summarise(results: ResultSet, prices: PriceTable | None = None,
     _add_scaling(setups)
     _add_cost(setups, prices, target_samples)
     return setups.sort_values(["preset", "samples_per_s"], ascending=[True, False], ignore_index=True)
+
+
+_ROUND_COLUMNS = ["rounds", "samples_per_s", "samples_per_s_low", "samples_per_s_high", "round_throughputs",
+                  "round_times_s", "samples_trained", "joules_per_sample", "joules_per_sample_low",
+                  "joules_per_sample_high", "flags", "run_ids"]
 
 
 def _round_summary(positions: np.ndarray, columns: dict) -> dict:

@@ -316,7 +316,7 @@ def _html_meta(context: ReportContext) -> str:
     budget = fmt_money(context.budget, context.currency) + " total for the target" if context.budget else "none given"
     rows = [
         ("made", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-        ("from", (f"{context.files} result files ({', '.join(context.inputs)}), {context.machines} machines, "
+        ("from", (f"{context.files} result files ({_shortened(context.inputs)}), {context.machines} machines, "
                  f"{context.cases} measured cases")),
         ("target", f"{context.target_samples:,.0f} samples (change with --target-samples)"),
         ("prices", prices),
@@ -325,6 +325,12 @@ def _html_meta(context: ReportContext) -> str:
     body = "".join(f"<tr><td>{html.escape(key)}</td><td>{html.escape(value)}</td></tr>"
                    for key, value in rows)
     return f'<table class="meta">{body}</table>'
+
+
+def _shortened(inputs: tuple[str, ...], shown: int = 5) -> str:
+    """The paths given, the first few of a long shell glob only."""
+    text = ", ".join(inputs[:shown])
+    return text + (f" and {len(inputs) - shown} more" if len(inputs) > shown else "")
 
 
 def _html_picks(recommendation: Recommendation, context: ReportContext) -> str:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     setups = summarise(results, prices, args.target_samples)
     recommendation = recommend(setups, results, priced=prices is not None, budget=args.budget)
     context = ReportContext(
-        inputs=tuple(args.paths), files=len(input_files), machines=results.cases["machine"].nunique(),
+        inputs=tuple(args.paths), files=len(input_files), machines=results.runs["machine"].nunique(),
         cases=len(results.cases), target_samples=args.target_samples, prices_path=args.prices,
         currency=prices.currency if prices else None, budget=args.budget)
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)

@@ -238,6 +238,16 @@ def test_without_prices_the_report_says_cost_was_not_judged(real_result_files, t
     assert pd.read_csv(out.with_suffix(".csv"))["cost_per_million_samples"].isna().all()
 
 
+def test_a_run_where_every_case_failed_still_reports_the_failure(real_result_files, tmp_path):
+    out = tmp_path / "report.html"
+    result = run_report(real_result_files[2], "-o", out)
+    assert result.returncode == 0, result.stderr
+    markdown = out.with_suffix(".md").read_text()
+    assert "nothing to recommend" in markdown
+    assert "ddp-2-tiny-fp32 failed:" in markdown
+    assert 'data-plots-expected="0"' in out.read_text()
+
+
 def test_strings_from_result_files_are_escaped(real_result_files, tmp_path):
     # A hostile hostname, made by renaming a real run's machine (marked).
     hostile = copy_with(real_result_files[1], tmp_path / "hostile.json",
