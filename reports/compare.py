@@ -54,19 +54,20 @@ class CompareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.threshold, (int, float)) and 0 <= self.threshold < 1):
-            raise ValueError(f"threshold: {self.threshold!r}; allowed: a fraction from 0 to below 1 (0.05 = 5%)")
-        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 0.5):
-            raise ValueError(f"alpha: {self.alpha!r}; allowed: a number between 0 and 0.5 (e.g. 0.01)")
-        if not (isinstance(self.round_quantile, (int, float)) and 0 < self.round_quantile < 1):
-            raise ValueError(f"round_quantile: {self.round_quantile!r}; allowed: a number between 0 and 1 "
-                             f"(0.25 = lower quartile, 0.5 = median)")
-        if not (isinstance(self.confidence, (int, float)) and 0 < self.confidence < 1):
-            raise ValueError(f"confidence: {self.confidence!r}; allowed: a number between 0 and 1 (e.g. 0.95)")
+        numbers = (
+            ("threshold", lambda v: 0 <= v < 1, "a fraction from 0 to below 1 (0.05 = 5%)"),
+            ("alpha", lambda v: 0 < v < 0.5, "a number between 0 and 0.5 (e.g. 0.01)"),
+            ("round_quantile", lambda v: 0 < v < 1, "a number between 0 and 1 (0.25 = lower quartile, 0.5 = median)"),
+            ("confidence", lambda v: 0 < v < 1, "a number between 0 and 1 (e.g. 0.99)"),
+        )
+        for name, in_range, allowed in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
+                raise ValueError(f"{name}: {value!r} is out of range; allowed: {allowed}")
         for name in ("baseline_runs", "n_resamples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {value!r}; allowed: an integer >= 1")
+                raise ValueError(f"{name}: {value!r} is out of range; allowed: an integer >= 1")
 
 
 # -- which runs ------------------------------------------------------------------------------------
@@ -206,6 +207,21 @@ def _verdict(change: float, low: float, high: float, p_value: float, min_p: floa
     if significant:
         return UNCHANGED, f"a significant change within the {config.threshold:.0%} threshold"
     return UNCHANGED, ""
+
+
+def explain_missing(comparison: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """A case in the baseline but not in the current results may have been skipped or have failed in
+    the current run: say so, with the run's own reason, rather than only "missing"."""
+    fates = {(row.strategy, row.world_size, row.preset, row.precision, row.per_device_batch_size, row.scaling):
+             (row.status, row.reason) for row in outcomes.itertuples() if row.status != "passed"}
+    comparison = comparison.copy()
+    for index, row in comparison[comparison["verdict"] == MISSING].iterrows():
+        fate = fates.get((row.strategy, row.world_size, row.preset, row.precision, row.per_device_batch_size,
+                          row.scaling))
+        if fate is not None:
+            status, reason = fate
+            comparison.loc[index, "note"] = f"{status} in the current run" + (f": {reason}" if reason else "")
+    return comparison
 
 
 def regressed_cases(comparison: pd.DataFrame) -> list[str]:

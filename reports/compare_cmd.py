@@ -19,7 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from reports import compare_render
-from reports.compare import CompareConfig, CompareReport, case_history, choose_baseline_runs, compare_cases
+from reports.compare import (
+    CompareConfig,
+    CompareReport,
+    case_history,
+    choose_baseline_runs,
+    compare_cases,
+    explain_missing,
+)
 from reports.errors import InputError
 from reports.load import ResultSet, hardware_fingerprint, load_results
 
@@ -90,7 +97,8 @@ def build_report(baseline_set: ResultSet, current_set: ResultSet, current_run: s
     if current_cases.empty:
         raise InputError(f"CURRENT {current_run}: has no finished benchmark cases; nothing to compare")
     baseline_cases = baseline_set.cases[baseline_set.cases["run_id"].isin(chosen)]
-    comparison = compare_cases(baseline_cases, current_cases, config)
+    current_outcomes = current_set.outcomes[current_set.outcomes["run_id"] == current_run]
+    comparison = explain_missing(compare_cases(baseline_cases, current_cases, config), current_outcomes)
 
     history = case_history(current_cases.iloc[0:0])
     if with_history and chosen:
@@ -120,28 +128,24 @@ def build_report(baseline_set: ResultSet, current_set: ResultSet, current_run: s
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
-    threshold = parse_fraction(args.threshold, "--threshold")
     try:
-        alpha = float(args.alpha)
+        return CompareConfig(
+            threshold=parse_fraction(args.threshold, "--threshold"),
+            alpha=_parse(args.alpha, "--alpha", float, "between 0 and 0.5 (e.g. 0.01)"),
+            baseline_runs=_parse(args.baseline_runs, "--baseline-runs", int, "an integer >= 1"),
+            round_quantile=_parse(args.round_quantile, "--round-quantile", float, "between 0 and 1"),
+        )
+    except ValueError as error:  # CompareConfig's own check: "<field>: <value>; allowed: ..."
+        name, rest = str(error).split(":", 1)
+        raise InputError(f"--{name.replace('_', '-')}:{rest}") from None
+
+
+def _parse(raw: str, option: str, convert: type, allowed: str) -> float | int:
+    try:
+        return convert(raw)
     except ValueError:
-        raise InputError(f"--alpha: {args.alpha!r} is not a number; allowed: between 0 and 0.5 (e.g. 0.01)") \
-            from None
-    try:
-        round_quantile = float(args.round_quantile)
-    except ValueError:
-        raise InputError(f"--round-quantile: {args.round_quantile!r} is not a number; allowed: between 0 and 1") \
-            from None
-    try:
-        baseline_runs = int(args.baseline_runs)
-    except ValueError:
-        raise InputError(f"--baseline-runs: {args.baseline_runs!r} is not an integer; allowed: an integer >= 1") \
-            from None
-    try:
-        return CompareConfig(threshold=threshold, alpha=alpha, baseline_runs=baseline_runs,
-                             round_quantile=round_quantile)
-    except ValueError as error:
-        name = str(error).split(":", 1)[0]
-        raise InputError(f"--{name.replace('_', '-')}:{str(error).split(':', 1)[1]}") from None
+        kind = "an integer" if convert is int else "a number"
+        raise InputError(f"{option}: {raw!r} is not {kind}; allowed: {allowed}") from None
 
 
 def parse_fraction(raw: str, option: str) -> float:

@@ -196,6 +196,21 @@ def test_cases_are_matched_by_identity(real_result_files, tmp_path):
     assert {case["verdict"] for case in cases if case["strategy"] != "single"} == {"new"}
 
 
+def test_a_case_that_failed_now_is_reported_with_its_reason(real_result_files, tmp_path):
+    run = Path(real_result_files[0])
+    payload = read_json(run)
+    dropped = payload["benchmarks"].pop()["extra_info"]["case_id"]
+    for case in payload["gpusizer"]["cases"]:
+        if case["case_id"] == dropped:
+            case.update(status="failed", reason="RuntimeError: out of memory")
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps(payload))
+    out = tmp_path / "v.json"
+    assert compare(run, failed, "--json", out) == 0
+    (case,) = [case for case in read_json(out)["cases"] if case["case_id"] == dropped]
+    assert case["verdict"] == "missing" and case["note"] == "failed in the current run: RuntimeError: out of memory"
+
+
 # -- rolling baseline, history, pytest-benchmark's own files ---------------------------------------
 
 
