@@ -217,9 +217,14 @@ def html(report: CompareReport) -> str:
     for case_id, group in report.history.groupby("case_id", sort=False):
         figure.add_trace(go.Scatter(x=list(group["run_datetime"]), y=list(group["samples_per_s"]),
                                     mode="lines+markers", name=str(case_id)))
+    current = report.history[report.history["run_id"] == report.current_run]
+    if not current.empty:
+        figure.add_trace(go.Scatter(x=list(current["run_datetime"]), y=list(current["samples_per_s"]),
+                                    mode="markers", name="current run",
+                                    marker={"symbol": "star", "size": 13, "color": "black"}))
     title = f"gpusizer compare: {headline(report)}"
     if report.history.empty:
         title += " (no history: BASELINE is a single file)"
     figure.update_layout(title=title, xaxis_title="run (UTC)", yaxis_title="samples/s (median round)",
-                         template="plotly_white")
+                         template="plotly_white", showlegend=True)
     return figure.to_html(include_plotlyjs=True, full_html=True)
