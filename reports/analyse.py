@@ -24,7 +24,6 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 # Scaling above this fraction of perfect is more than the hardware can give: a measuring problem.
 SUPERLINEAR_EFFICIENCY = 1.05
-DEFAULT_TARGET_SAMPLES = 1_000_000_000
 
 
 # Per-setup summaries of per-case numbers that pandas aggregates in one pass (NaN, i.e. not measured, is
@@ -49,8 +48,7 @@ _AGGREGATES = {
 }
 
 
-def summarise(results: ResultSet, prices: PriceTable | None = None,
-              target_samples: float = DEFAULT_TARGET_SAMPLES) -> pd.DataFrame:
+def summarise(results: ResultSet, prices: PriceTable | None, target_samples: float) -> pd.DataFrame:
     """One row per setup: throughput with its interval, scaling, MFU, energy, memory and, with prices, cost."""
     cases = results.cases  # may be empty (every case failed): the same columns come out, with no rows
     grouped = cases.groupby(SETUP_KEYS, sort=True, dropna=False)

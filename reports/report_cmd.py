@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-from reports.analyse import DEFAULT_TARGET_SAMPLES
 from reports.errors import InputError
 
+DEFAULT_TARGET_SAMPLES = 1_000_000_000  # one large round number; shown in the report
 DEFAULT_OUTPUT = "reports-out/report.html"  # the folder `make bench` and `make report` write to
 
 
@@ -68,7 +69,19 @@ def check_outputs(outputs: dict[str, Path], input_files: list[str]) -> None:
             raise InputError(f"output {path}: exists and is not a file; allowed: a new or existing file path")
 
 
+def missing_packages() -> list[str]:
+    """The report's optional dependencies (the `report` extra) that are not installed; probed, not imported."""
+    from importlib.util import find_spec
+
+    return [name for name in ("numpy", "pandas", "plotly") if find_spec(name) is None]
+
+
 def run(args: argparse.Namespace) -> int:
+    missing = missing_packages()
+    if missing:
+        print(f"gpusizer report: needs {', '.join(missing)}: pip install 'gpusizer[report]' (or make setup)",
+              file=sys.stderr)
+        return 1
     from reports.analyse import summarise
     from reports.figures import build_charts
     from reports.load import expand_paths, load_results

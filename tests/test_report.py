@@ -25,6 +25,7 @@ from reports.recommend import dominance_ranks, recommend
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_DEADLINE_S = 120
+TARGET_SAMPLES = 1e9
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess:
@@ -141,7 +142,7 @@ def test_identical_runs_on_two_machines_are_not_distinguishable(real_result_file
     # Second machine = the same real run with its hostname changed: same numbers, so no winner.
     twin = copy_with(real_result_files[1], tmp_path / "twin.json", rename_machine("twin-of-vm"))
     results = load_results([real_result_files[1], str(twin)])
-    recommendation = recommend(summarise(results), results, priced=False)
+    recommendation = recommend(summarise(results, None, TARGET_SAMPLES), results, priced=False)
     fastest = next(p for p in recommendation.picks if p.objective.key == "fastest")
     assert fastest.best is not None and len(fastest.tied) == 1
     real_machine = json.loads(Path(real_result_files[1]).read_text())["machine_info"]["node"]
@@ -159,7 +160,7 @@ def test_dominance_ranks_share_a_rank_only_when_intervals_overlap():
 
 def test_dp_is_never_recommended_and_warnings_name_skips_and_failures(real_result_files):
     results = load_results(real_result_files)
-    recommendation = recommend(summarise(results), results, priced=False)
+    recommendation = recommend(summarise(results, None, TARGET_SAMPLES), results, priced=False)
     kinds = {finding.kind for finding in recommendation.findings}
     assert {"failed", "skipped", "no_prices", "no_energy"} <= kinds
     for pick in recommendation.picks:
@@ -186,7 +187,7 @@ def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_pa
     hot_data["machine_info"]["node"] = "hot-machine"  # a second machine from the same real run (marked)
     hot.write_text(json.dumps(hot_data))
     results = load_results([str(cool), str(hot)])
-    recommendation = recommend(summarise(results), results, priced=False)
+    recommendation = recommend(summarise(results, None, TARGET_SAMPLES), results, priced=False)
     energy = next(p for p in recommendation.picks if p.objective.key == "least_energy")
     assert energy.best["machine"] != "hot-machine"  # 10x less energy for the same work
     (bench,) = json.loads(cool.read_text())["benchmarks"]
@@ -224,7 +225,7 @@ def test_report_command_writes_html_markdown_and_csv(real_result_files, tmp_path
     assert "Fastest within the budget" in markdown and "not asked" not in markdown
     table = pd.read_csv(out.with_suffix(".csv"))
     results = load_results(real_result_files)
-    assert len(table) == len(summarise(results))
+    assert len(table) == len(summarise(results, None, TARGET_SAMPLES))
     assert np.allclose(table["cost_per_million_samples"], 0.40 / 3600 / table["samples_per_s"] * 1e6)
 
 
