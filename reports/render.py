@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports.analyse import SUPERLINEAR_EFFICIENCY
 from reports.figures import Chart
 from reports.recommend import Finding, Pick, Recommendation
 
@@ -143,7 +144,15 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
     else:
         text = (f"{best['label']} uses {fmt_number(best['joules_per_sample'])} J/sample "
                 f"({fmt_interval(best['joules_per_sample_low'], best['joules_per_sample_high'])})")
-    return text + "."
+    return text + _caution(best) + "."
+
+
+def _caution(best: dict) -> str:
+    """A winner with a warning against it says so in its own sentence, not only in the warnings list."""
+    concerns = [flag.replace("_", " ") for flag in best.get("flags", []) if flag != "baseline_only"]
+    if best.get("scaling_efficiency", 0.0) > SUPERLINEAR_EFFICIENCY:
+        concerns.insert(0, "scaling above 105% of perfect is suspicious")
+    return f" (caution: {'; '.join(concerns)}; see the warnings)" if concerns else ""
 
 
 def tie_sentence(pick: Pick) -> str | None:
