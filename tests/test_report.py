@@ -33,6 +33,13 @@ def run_report(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=REPORT_DEADLINE_S)
 
 
+def report_ok(out: Path, *args) -> Path:
+    """Run the command writing ``out``; it must succeed. Returns the HTML path."""
+    result = run_report(*args, "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def copy_with(source: str, target: Path, change) -> Path:
     data = json.loads(Path(source).read_text())
     change(data)
@@ -230,9 +237,7 @@ def test_report_command_writes_html_markdown_and_csv(real_result_files, tmp_path
 
 
 def test_without_prices_the_report_says_cost_was_not_judged(real_result_files, tmp_path):
-    out = tmp_path / "report.html"
-    result = run_report(real_result_files[0], "-o", out)
-    assert result.returncode == 0, result.stderr
+    out = report_ok(tmp_path / "report.html", real_result_files[0])
     markdown = out.with_suffix(".md").read_text()
     assert "Cheapest per sample:** not judged: no --prices file was given" in markdown
     assert "cost was not judged" in markdown
@@ -240,9 +245,7 @@ def test_without_prices_the_report_says_cost_was_not_judged(real_result_files, t
 
 
 def test_a_run_where_every_case_failed_still_reports_the_failure(real_result_files, tmp_path):
-    out = tmp_path / "report.html"
-    result = run_report(real_result_files[2], "-o", out)
-    assert result.returncode == 0, result.stderr
+    out = report_ok(tmp_path / "report.html", real_result_files[2])
     markdown = out.with_suffix(".md").read_text()
     assert "nothing to recommend" in markdown
     assert "ddp-2-tiny-fp32 failed:" in markdown
@@ -253,9 +256,7 @@ def test_strings_from_result_files_are_escaped(real_result_files, tmp_path):
     # A hostile hostname, made by renaming a real run's machine (marked).
     hostile = copy_with(real_result_files[1], tmp_path / "hostile.json",
                         rename_machine("<script>alert(1)</script>"))
-    out = tmp_path / "report.html"
-    result = run_report(hostile, "-o", out)
-    assert result.returncode == 0, result.stderr
+    out = report_ok(tmp_path / "report.html", hostile)
     page = out.read_text()
     assert "<script>alert(1)" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
