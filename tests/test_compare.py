@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,47 +27,69 @@ from reports.stats import bootstrap_median_ci, mann_whitney_p, median_ratio_ci, 
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = 3
-# Enough 1 ms rounds that the median survives the scheduler's preemptions on a shared CPU.
-STABLE_ARGS = ("--quick", "--strategies", "single", "--rounds", "60", "--warmup-rounds", "3")
-RUN_DEADLINE_S = 180
+# Many 1 ms rounds: enough that the two runs of a pair are measuring at the same time (see below).
+STABLE_ARGS = ("--quick", "--strategies", "single", "--rounds", "300", "--warmup-rounds", "3")
+RUN_DEADLINE_S = 240
 
 
-def _bench(results_dir: Path, *extra: str) -> None:
-    """One real `pytest bench/` run, pinned to one core: torch then uses one thread per rank, which
-    keeps a busy shared machine from stalling rounds on a descheduled helper thread (seen here: 1 ms
-    rounds turning into 400 ms). Killed with its process group past the deadline."""
-    core = max(os.sched_getaffinity(0))
+def _start_bench(results_dir: Path, core: int, *extra: str) -> subprocess.Popen:
+    """A real `pytest bench/` run pinned to one core, so torch uses one thread per rank: with two
+    threads on this shared machine a descheduled helper thread stalled whole operations (1 ms rounds
+    turning into 100 ms to 2 s). Its own process group, so that a run past its deadline can be killed whole."""
+    results_dir.mkdir(parents=True)
     env = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
     # Pin, then exec pytest: the affinity is inherited by the benchmark and any worker it starts.
     pinned = f"import os, sys; os.sched_setaffinity(0, {{{core}}}); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
     command = [sys.executable, "-c", pinned, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", *STABLE_ARGS,
                "--results-dir", str(results_dir), *extra]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    log = open(results_dir.parent / f"{results_dir.name}.log", "wb")  # noqa: SIM115 - closed by _finish_bench
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
+    process.log = log
+    return process
+
+
+def _finish_bench(process: subprocess.Popen, deadline: float) -> Path:
     try:
-        output, _ = process.communicate(timeout=RUN_DEADLINE_S)
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail(f"`pytest bench/` ran past its {RUN_DEADLINE_S} s deadline")
+        process.wait()
+        pytest.fail(f"`pytest bench/` ran past its {RUN_DEADLINE_S} s deadline; see {process.log.name}")
+    finally:
+        process.log.close()
     if process.returncode != 0:
-        pytest.fail(f"`pytest bench/` failed ({process.returncode}):\n{output.decode(errors='replace')[-3000:]}")
+        tail = Path(process.log.name).read_text(errors="replace")[-3000:]
+        pytest.fail(f"`pytest bench/` failed ({process.returncode}):\n{tail}")
+    (path,) = Path(process.log.name).with_suffix("").glob("*.json")
+    return path
 
 
 @pytest.fixture(scope="session")
 def same_commit_runs(tmp_path_factory) -> dict:
-    """PAIRS pairs of real runs of this very commit, one after another, each in its own folder; the
-    first pair also saved by pytest-benchmark's own --benchmark-autosave into a storage folder."""
+    """PAIRS pairs of real runs of this very commit. The two runs of a pair run side by side on the
+    same core: this machine is shared, and its speed moved by up to 2.3x between runs a minute apart
+    (another job on the sibling core), which is a real change a gate must report, not a false alarm.
+    Side by side, whatever the machine does hits both runs alike, so any verdict between them is the
+    tool's own false alarm. ``runs`` are all six, oldest first. The first pair is also saved by
+    pytest-benchmark's own --benchmark-autosave, gathered in ``storage`` as one storage folder."""
     root = tmp_path_factory.mktemp("same-commit")
+    core = max(os.sched_getaffinity(0))
+    pairs = []
+    for pair in range(PAIRS):
+        deadline = time.monotonic() + RUN_DEADLINE_S
+        # Separate storages: two sessions saving into one at the same moment could pick the same name.
+        extras = [(("--benchmark-autosave", f"--benchmark-storage=file://{root / f'storage-{side}'}")
+                   if pair == 0 else ()) for side in "ab"]
+        processes = [_start_bench(root / f"pair{pair}{side}", core, *extra) for side, extra in zip("ab", extras)]
+        pairs.append(tuple(_finish_bench(process, deadline) for process in processes))
     storage = root / "storage"
-    runs = []
-    for index in range(2 * PAIRS):
-        folder = root / f"run{index}"
-        extra = ("--benchmark-autosave", f"--benchmark-storage=file://{storage}") if index < 2 else ()
-        _bench(folder, *extra)
-        (path,) = folder.glob("*.json")
-        runs.append(path)
-    pairs = [(runs[2 * i], runs[2 * i + 1]) for i in range(PAIRS)]
+    for number, side in enumerate("ab", start=1):
+        (saved,) = (root / f"storage-{side}").glob("*/*.json")
+        target = storage / saved.parent.name / f"{number:04d}{saved.name[4:]}"  # as one storage numbers them
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(saved.read_bytes())
+    runs = sorted((path for pair in pairs for path in pair), key=lambda path: read_json(path)["datetime"])
     return {"runs": runs, "pairs": pairs, "storage": storage}
 
 
@@ -214,38 +237,40 @@ def test_a_case_that_failed_now_is_reported_with_its_reason(real_result_files, t
 # -- rolling baseline, history, pytest-benchmark's own files ---------------------------------------
 
 
-def test_folder_baseline_pools_the_latest_runs_and_shows_history(same_commit_runs, tmp_path, capsys):
-    runs = same_commit_runs["runs"]
-    folder = tmp_path / "history"
+def gather(runs: list[Path], folder: Path) -> list[Path]:
+    """Copy runs into one results folder; the two runs of a pair may share a name (same second)."""
     folder.mkdir()
-    for run in runs[:-1]:
-        (folder / run.name).write_bytes(run.read_bytes())
+    copies = [folder / f"{run.parent.name}-{run.name}" for run in runs]
+    for run, copy in zip(runs, copies):
+        copy.write_bytes(run.read_bytes())
+    return copies
+
+
+def test_folder_baseline_pools_the_latest_runs_and_shows_history(same_commit_runs, tmp_path, capsys):
+    runs = gather(same_commit_runs["runs"], tmp_path / "history")  # oldest first
+    current = runs[-1].rename(tmp_path / "current.json")
     markdown, out = tmp_path / "c.md", tmp_path / "v.json"
-    assert compare(folder, runs[-1], "--baseline-runs", "2", "--markdown", markdown, "--json", out) == 0
+    assert compare(runs[0].parent, current, "--baseline-runs", "2", "--markdown", markdown, "--json", out) == 0
     verdicts = read_json(out)
     assert [Path(run).name for run in verdicts["baseline"]["runs"]] == [run.name for run in runs[-3:-1]]
     (case,) = verdicts["cases"]
-    assert case["baseline_runs"] == 2 and case["baseline_rounds"] == 2 * 60
+    assert case["baseline_runs"] == 2 and case["baseline_rounds"] == 2 * 300
     # History: every run of the folder plus the current one, oldest first, with its own throughput.
     history = verdicts["history"]
     assert len(history) == len(runs)
     times = [entry["run_datetime"] for entry in history]
     assert times == sorted(times)
-    expected = [read_json(run)["benchmarks"][0]["extra_info"]["samples_per_s"] for run in runs]
+    expected = [read_json(run)["benchmarks"][0]["extra_info"]["samples_per_s"] for run in [*runs[:-1], current]]
     assert [entry["samples_per_s"] for entry in history] == pytest.approx(expected, rel=1e-9)
     assert "History" in markdown.read_text()
     assert "history (samples/s per run" in capsys.readouterr().out
 
 
 def test_current_run_inside_the_baseline_folder_is_not_its_own_baseline(same_commit_runs, tmp_path):
-    folder = tmp_path / "results"
-    folder.mkdir()
-    for run in same_commit_runs["runs"][:2]:
-        (folder / run.name).write_bytes(run.read_bytes())
-    current = folder / same_commit_runs["runs"][1].name
+    first, second = gather(same_commit_runs["runs"][:2], tmp_path / "results")
     out = tmp_path / "v.json"
-    assert compare(folder, current, "--json", out) == 0
-    assert [Path(run).name for run in read_json(out)["baseline"]["runs"]] == [same_commit_runs["runs"][0].name]
+    assert compare(first.parent, second, "--json", out) == 0
+    assert [Path(run).name for run in read_json(out)["baseline"]["runs"]] == [first.name]
 
 
 def test_pytest_benchmark_autosave_files_compare(same_commit_runs, tmp_path):
