@@ -124,3 +124,37 @@ def test_matmul_peaks_of_the_session_are_listed(monkeypatch):
 
     monkeypatch.setattr(peak, "_CACHE", {("cpu", "fp32", 2): 1.5e11})
     assert ceilings()["matmul_peak"] == [{"device": "cpu", "precision": "fp32", "threads": 2, "flops_per_s": 1.5e11}]
+
+
+INVENTORY_QUERIES = {
+    "nvmlDeviceGetName": "name", "nvmlDeviceGetUUID": "uuid", "nvmlDeviceGetPciInfo": "pci_bus_id",
+    "nvmlDeviceGetMemoryInfo": "memory_total_bytes", "nvmlDeviceGetCudaComputeCapability": "compute_capability",
+    "nvmlDeviceGetEnforcedPowerLimit": "power_limit_w", "nvmlDeviceGetCurrPcieLinkGeneration": "pcie_generation",
+    "nvmlDeviceGetMaxPcieLinkGeneration": "pcie_generation_max", "nvmlDeviceGetCurrPcieLinkWidth": "pcie_width",
+    "nvmlDeviceGetMaxPcieLinkWidth": "pcie_width_max", "nvmlDeviceGetMigMode": "mig_mode",
+}
+
+
+@pytest.mark.parametrize("function", sorted(INVENTORY_QUERIES))
+def test_each_unsupported_inventory_query_costs_only_its_field(monkeypatch, function):
+    monkeypatch.setitem(sys.modules, "pynvml", make_pynvml(fake_gpus(1, unsupported={function})))
+    entry = gpu_inventory()["gpus"][0]
+    field = INVENTORY_QUERIES[function]
+    assert entry[field] is None and "not supported" in entry["unavailable"][field]
+    assert set(entry["unavailable"]) == {field}
+    others = [key for key in entry if key not in (field, "unavailable")]
+    assert all(entry[key] is not None for key in others), {key: entry[key] for key in others}
+
+
+def test_max_clocks_unsupported_leaves_both_clock_fields_empty(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", make_pynvml(fake_gpus(1, unsupported={"nvmlDeviceGetMaxClockInfo"})))
+    entry = gpu_inventory()["gpus"][0]
+    assert entry["max_sm_clock_mhz"] is None and entry["max_memory_clock_mhz"] is None
+    assert set(entry["unavailable"]) == {"max_sm_clock_mhz", "max_memory_clock_mhz"}
+
+
+def test_gpu_lost_during_inventory_is_recorded_not_raised(monkeypatch):
+    gpus = fake_gpus(1, lost_after_calls=2)
+    monkeypatch.setitem(sys.modules, "pynvml", make_pynvml(gpus))
+    entry = gpu_inventory()["gpus"][0]
+    assert "GPU is lost" in entry["lost"]
