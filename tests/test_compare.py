@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BENCH_RUN_DEADLINE_S, _reap
 
 from reports.cli import main
 from reports.compare import REGRESSED, CompareConfig
@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 PAIRS = 3
 # Many 1 ms rounds: enough that the two runs of a pair are measuring at the same time (see below).
 STABLE_ARGS = ("--quick", "--strategies", "single", "--rounds", "300", "--warmup-rounds", "3")
-RUN_DEADLINE_S = 240
 
 
 def _start_bench(results_dir: Path, core: int, *extra: str) -> subprocess.Popen:
@@ -50,14 +49,7 @@ def _start_bench(results_dir: Path, core: int, *extra: str) -> subprocess.Popen:
 
 
 def _finish_bench(process: subprocess.Popen, deadline: float) -> Path:
-    try:
-        process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail(f"`pytest bench/` ran past its {RUN_DEADLINE_S} s deadline; see {process.log.name}")
-    finally:
-        process.log.close()
+    _reap(process, deadline)  # conftest's: waits, kills the process group past the deadline
     if process.returncode != 0:
         tail = Path(process.log.name).read_text(errors="replace")[-3000:]
         pytest.fail(f"`pytest bench/` failed ({process.returncode}):\n{tail}")
@@ -77,7 +69,7 @@ def same_commit_runs(tmp_path_factory) -> dict:
     core = max(os.sched_getaffinity(0))
     pairs = []
     for pair in range(PAIRS):
-        deadline = time.monotonic() + RUN_DEADLINE_S
+        deadline = time.monotonic() + BENCH_RUN_DEADLINE_S
         # Separate storages: two sessions saving into one at the same moment could pick the same name.
         extras = [(("--benchmark-autosave", f"--benchmark-storage=file://{root / f'storage-{side}'}")
                    if pair == 0 else ()) for side in "ab"]
