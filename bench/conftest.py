@@ -75,6 +75,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         bench_session.finish()
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Worker processes of a case that never reached its close (an internal error, Ctrl-C at a bad
+    # moment) die with the run, not after it; atexit does the same for exits that skip this hook.
+    from bench.launch.processes import kill_all
+
+    kill_all()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:

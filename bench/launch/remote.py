@@ -38,6 +38,13 @@ POLL_S = 0.2  # how often a wait also checks that the launcher is still alive
 CAUSE_WAIT_S = 5.0  # after a rank vanished: time the launcher gets to log its exit status
 CLOSE_TIMEOUT_S = 30.0  # clean exit of every rank after "close"
 LOG_TAIL_LINES = 40
+SETTLE_S = 2.0  # after a first failure: time the other ranks get to report theirs
+NO_WORD_CAUSE = "its process ended without reporting an error (killed by a signal, e.g. the OOM killer?)"
+# How launchers stop the survivors of a failed rank: a rank dying of these followed another one.
+FOLLOWER_SIGNALS = ("SIGTERM", "SIGINT")
+# Errors a rank raises because a peer went away (gloo, NCCL, Horovod): consequences, not causes.
+PEER_FAILURE_HINTS = ("peer", "Connection reset", "Connection closed", "Broken pipe", "has been shut down",
+                      "aborted", "ncclRemoteError")
 
 
 class WorkerError(RuntimeError):
@@ -108,7 +115,7 @@ class RemoteGroup:
         try:
             self._connect_all(time.monotonic() + launch_timeout_s, launch_timeout_s)
             self._gather("ready", time.monotonic() + max(launch_timeout_s - (time.perf_counter() - began), 0.0),
-                         f"start-up (--launch-timeout-s {launch_timeout_s:g})")
+                         "start-up", f"--launch-timeout-s {launch_timeout_s:g}")
         except BaseException:
             self._kill()
             raise
@@ -182,13 +189,13 @@ class RemoteGroup:
             try:
                 conn.send(message)
             except OSError:
-                self._rank_vanished(rank, phase)
-        replies = self._gather("done", time.monotonic() + self.round_timeout_s,
-                               f"{phase} (--round-timeout-s {self.round_timeout_s:g})")
+                self._fail_ranks({rank: None}, phase)
+        replies = self._gather("done", time.monotonic() + self.round_timeout_s, phase,
+                               f"--round-timeout-s {self.round_timeout_s:g}")
         self._in_flight = False
         return replies
 
-    def _gather(self, event: str, deadline: float, phase: str) -> dict[int, tuple[dict, bytes]]:
+    def _gather(self, event: str, deadline: float, phase: str, limit: str) -> dict[int, tuple[dict, bytes]]:
         """One reply per rank, each checked; a rank that errs, vanishes or is late fails the case."""
         replies: dict[int, tuple[dict, bytes]] = {}
         while len(replies) < len(self._conns):
@@ -197,7 +204,7 @@ class RemoteGroup:
             if not ready:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._fail_hung(sorted(waiting.values()), phase)
+                    self._fail_hung(sorted(waiting.values()), f"{phase} ({limit})")
                 ready = select.select(list(waiting), [], [], min(left, POLL_S))[0]
                 if not ready:
                     self._check_launcher_alive(phase)
@@ -207,11 +214,11 @@ class RemoteGroup:
                 try:
                     message, payload = conn.recv(deadline)
                 except ChannelClosed:
-                    self._rank_vanished(rank, phase)
+                    self._fail_ranks({rank: None}, phase)
                 except ChannelTimeout:
                     continue
                 if message.get("event") == "error":
-                    self._fail(f"rank {rank} failed in {phase}: {message.get('message', 'no message')}")
+                    self._fail_ranks({rank: str(message.get("message", "no message"))}, phase)
                 if message.get("event") != event:
                     self._fail(f"rank {rank} answered {message.get('event')!r} in {phase}, expected {event!r}")
                 replies[rank] = (message, payload)
@@ -223,13 +230,48 @@ class RemoteGroup:
             last = [line for line in self._tree.log_text().splitlines() if line.strip()][-1:] or ["no output"]
             self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}")
 
-    def _rank_vanished(self, rank: int, phase: str) -> None:
-        """The rank's connection closed without an error message: the process died. Ask the launcher why."""
-        self._tree.wait(CAUSE_WAIT_S)  # torchrun and horovodrun log each rank's exit status, then exit
-        cause = self.spec.exit_cause(self._tree.log_text(), rank)
-        if cause is None:
-            cause = "its process ended without reporting an error (killed by a signal, e.g. the OOM killer?)"
-        self._fail(f"rank {rank} died in {phase}: {cause}")
+    def _fail_ranks(self, problems: dict[int, str | None], phase: str) -> None:
+        """Fail the case naming the rank that failed first, not the ones that followed it.
+
+        ``problems`` maps a rank to its error message, or to None when its process ended without a
+        word. When one rank dies its peers fail right after (a collective loses its partner, the
+        launcher SIGTERMs the survivors), and the controller may hear of those first; so the other
+        ranks get a moment to report, and a rank killed by something other than its launcher, or one
+        that raised on its own, is named as the cause.
+        """
+        settle_by = time.monotonic() + SETTLE_S
+        healthy: set[int] = set()
+        while time.monotonic() < settle_by:
+            pending = {conn: rank for rank, conn in self._conns.items() if rank not in problems and rank not in healthy}
+            if not pending:
+                break
+            for conn in select.select(list(pending), [], [], max(settle_by - time.monotonic(), 0.0))[0]:
+                try:
+                    message, _ = conn.recv(settle_by)
+                except ChannelClosed:
+                    problems[pending[conn]] = None
+                    continue
+                except ChannelTimeout:
+                    continue
+                if message.get("event") == "error":
+                    problems[pending[conn]] = str(message.get("message", "no message"))
+                else:
+                    healthy.add(pending[conn])
+        if None in problems.values():
+            self._tree.wait(CAUSE_WAIT_S)  # torchrun and horovodrun log each rank's exit status, then exit
+        log = self._tree.log_text()
+        verdicts = []
+        for rank, message in sorted(problems.items()):
+            if message is None:
+                cause = self.spec.exit_cause(log, rank) or NO_WORD_CAUSE
+                follower = any(signal_name in cause for signal_name in FOLLOWER_SIGNALS)
+                verdicts.append((2 if follower else 0, rank, f"rank {rank} died in {phase}: {cause}"))
+            else:
+                follower = any(hint in message for hint in PEER_FAILURE_HINTS)
+                verdicts.append((1 if follower else 0, rank, f"rank {rank} failed in {phase}: {message}"))
+        verdicts.sort()
+        others = f" ({len(verdicts) - 1} more rank(s) failed after it)" if len(verdicts) > 1 else ""
+        self._fail(verdicts[0][2] + others)
 
     def _fail_hung(self, ranks: list[int], phase: str) -> None:
         """Ask each late rank where it is (faulthandler dumps its stack on SIGUSR1), then fail."""
