@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from bench.launch.remote import describe_exit_code, innermost_frame
 from bench.launch.torchrun import torchrun_exit_cause
 from bench.options import BenchOptions
 from bench.strategies import REGISTRY
-from bench.verify import FP32_ABS_TOLERANCE, max_abs_difference, verify_group
+from bench.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
 from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, train_step
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
@@ -72,6 +73,22 @@ def test_two_processes_reach_single_parameters(strategy):
     # alone (no gradient averaging) lands far outside it.
     assert result.max_abs_update > 100 * FP32_ABS_TOLERANCE
     assert max_abs_difference(trained, single_on_rank0_data_only(case, result.steps)) > 100 * FP32_ABS_TOLERANCE
+
+
+def test_verify_fails_a_run_that_does_not_average_gradients_in_one_line():
+    # A real in-process worker of 'single' at world size 2 trains on rank 0's batch alone: exactly a
+    # data-parallel run that forgot to average gradients. --verify must reject it.
+    case = cpu_case("single", world_size=2)
+    group = LAUNCHERS["inprocess"](case, launch_timeout_s=60, round_timeout_s=60)
+    try:
+        with pytest.raises(VerifyError) as failure:
+            check_case(case, group)
+    finally:
+        group.close()
+    message = str(failure.value)
+    assert message.startswith("single-2-tiny-fp32: parameters after 3 steps differ from single's")
+    assert "max abs difference" in message and "> tolerance 1e-06" in message and "\n" not in message
+    assert check_case(replace(case, precision="bf16"), group) is None  # only fp32 is checked
 
 
 def test_dp_is_skipped_on_cpu_with_the_reason_and_is_a_baseline():
