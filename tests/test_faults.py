@@ -128,7 +128,8 @@ def test_hung_worker_fails_its_case_at_the_round_deadline_naming_where_it_hangs(
     assert cases["fsdp-2-tiny-fp32"]["status"] == "failed"
     assert f"round 2 (--round-timeout-s {round_timeout_s})" in reason, reason
     # Rank 1 sleeps in the fault hook; rank 0 waits for it inside a collective: the message tells them apart.
-    assert "hung" in reason and "rank 1 in fire_if_due (worker_main.py:" in reason, reason
+    assert "rank 1 hung: no answer in round 2" in reason and "rank 1 in fire_if_due (worker_main.py:" in reason
+    assert "waiting for it in a collective: rank 0 in " in reason, reason
     assert cases["fsdp-1-tiny-fp32"]["status"] == "passed"
     assert measured_ids(data) == {"fsdp-1-tiny-fp32"}
     assert leftovers(mark) == []

@@ -144,7 +144,9 @@ def test_launchers_logs_are_read_for_the_cause_of_death():
     assert describe_exit_code(3) == "exited with code 3"
     assert describe_exit_code(-11).startswith("killed by SIGSEGV")
     dump = 'Current thread 0x00007f (most recent call first):\n  File "/x/bench/launch/worker_main.py", line 58 in fire_if_due\n'
-    assert innermost_frame(dump) == "fire_if_due (worker_main.py:58)"
+    assert innermost_frame(dump) == ("fire_if_due (worker_main.py:58)", False)
+    dump = '  File "/v/site-packages/torch/distributed/distributed_c10d.py", line 4394 in all_gather_single\n'
+    assert innermost_frame(dump) == ("all_gather_single (distributed_c10d.py:4394)", True)
 
 
 def options(**overrides) -> BenchOptions:

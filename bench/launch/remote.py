@@ -38,6 +38,9 @@ POLL_S = 0.2  # how often a wait also checks that the launcher is still alive
 CAUSE_WAIT_S = 5.0  # after a rank vanished: time the launcher gets to log its exit status
 CLOSE_TIMEOUT_S = 30.0  # clean exit of every rank after "close"
 LOG_TAIL_LINES = 40
+# Where a rank waits for its peers: a rank whose innermost frame is here is waiting, not the one stuck.
+# (DDP's all-reduce runs inside autograd's backward, hence torch/autograd.)
+COLLECTIVE_CODE = ("/torch/distributed/", "/torch/autograd/", "/torch/nn/parallel/", "/horovod/")
 SETTLE_S = 2.0  # after a first failure: time the other ranks get to report theirs
 NO_WORD_CAUSE = "its process ended without reporting an error (killed by a signal, e.g. the OOM killer?)"
 # How launchers stop the survivors of a failed rank: a rank dying of these followed another one.
@@ -75,14 +78,15 @@ def describe_exit_code(code: int) -> str:
     return f"killed by {name}{why}"
 
 
-def innermost_frame(dump: str) -> str | None:
-    """From a faulthandler dump, the current thread's innermost frame as 'function (file:line)'."""
+def innermost_frame(dump: str) -> tuple[str, bool] | None:
+    """From a faulthandler dump, the current thread's innermost frame as ('function (file:line)',
+    whether that is communication code, i.e. the rank is most likely waiting for a peer)."""
     match = re.search(r'File "([^"]+)", line (\d+) in (\S+)', dump)
     if match is None:
         return None
     path, line, function = match.groups()
-    return f"{function} ({Path(path).name}:{line})"
-
+    waiting = any(part in path.replace("\\", "/") for part in COLLECTIVE_CODE)
+    return f"{function} ({Path(path).name}:{line})", waiting
 
 class RemoteGroup:
     """The WorkerGroup of a launched case. Any failure kills the whole tree before it is raised."""
@@ -283,12 +287,19 @@ class RemoteGroup:
             except psutil.NoSuchProcess:
                 pass
         time.sleep(1.0)  # the dump is written by a signal handler in C: quick, but not instant
-        where = []
+        stuck: dict[int, str] = {}
+        waiting: dict[int, str] = {}
         for rank in ranks:
             dump_path = self._dump_dir / f"rank{rank}.txt"
             frame = innermost_frame(dump_path.read_text(errors="replace")) if dump_path.exists() else None
-            where.append(f"rank {rank} in {frame or 'unknown code'}")
-        self._fail(f"{self._ranks(ranks)} hung: no answer in {phase}; {', '.join(where)}")
+            place, in_collective = frame or ("unknown code", False)
+            (waiting if in_collective else stuck)[rank] = f"rank {rank} in {place}"
+        if stuck and waiting:  # the usual picture: one rank stuck, its peers waiting for it in a collective
+            them = "it" if len(stuck) == 1 else "them"
+            self._fail(f"{self._ranks(sorted(stuck))} hung: no answer in {phase}; {', '.join(stuck.values())}; "
+                       f"waiting for {them} in a collective: {', '.join(waiting.values())}")
+        places = ", ".join({**stuck, **waiting}[rank] for rank in ranks)
+        self._fail(f"{self._ranks(ranks)} hung: no answer in {phase}; {places}")
 
     @staticmethod
     def _ranks(ranks: list[int]) -> str:

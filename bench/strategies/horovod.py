@@ -38,6 +38,12 @@ class Horovod(Strategy):
             return f"Horovod is not installed: {INSTALL_HINT}"
         if not os.access(horovodrun_path(), os.X_OK):
             return f"horovodrun is missing beside {horovodrun_path().parent}/python: {INSTALL_HINT}"
+        if device_type == "cuda":
+            import horovod.torch as hvd  # loads the extension only; no process group, no CUDA context
+
+            if not hvd.nccl_built():
+                return (f"this Horovod was built without NCCL, so it cannot all-reduce GPU tensors; rebuild it "
+                        f"on a machine with nvcc: {INSTALL_HINT}")
         if precision == "fp16":
             # GradScaler would unscale gradients while Horovod's allreduce still writes them; the
             # shared train step has no optimizer.synchronize() before unscale_, so the result would be wrong.
