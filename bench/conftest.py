@@ -72,7 +72,7 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     bench_session = session.config.stash.get(SESSION_KEY, None)
     if bench_session is not None:
-        bench_session.finish()
+        bench_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -39,12 +39,15 @@ class BenchSession:
     # -- case outcomes ---------------------------------------------------------------------
 
     def on_report(self, case: BenchCase, report: pytest.TestReport) -> None:
-        entry = self.cases.setdefault(case.case_id, {**case.identity(), "status": "passed", "reason": None})
+        # "running" until the call phase reports: a case cut short by Ctrl-C never gets that report.
+        entry = self.cases.setdefault(case.case_id, {**case.identity(), "status": "running", "reason": None})
         if report.skipped:
             entry.update(status="skipped", reason=report_reason(report))
         elif report.failed:
             phase = "" if report.when == "call" else f" (in {report.when})"
             entry.update(status="failed", reason=report_reason(report) + phase)
+        elif report.when == "call":
+            entry["status"] = "passed"
         if report.when == "teardown":
             self.write()
 
@@ -78,8 +81,12 @@ class BenchSession:
         if self.writes_own_file:
             self.result_file.write(self.payload())
 
-    def finish(self) -> None:
-        self.complete = True
+    def finish(self, interrupted: bool = False) -> None:
+        for entry in self.cases.values():
+            if entry["status"] == "running":
+                # Reported as failed (the record's three statuses), with why, rather than lost.
+                entry.update(status="failed", reason="interrupted (Ctrl-C) before this case finished")
+        self.complete = not interrupted
         if self.cases or self.result_file.path is not None:
             self.write()
 

@@ -6,6 +6,7 @@ exactly the seed; each extra hidden layer adds one hidden_size x hidden_size Lin
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 WIDTH_MULTIPLE = 128  # tensor-core and vector-unit friendly widths
@@ -28,7 +29,7 @@ class ModelConfig:
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(in_features, out_features) of every Linear, first to last."""
         widths = [self.input_size] + [self.hidden_size] * self.depth + [self.output_size]
-        return list(zip(widths[:-1], widths[1:]))
+        return list(itertools.pairwise(widths))
 
     @property
     def num_params(self) -> int:

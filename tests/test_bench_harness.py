@@ -116,9 +116,9 @@ def test_help_lists_every_option_with_allowed_values(pytester):
 
 
 def make_options(**overrides) -> BenchOptions:
-    values = dict(strategies=("single",), world_sizes=None, presets=None, precisions=None, batch_size=8,
-                  steps_per_round=2, rounds=2, warmup_rounds=0, device="cpu", scaling="weak", quick=False,
-                  verify=False, seed=0, results_dir="results", launch_timeout_s=60.0, round_timeout_s=60.0)
+    values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "batch_size": 8,
+                  "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu", "scaling": "weak", "quick": False,
+                  "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
     values.update(overrides)
     return BenchOptions(**values)
 

@@ -170,3 +170,7 @@ def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
     data = result_file(tmp_path)
     assert "ddp-1-tiny-fp32" in measured_ids(data)
     assert cases_by_id(data)["ddp-1-tiny-fp32"]["status"] == "passed"
+    # The case cut short is in the file as failed, with why, and the file says the run is incomplete.
+    assert cases_by_id(data)["ddp-2-tiny-fp32"]["status"] == "failed"
+    assert "interrupted" in cases_by_id(data)["ddp-2-tiny-fp32"]["reason"]
+    assert data["gpusizer"]["complete"] is False
