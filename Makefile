@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 REPORT_DIR ?= reports-out
 RESULTS_DIR ?= results
 
-.PHONY: setup bench report test horovod clean
+.PHONY: setup bench report test horovod gpu-check compare-peers harness-overhead clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,18 @@ horovod: setup
 
 test: setup horovod
 	$(VPY) -m pytest tests/
+
+# The GPU smoke set (single, dp and ddp on 1 GPU with NCCL, NVML telemetry, bf16 MFU) in one call.
+gpu-check: setup
+	PYTHON=$(VPY) bash scripts/gpu-check.sh
+
+# The harness adds nothing: suite vs standalone torchrun+DDP and horovodrun peers, alternated.
+compare-peers: setup horovod
+	$(VPY) scripts/compare-peers.py --world-size 2 --preset small --repeats 3
+
+# The harness adds nothing: single-device suite vs the seed's plain loop, alternated.
+harness-overhead: setup
+	$(VPY) scripts/measure-harness-overhead.py --preset small --pairs 5
 
 clean:
 	rm -rf $(VENV) build *.egg-info
