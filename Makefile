@@ -19,12 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install --quiet -e ".[all]"
 	touch $@
 
+# The report is built from the file this run wrote (newer than a stamp taken before it), never from
+# an older run's: a usage error or --benchmark-json in BENCH_ARGS writes none here, so no report.
 bench: setup
-	@status=0; $(VPY) -m pytest bench/ --results-dir $(RESULTS_DIR) $(BENCH_ARGS) || status=$$?; \
-	latest=$$(ls -t $(RESULTS_DIR)/*.json 2>/dev/null | head -n 1); \
+	@mkdir -p $(RESULTS_DIR); stamp=$$(mktemp $(RESULTS_DIR)/.bench-start.XXXXXX); status=0; \
+	$(VPY) -m pytest bench/ --results-dir $(RESULTS_DIR) $(BENCH_ARGS) || status=$$?; \
+	latest=$$(find $(RESULTS_DIR) -maxdepth 1 -name '*.json' -newer "$$stamp" | sort | tail -n 1); rm -f "$$stamp"; \
 	if [ -n "$$latest" ]; then \
 	  $(VPY) -m reports report "$$latest" -o $(REPORT_DIR)/$$(basename "$$latest" .json).html || status=$$?; \
-	fi; exit $$status
+	else echo "make bench: this run wrote no result file in $(RESULTS_DIR)/, so no report"; fi; exit $$status
 
 report: setup
 	$(VPY) -m reports report $(RESULTS_DIR) -o $(REPORT_DIR)/all-results.html

@@ -14,6 +14,8 @@ import os
 import socket
 import time
 
+from bench.strategies.process_group import backend_for
+
 # Message sizes: from latency-bound to bandwidth-bound; the best busbw over them is the ceiling.
 SIZES_BYTES = {"cpu": (1 << 20, 1 << 23, 1 << 25), "cuda": (1 << 24, 1 << 27, 1 << 30)}
 TARGET_MEASURE_S = 0.2  # per size, per rank
@@ -56,10 +58,6 @@ def allreduce_ceiling(device_type: str, world_size: int, *, timeout_s: float = D
 
 def measured_ceilings() -> list[dict]:
     return [dict(entry) for entry in _CACHE.values()]
-
-
-def backend_for(device_type: str) -> str:
-    return "nccl" if device_type == "cuda" else "gloo"
 
 
 def _free_port() -> int:

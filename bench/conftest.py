@@ -68,11 +68,16 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
     machine_info["gpusizer"] = machine_inventory()
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus):
+    # Outermost wrapper: the run's final state is settled before pytest-benchmark's own wrapper
+    # saves --benchmark-json / --benchmark-autosave files, and our file is written after it.
     bench_session = session.config.stash.get(SESSION_KEY, None)
     if bench_session is not None:
-        bench_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        bench_session.settle(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    yield
+    if bench_session is not None:
+        bench_session.finish()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -116,11 +116,12 @@ def _split(raw: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _to_int(option: str, raw: str) -> int:
+def _to_int(option: str, raw: str, allowed: str = "an integer >= 1") -> int:
     try:
         return int(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{option}: {raw!r} is not a positive integer; allowed: an integer >= 1") from None
+        kind = "a positive integer" if allowed == "an integer >= 1" else "an integer"
+        raise ValueError(f"{option}: {raw!r} is not {kind}; allowed: {allowed}") from None
 
 
 def _to_float(option: str, raw: str) -> float:
@@ -176,9 +177,9 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
     get = config.getoption
     quick = bool(get("gs_quick"))
 
-    def int_or(dest: str, option: str, default: int) -> int:
+    def int_or(dest: str, option: str, default: int, allowed: str = "an integer >= 1") -> int:
         raw = get(dest)
-        return default if raw == AUTO else _to_int(option, raw)
+        return default if raw == AUTO else _to_int(option, raw, allowed)
 
     world_sizes = _split(get("gs_world_sizes"))
     return BenchOptions(
@@ -191,12 +192,12 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
                                QUICK["steps_per_round"] if quick else DEFAULT_STEPS_PER_ROUND),
         rounds=int_or("gs_rounds", "--rounds", QUICK["rounds"] if quick else DEFAULT_ROUNDS),
         warmup_rounds=int_or("gs_warmup_rounds", "--warmup-rounds",
-                             QUICK["warmup_rounds"] if quick else DEFAULT_WARMUP_ROUNDS),
+                             QUICK["warmup_rounds"] if quick else DEFAULT_WARMUP_ROUNDS, "an integer >= 0"),
         device=get("gs_device"),
         scaling=get("gs_scaling"),
         quick=quick,
         verify=bool(get("gs_verify")),
-        seed=_to_int("--seed", get("gs_seed")),
+        seed=_to_int("--seed", get("gs_seed"), allowed="any integer"),
         results_dir=get("gs_results_dir"),
         launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),
         round_timeout_s=_to_float("--round-timeout-s", get("gs_round_timeout_s")),

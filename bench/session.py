@@ -81,12 +81,15 @@ class BenchSession:
         if self.writes_own_file:
             self.result_file.write(self.payload())
 
-    def finish(self, interrupted: bool = False) -> None:
+    def settle(self, interrupted: bool) -> None:
+        """The run is over: say so, and what became of a case cut short."""
         for entry in self.cases.values():
             if entry["status"] == "running":
                 # Reported as failed (the record's three statuses), with why, rather than lost.
                 entry.update(status="failed", reason="interrupted (Ctrl-C) before this case finished")
         self.complete = not interrupted
+
+    def finish(self) -> None:
         if self.cases or self.result_file.path is not None:
             self.write()
 

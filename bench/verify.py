@@ -49,7 +49,11 @@ def reference_parameters(case: BenchCase, steps: int, device: torch.device) -> t
                                  world_size=case.world_size, device=device)
         for step in range(steps):
             train_step(state, *batches[step % len(batches)])
-        return initial, [p.detach().float().cpu().clone() for p in model.parameters()]
+        trained = [p.detach().float().cpu().clone() for p in model.parameters()]
+    del model, state, batches
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the reference ran in the pytest process: give its GPU memory back
+    return initial, trained
 
 
 def max_abs_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

@@ -29,6 +29,8 @@ class TrainingWorker:
         if device.type == "cuda":
             torch.cuda.set_device(device)
             torch.cuda.reset_peak_memory_stats(device)
+        else:
+            reset_peak_rss()
         self.ctx = RankContext(rank=rank, local_rank=local_rank, world_size=case.world_size, device=device)
         self.strategy.setup(self.ctx)
         self.precision = Precision(case.precision, case.device_type)
@@ -78,7 +80,26 @@ class TrainingWorker:
         self.strategy.teardown(self.ctx)
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak-RSS count afresh (Linux >= 4.0), so an in-process case does not
+    inherit the pytest session's high-water mark from earlier cases. False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process since the last reset (VmHWM); elsewhere the
+    process-lifetime maximum from getrusage (Linux reports KiB, macOS bytes)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -20,6 +20,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def _needs_package(package: str):
+    def run(args: argparse.Namespace) -> int:
+        raise InputError(f"needs the Python package {package!r}: pip install 'gpusizer[report]' (or make setup)")
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gpusizer",
@@ -31,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # subcommand not built yet
+            if error.name == module_name:
+                continue  # subcommand not built yet
+            # An optional package (the `report` extra) is missing: say how to get it, in one line,
+            # when that subcommand is used; the other subcommands and --help still work.
+            sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            sub.set_defaults(run=_needs_package(error.name))
+            continue
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser

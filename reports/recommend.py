@@ -201,6 +201,7 @@ def _findings(setups: pd.DataFrame, results: ResultSet, priced: bool):
             yield Finding("baseline_only", label)
         if priced and not math.isfinite(row["price_per_hour"]):
             yield Finding("unpriced", label, detail=f"{row['machine']} / {row['device_name']}")
+    yield from _mixed_workload_findings(setups)
     if not priced:
         yield Finding("no_prices", "all setups")
     if not setups.empty and not np.isfinite(setups["joules_per_sample"].to_numpy(dtype=float)).any():
@@ -220,3 +221,18 @@ def _case_findings(outcomes: pd.DataFrame, status: str):
 def _finite(value) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
+
+def _mixed_workload_findings(setups: pd.DataFrame):
+    """Setups are ranked within a preset; say so when a preset was measured at different batch sizes or
+    scalings, since their throughputs are then not like for like."""
+    if setups.empty:
+        return
+    for preset, group in setups.groupby("preset", sort=True):
+        # What a run holds fixed: the per-device batch (weak scaling) or the global batch (strong).
+        fixed = sorted({
+            f"{int(row.per_device_batch_size)} per device (weak)" if row.scaling == "weak"
+            else f"{int(row.per_device_batch_size) * int(row.world_size)} global (strong)"
+            for row in group.itertuples()
+        })
+        if len(fixed) > 1:
+            yield Finding("mixed_workload", f"preset {preset}", detail="batch " + ", ".join(fixed))

@@ -38,6 +38,9 @@ FINDING_TEXT = {
                                                    "batch or model will not fit")),
     "baseline_only": ("Baseline only (never recommended)",
                       "{subject}: DataParallel is shown for comparison only; use ddp instead"),
+    "mixed_workload": ("Mixed workloads ranked together",
+                       ("{subject} was measured at {detail}: its setups are ranked together, but a larger batch "
+                        "alone can raise throughput; compare runs made with the same options")),
     "unpriced": ("No price", "{subject}: {detail} matches no row of the prices file; its cost was not judged"),
     "no_prices": ("Cost not judged", ("no --prices file was given, so cost was not judged (nothing is guessed); "
                                      "see examples/prices.example.csv")),

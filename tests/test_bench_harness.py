@@ -77,6 +77,7 @@ def test_benchmark_json_option_is_respected(pytester):
     data = json.loads((pytester.path / "mine.json").read_text())
     assert data["benchmarks"][0]["extra_info"]["schema_version"] == 1
     assert data["gpusizer"]["cases"][0]["status"] == "passed"
+    assert data["gpusizer"]["complete"] is True
     assert not (pytester.path / "results").exists()
 
 

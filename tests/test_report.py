@@ -329,3 +329,17 @@ def test_the_example_prices_file_loads_and_says_it_is_an_example():
     assert table.currency == "USD" and len(table.prices) >= 3
     assert example.read_text().startswith("# EXAMPLE ONLY")
     assert all("check before use" in price.source for price in table.prices)
+
+
+def test_a_preset_measured_at_different_batches_is_warned_about():
+    import pandas as pd
+
+    from reports.recommend import _mixed_workload_findings
+
+    same = pd.DataFrame({"preset": ["tiny", "tiny"], "per_device_batch_size": [32, 16], "scaling": ["strong"] * 2,
+                         "world_size": [1, 2]})
+    assert list(_mixed_workload_findings(same)) == []  # strong scaling: one global batch of 32
+    mixed = pd.DataFrame({"preset": ["tiny", "tiny"], "per_device_batch_size": [64, 32], "scaling": ["weak"] * 2,
+                          "world_size": [1, 1]})
+    (finding,) = _mixed_workload_findings(mixed)
+    assert finding.kind == "mixed_workload" and "32 per device" in finding.detail and "64 per device" in finding.detail

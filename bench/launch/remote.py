@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -115,7 +116,14 @@ class RemoteGroup:
             "PYTHONUNBUFFERED": "1",
         }
         began = time.perf_counter()
-        self._tree = ProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
+        try:
+            self._tree = ProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
+        except OSError as error:
+            # The launcher itself could not start (missing executable, no memory): one line, nothing left open.
+            self._closed = True
+            self._listener.close()
+            shutil.rmtree(self._dump_dir, ignore_errors=True)
+            raise WorkerError(f"{spec.name} could not start: {error}") from None
         try:
             self._connect_all(time.monotonic() + launch_timeout_s, launch_timeout_s)
             self._gather("ready", time.monotonic() + max(launch_timeout_s - (time.perf_counter() - began), 0.0),
