@@ -163,8 +163,10 @@ def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
     time.sleep(3)  # let the second case reach its hanging round
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    output = finish(proc, timeout_s=60)
-    assert time.monotonic() - interrupted < 60
+    # Between rounds a clean close may take up to CLOSE_TIMEOUT_S (30 s) plus reaping; on a loaded
+    # CI machine that has been seen to pass 60 s once, so the bound is 120 s.
+    output = finish(proc, timeout_s=120)
+    assert time.monotonic() - interrupted < 120
     assert proc.returncode == 2, output  # pytest's "interrupted"
     assert leftovers(mark) == []
     data = result_file(tmp_path)
