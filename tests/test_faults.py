@@ -59,9 +59,17 @@ def start_bench(tmp_path: Path, fault: str, *args: str) -> tuple[subprocess.Pope
     env = {**os.environ, MARK_ENV: mark, "GPUSIZER_FAULT": fault}
     command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q", "--quick",
                "--device", "cpu", "--results-dir", str(tmp_path / "results"), *args]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen([*SIGINT_RESTORED, *command], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     return proc, mark
+
+
+# A test suite started in the background by a non-interactive shell (as CI may be) inherits SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler. Reset it before exec'ing pytest, so
+# Ctrl-C reaches `pytest bench/` as it would from a terminal.
+SIGINT_RESTORED = [sys.executable, "-c",
+                   ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
 def finish(proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> str:
