@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from reports.compare import (
 )
 from reports.errors import InputError
 from reports.load import ResultSet, hardware_fingerprint, load_results
+from reports.output import write_text
 
 EXIT_OK, EXIT_REGRESSED = 0, 1
 DEFAULT_BASELINE_RUNS = CompareConfig.baseline_runs
@@ -214,19 +214,4 @@ def write_outputs(outputs: dict[str, str | None], report: CompareReport) -> None
                  "--html": compare_render.html}
     for option, path in outputs.items():
         if path is not None:
-            _write_atomically(Path(path), renderers[option](report))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A CI step that posts the file never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a report from the people it is for
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            write_text(Path(path), renderers[option](report))

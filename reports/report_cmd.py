@@ -12,10 +12,10 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from reports.errors import InputError
+from reports.output import replacing, write_text
 
 DEFAULT_TARGET_SAMPLES = 1_000_000_000  # one large round number; shown in the report
 DEFAULT_OUTPUT = "reports-out/report.html"  # the folder `make bench` and `make report` write to
@@ -106,36 +106,11 @@ def run(args: argparse.Namespace) -> int:
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
-    _write_text(outputs["html"], render_html(recommendation, charts, context))
-    _write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name))
-    with _replacing(outputs["csv"]) as tmp:
+    write_text(outputs["html"], render_html(recommendation, charts, context))
+    write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name))
+    with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)
     print(f"report: {outputs['html']}")
     print(f"summary: {outputs['markdown']}")
     print(f"table: {outputs['csv']}")
     return 0
-
-
-def _write_text(path: Path, text: str) -> None:
-    with _replacing(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-class _replacing:
-    """A temporary file beside ``path`` that replaces it on success: no half-written report is left."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        os.chmod(name, 0o644)  # a report is for reading and sharing, not private like mkstemp's 0600
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
