@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.bandwidth import allreduce_ceiling
+from bench.case_facts import add_case_facts
 from bench.cases import BenchCase
 from bench.devices import cuda_unavailable_reason, device_count, device_name
 from bench.launch import LAUNCHERS, WorkerGroup
@@ -84,6 +85,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             telemetry=telemetry,
             extra_flags=telemetry_flags(telemetry),
         )
+        add_case_facts(record, case, group)  # before close: the group still has the ranks' facts
     finally:
         group.close()
     if verified is not None:

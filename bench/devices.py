@@ -40,11 +40,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_per_rank(device_type: str, world_size: int) -> int:
-    """CPU cores split evenly between the ranks; a GPU rank keeps torch's default thread count."""
-    if device_type == "cpu":
-        return max(1, usable_cores() // world_size)
-    return torch.get_num_threads()
+def threads_per_rank(device_type: str, processes: int) -> int:
+    """The usable cores split evenly between a case's processes, on GPU as on CPU.
+
+    A GPU rank left at torch's default starts one thread per core: 8 ranks on a 96-core instance
+    would run 768 threads fighting over 96 cores (the data, the optimizer and NCCL's host side all
+    need some). ``device_type`` is kept for the callers: the split is the same for both."""
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"threads_per_rank: device type {device_type!r}; allowed: cpu, cuda")
+    return max(1, usable_cores() // max(1, processes))
 
 
 @functools.cache

@@ -6,14 +6,13 @@ distributed strategies, so all of them time exactly the same loop.
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 
 import torch
 
 from bench.cases import BenchCase
 from bench.devices import synchronize, threads_per_rank
+from bench.memory import peak_memory_per_device, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
 
@@ -22,15 +21,12 @@ class TrainingWorker:
     def __init__(self, case: BenchCase, rank: int = 0, local_rank: int = 0) -> None:
         self.case = case
         self.strategy = REGISTRY[case.strategy]
-        self.threads = threads_per_rank(case.device_type, case.world_size)
-        if case.device_type == "cpu":
-            torch.set_num_threads(self.threads)
+        # This process's share of the cores, on GPU as on CPU (dp's one process gets them all).
+        self.threads = threads_per_rank(case.device_type, self.strategy.processes(case.world_size))
+        torch.set_num_threads(self.threads)
         device = self.strategy.rank_device(case.device_type, local_rank)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            reset_peak_rss()
         self.ctx = RankContext(rank=rank, local_rank=local_rank, world_size=case.world_size, device=device)
         self.strategy.setup(self.ctx)
         self.precision = Precision(case.precision, case.device_type)
@@ -41,6 +37,9 @@ class TrainingWorker:
         self.state = self.strategy.wrap(state, self.ctx)
         self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
                                                   seed=case.seed, ctx=self.ctx)
+        # After build, wrap (FSDP: shard) and data: the peak is what training needs (bench/memory.py).
+        self.devices = self.strategy.rank_devices(self.ctx)
+        reset_peak_memory(self.devices)
         self.steps_done = 0
 
     def run_round(self, steps: int) -> float:
@@ -64,9 +63,12 @@ class TrainingWorker:
         return time.perf_counter() - began
 
     def peak_memory_bytes(self) -> int:
-        if self.ctx.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.ctx.device))
-        return peak_rss_bytes()
+        return max(peak_memory_per_device(self.devices))
+
+    def facts(self) -> dict:
+        """Record keys measured in this rank (docs/record.md): every device's peak, and the strategy's own."""
+        return {"peak_memory_bytes_per_device": peak_memory_per_device(self.devices),
+                **self.strategy.rank_facts(self.state)}
 
     def parameters_snapshot(self) -> list[torch.Tensor]:
         """The full (unsharded) parameters on the CPU, for the correctness check."""
@@ -78,28 +80,3 @@ class TrainingWorker:
         self.batches = None
         self._matmul_mode.__exit__(None, None, None)
         self.strategy.teardown(self.ctx)
-
-
-def reset_peak_rss() -> bool:
-    """Start this process's peak-RSS count afresh (Linux >= 4.0), so an in-process case does not
-    inherit the pytest session's high-water mark from earlier cases. False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since the last reset (VmHWM); elsewhere the
-    process-lifetime maximum from getrusage (Linux reports KiB, macOS bytes)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)

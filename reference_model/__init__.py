@@ -7,12 +7,13 @@ from reference_model.config import PRESETS, ModelConfig, preset
 from reference_model.data import global_batches, make_batches
 from reference_model.model import build_model
 from reference_model.precision import PRECISIONS, Precision, unsupported_reason
-from reference_model.train import LEARNING_RATE, TrainState, make_optimizer, train_step
+from reference_model.train import LEARNING_RATE, AutocastModule, TrainState, make_optimizer, train_step
 
 __all__ = [
     "LEARNING_RATE",
     "PRECISIONS",
     "PRESETS",
+    "AutocastModule",
     "ModelConfig",
     "Precision",
     "TrainState",

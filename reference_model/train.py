@@ -27,6 +27,29 @@ class TrainState:
     grad_scaler: torch.amp.GradScaler | None = None
 
 
+class AutocastModule(nn.Module):
+    """Runs ``module``'s forward inside ``precision``'s autocast in whichever thread calls it.
+
+    Autocast state is per thread. DataParallel's replica threads enter ``torch.autocast(device_type,
+    enabled=...)`` with no dtype, and a new thread's cuda autocast dtype is float16: the main thread's
+    bf16 autocast never reaches them. Entering the autocast inside the replicated module's own forward
+    does. ``output_dtypes`` (one set shared by every replica: DataParallel copies the module's
+    ``__dict__`` shallowly) collects the dtype each forward returned, so a run can show what it computed in.
+    """
+
+    def __init__(self, module: nn.Module, precision: Precision) -> None:
+        super().__init__()
+        self.module = module
+        self.precision = precision
+        self.output_dtypes: set[torch.dtype] = set()
+
+    def forward(self, *args, **kwargs):
+        with self.precision.autocast():
+            output = self.module(*args, **kwargs)
+        self.output_dtypes.add(output.dtype)
+        return output
+
+
 def train_step(state: TrainState, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """zero_grad, forward, loss, backward, step. Returns the loss without synchronising."""
     state.optimizer.zero_grad(set_to_none=True)

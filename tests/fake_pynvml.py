@@ -12,7 +12,8 @@ import time
 import types
 from dataclasses import dataclass, field
 
-NOT_SUPPORTED, LIBRARY_NOT_FOUND, GPU_IS_LOST = 3, 12, 15
+NOT_SUPPORTED, LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND, GPU_IS_LOST = 3, 12, 13, 15
+NVML_MEMORY_V2 = 0x02000028  # pynvml.nvmlMemory_v2
 
 
 class NVMLError(Exception):
@@ -22,7 +23,7 @@ class NVMLError(Exception):
 
     def __str__(self) -> str:
         return {NOT_SUPPORTED: "Not Supported", LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
-                GPU_IS_LOST: "GPU is lost"}.get(self.value, f"error {self.value}")
+                FUNCTION_NOT_FOUND: "Function Not Found", GPU_IS_LOST: "GPU is lost"}.get(self.value, f"error {self.value}")
 
 
 @dataclass
@@ -31,7 +32,9 @@ class FakeGpu:
     pci_bus_id: str
     name: str = "NVIDIA H200"
     memory_total_bytes: int = 141 * 2**30
-    memory_used_bytes: int = 40 * 2**30
+    memory_used_bytes: int = 40 * 2**30  # as v2 counts it; v1's "used" adds memory_reserved_bytes
+    memory_reserved_bytes: int = 512 * 2**20  # what the driver keeps for itself
+    memory_v2: bool = True  # False: a driver without nvmlDeviceGetMemoryInfo_v2
     util_pct: int = 97
     power_mw: int = 600_000
     temperature_c: int = 61
@@ -49,7 +52,8 @@ class FakeGpu:
 
 
 def make_pynvml(gpus: list[FakeGpu], *, init_error: int | None = None, cuda_driver_version: int = 12040,
-                p2p_nvlink: bool = True, topology_level: int = 40) -> types.ModuleType:
+                p2p_nvlink: bool = True, topology_level: int = 40, has_memory_v2: bool = True) -> types.ModuleType:
+    """``has_memory_v2=False``: an old nvidia-ml-py (no ``nvmlMemory_v2``, no ``version`` argument)."""
     lib = types.ModuleType("pynvml")
     lib.__spec__ = importlib.machinery.ModuleSpec("pynvml", None)
     lib.NVMLError = NVMLError
@@ -96,8 +100,21 @@ def make_pynvml(gpus: list[FakeGpu], *, init_error: int | None = None, cuda_driv
     device_call("nvmlDeviceGetName", lambda g: g.name.encode())
     device_call("nvmlDeviceGetUUID", lambda g: g.uuid)
     device_call("nvmlDeviceGetPciInfo", lambda g: types.SimpleNamespace(busId=g.pci_bus_id.encode()))
-    device_call("nvmlDeviceGetMemoryInfo",
-                lambda g: types.SimpleNamespace(total=g.memory_total_bytes, used=g.memory_used_bytes))
+    def memory_info(gpu, version=None):
+        # As pynvml: with a version it calls nvmlDeviceGetMemoryInfo_v2, which an old driver lacks.
+        if version is None:
+            return types.SimpleNamespace(total=gpu.memory_total_bytes,
+                                         used=gpu.memory_used_bytes + gpu.memory_reserved_bytes)
+        if not gpu.memory_v2:
+            raise NVMLError(FUNCTION_NOT_FOUND)
+        return types.SimpleNamespace(version=version, total=gpu.memory_total_bytes, used=gpu.memory_used_bytes,
+                                     reserved=gpu.memory_reserved_bytes)
+
+    if has_memory_v2:
+        lib.nvmlMemory_v2 = NVML_MEMORY_V2
+        device_call("nvmlDeviceGetMemoryInfo", memory_info)
+    else:
+        device_call("nvmlDeviceGetMemoryInfo", lambda g: memory_info(g))
     device_call("nvmlDeviceGetUtilizationRates", lambda g: types.SimpleNamespace(gpu=g.util_pct, memory=30))
     device_call("nvmlDeviceGetPowerUsage", lambda g: g.power_mw)
     device_call("nvmlDeviceGetTemperature", lambda g, sensor: g.temperature_c)

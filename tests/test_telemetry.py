@@ -24,7 +24,7 @@ from bench.telemetry import DeviceRef, Sampler, telemetry_flags
 from bench.telemetry.cpu import Rapl
 from bench.telemetry.nvml import cuda_device_refs, open_nvml
 from bench.telemetry.sampler import SAMPLED_FIELDS
-from bench.telemetry.summary import throttle_fraction, trapezoid_j
+from bench.telemetry.summary import power_cap_fraction, throttle_fraction, trapezoid_j
 
 INTERVAL_S = 0.01
 RUN_S = 0.3
@@ -152,7 +152,7 @@ def test_device_lost_mid_run_keeps_earlier_samples_and_the_other_device(nvml):
 
 
 def test_throttling_low_utilisation_and_full_memory_raise_flags(nvml):
-    fake = gpu(throttle_reasons=0x04, util_pct=20, memory_used_bytes=int(0.95 * 141 * 2**30))
+    fake = gpu(throttle_reasons=0x80, util_pct=20, memory_used_bytes=int(0.95 * 141 * 2**30))  # power brake
     nvml([fake])
     telemetry = sample([ref(fake)])
     assert telemetry["devices"][0]["throttle_fraction"]["power"] == 1.0
@@ -162,6 +162,37 @@ def test_throttling_low_utilisation_and_full_memory_raise_flags(nvml):
 def test_idle_and_application_clock_reasons_are_not_throttling():
     assert throttle_fraction([0x01, 0x02, 0x100, 0x10]) == {"thermal": 0.0, "power": 0.0, "other": 0.0}
     assert throttle_fraction([0x20, 0x40, 0x00, 0x08]) == {"thermal": 0.5, "power": 0.0, "other": 0.25}
+
+
+def test_running_at_the_software_power_cap_is_recorded_apart_and_is_not_throttling(nvml):
+    # A heavy case on an H100/H200 sits at its power cap (NVML's SW power cap bit) most of the time.
+    fake = gpu(throttle_reasons=0x04)
+    nvml([fake])
+    device = sample([ref(fake)])["devices"][0]
+    assert device["power_cap_fraction"] == 1.0
+    assert device["throttle_fraction"] == {"thermal": 0.0, "power": 0.0, "other": 0.0}
+    assert "throttled" not in telemetry_flags({"devices": [device]})
+    assert power_cap_fraction([0x04, 0x04 | 0x20, 0x00, None]) == pytest.approx(2 / 3)
+    assert power_cap_fraction([None]) is None
+
+
+def test_memory_used_comes_from_nvml_v2_which_leaves_out_reserved_memory(nvml):
+    fake = gpu(memory_used_bytes=30 * 2**30, memory_reserved_bytes=2**30)
+    nvml([fake])
+    device = sample([ref(fake)])["devices"][0]
+    assert device["memory_info_version"] == 2
+    assert device["memory_used_peak_bytes"] == 30 * 2**30  # v1 would say 31 GiB
+
+
+@pytest.mark.parametrize("old", ["driver", "nvidia-ml-py"])
+def test_memory_used_falls_back_to_nvml_v1_where_v2_is_missing(nvml, old):
+    fake = gpu(memory_used_bytes=30 * 2**30, memory_reserved_bytes=2**30, memory_v2=old != "driver")
+    nvml([fake], has_memory_v2=old != "nvidia-ml-py")
+    device = sample([ref(fake)])["devices"][0]
+    assert device["memory_info_version"] == 1
+    assert device["memory_used_peak_bytes"] == 31 * 2**30  # v1: reserved memory counted as used
+    assert device["memory_total_bytes"] == fake.memory_total_bytes
+    assert "memory_used_bytes" not in device["unavailable"]
 
 
 def test_trapezoid_integrates_power_over_time():

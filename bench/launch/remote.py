@@ -28,6 +28,7 @@ from bench.cases import BenchCase
 from bench.devices import threads_per_rank
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener
 from bench.launch.processes import ProcessTree
+from bench.strategies import REGISTRY
 
 WORKER_MODULE = "bench.launch.worker_main"
 CASE_ENV = "GPUSIZER_CASE"  # the BenchCase as JSON
@@ -96,7 +97,7 @@ class RemoteGroup:
         self.case = case
         self.spec = spec
         self.round_timeout_s = round_timeout_s
-        self.threads_per_rank = threads_per_rank(case.device_type, case.world_size)
+        self.threads_per_rank = threads_per_rank(case.device_type, REGISTRY[case.strategy].processes(case.world_size))
         self.rounds_started = 0
         self._conns: dict[int, Connection] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -148,7 +149,13 @@ class RemoteGroup:
 
     def peak_memory_bytes(self) -> int:
         replies = self._command({"cmd": "peak_memory"}, "the peak-memory query")
-        return max(int(message["peak_memory_bytes"]) for message, _ in replies.values())
+        self.peak_memory_bytes_per_device = [int(replies[rank][0]["peak_memory_bytes"]) for rank in sorted(replies)]
+        return max(self.peak_memory_bytes_per_device)
+
+    def facts(self) -> dict:
+        """Record keys measured in the ranks: each rank's peak, in rank order, once it was asked for."""
+        per_device = getattr(self, "peak_memory_bytes_per_device", None)
+        return {} if per_device is None else {"peak_memory_bytes_per_device": per_device}
 
     def parameters(self) -> list:
         import torch  # late: only the correctness check needs tensors here

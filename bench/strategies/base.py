@@ -42,6 +42,22 @@ class Strategy:
         """Why this strategy cannot run that case here (with how to fix it), or None."""
         return None
 
+    def processes(self, world_size: int) -> int:
+        """Processes a case of ``world_size`` devices runs; they share the CPU cores between them."""
+        return world_size
+
+    def rank_devices(self, ctx: RankContext) -> list[torch.device]:
+        """Every device this rank's process computes on (its memory peaks are this rank's)."""
+        return [ctx.device]
+
+    def case_facts(self, precision: str) -> dict:
+        """Record keys this strategy adds for a case at ``precision`` (docs/record.md), known before it runs."""
+        return {}
+
+    def rank_facts(self, state: TrainState) -> dict:
+        """Record keys this strategy measured in the rank while it trained (in-process strategies only)."""
+        return {}
+
     def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
         """Samples each process feeds its model per step."""
         return per_device_batch_size

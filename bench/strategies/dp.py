@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from bench.strategies.base import RankContext, Strategy
-from reference_model import ModelConfig, TrainState, global_batches
+from reference_model import AutocastModule, ModelConfig, TrainState, global_batches
 
 
 class DataParallel(Strategy):
@@ -23,6 +23,14 @@ class DataParallel(Strategy):
                     "(that is `single`); run on a machine with GPUs")
         return None
 
+    def processes(self, world_size: int) -> int:
+        return 1  # one process drives every GPU: it gets every core
+
+    def rank_devices(self, ctx: RankContext) -> list[torch.device]:
+        if ctx.device.type != "cuda":
+            return [ctx.device]
+        return [torch.device("cuda", index) for index in range(ctx.world_size)]
+
     def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
         return per_device_batch_size * world_size  # the one process feeds all devices; DP scatters it
 
@@ -32,5 +40,13 @@ class DataParallel(Strategy):
         return global_batches(config, per_device_batch_size, seed=seed, world_size=ctx.world_size, device=ctx.device)
 
     def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
-        state.model = torch.nn.DataParallel(state.model, device_ids=list(range(ctx.world_size)))
+        # The replicas' forwards run in DataParallel's own threads, where the step's autocast does not
+        # reach: each replica enters the case's autocast itself (reference_model.AutocastModule).
+        replicated = AutocastModule(state.model, state.precision)
+        state.model = torch.nn.DataParallel(replicated, device_ids=list(range(ctx.world_size)))
         return state
+
+    def rank_facts(self, state: TrainState) -> dict:
+        # What the replicas' forwards actually returned: bfloat16 for bf16, not DataParallel's float16 default.
+        dtypes = state.model.module.output_dtypes
+        return {"replica_output_dtypes": sorted(str(dtype).removeprefix("torch.") for dtype in dtypes)}

@@ -6,7 +6,28 @@ import torch
 
 from bench.strategies import process_group
 from bench.strategies.base import RankContext, Strategy
-from reference_model import TrainState, make_optimizer
+from reference_model import Precision, TrainState, make_optimizer
+
+# Gradients are reduced in fp32 whatever the compute dtype: summing N ranks' bf16 gradients loses
+# bits that fp32 keeps, and this is how FSDP users configure it.
+REDUCE_DTYPE = torch.float32
+
+
+def mixed_precision_dtypes(precision: str) -> tuple[torch.dtype, torch.dtype] | None:
+    """(param_dtype, reduce_dtype) of the case's MixedPrecisionPolicy; None (all fp32) for fp32 and tf32."""
+    compute = Precision(precision, "cpu").autocast_dtype  # the dtype does not depend on the device type
+    return None if compute is None else (compute, REDUCE_DTYPE)
+
+
+def mixed_precision_policy(precision: str):
+    """The MixedPrecisionPolicy for ``precision``: parameters all-gathered and used in the compute dtype
+    (bf16/fp16), gradients reduced in fp32; the default (everything in fp32) for fp32 and tf32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    dtypes = mixed_precision_dtypes(precision)
+    if dtypes is None:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=dtypes[0], reduce_dtype=dtypes[1])
 
 
 class FSDP(Strategy):
@@ -31,12 +52,19 @@ class FSDP(Strategy):
 
         # One shard group per Linear, so each layer's all-gather overlaps the previous layer's compute,
         # then the root for what is left. Parameters become DTensors: the optimizer must be made anew.
+        # Without a policy FSDP gathers and reduces in fp32 even when the step autocasts to bf16/fp16.
+        policy = mixed_precision_policy(state.precision.name)
         for layer in state.model:
             if isinstance(layer, torch.nn.Linear):
-                fully_shard(layer)
-        fully_shard(state.model)
+                fully_shard(layer, mp_policy=policy)
+        fully_shard(state.model, mp_policy=policy)
         state.optimizer = make_optimizer(state.model)
         return state
+
+    def case_facts(self, precision: str) -> dict:
+        dtypes = mixed_precision_dtypes(precision)
+        names = (None, None) if dtypes is None else [str(dtype).removeprefix("torch.") for dtype in dtypes]
+        return {"mixed_precision_policy": {"param_dtype": names[0], "reduce_dtype": names[1]}}
 
     def full_parameters(self, state: TrainState) -> list[torch.Tensor]:
         # full_tensor() all-gathers the shards: a collective every rank takes part in.

@@ -21,6 +21,7 @@ FUNCTION_NOT_FOUND = 13
 GPU_IS_LOST = 15
 RESET_REQUIRED = 16
 _LOST_CODES = (GPU_IS_LOST, RESET_REQUIRED)
+MEMORY_INFO = "nvmlDeviceGetMemoryInfo"  # asked as v2 where possible: see Nvml._memory_info
 
 
 class DeviceLost(RuntimeError):
@@ -38,9 +39,41 @@ class Nvml:
     def __init__(self, lib: Any) -> None:
         self.lib = lib
         self._open = True
+        self.memory_info_version: int | None = None  # 2 or 1 once a memory query answered
 
     def query(self, function: str, *args: Any) -> tuple[Any, str | None]:
         """``(value, None)``, or ``(None, reason)`` when the query cannot be answered here."""
+        if function == MEMORY_INFO and len(args) == 1:
+            return self._memory_info(args[0])
+        return self._query(function, *args)
+
+    def _memory_info(self, handle: Any) -> tuple[Any, str | None]:
+        """Memory info from NVML's v2 query where the driver and nvidia-ml-py have it, else v1.
+
+        v1's ``used`` includes the memory the driver reserves for itself (hundreds of MiB on a large
+        GPU), which no training can use; v2 reports it apart as ``reserved``."""
+        reasons = []
+        version = getattr(self.lib, "nvmlMemory_v2", None)
+        if self.memory_info_version != 1 and version is not None:
+            try:
+                value, reason = self._query(MEMORY_INFO, handle, version)
+            except TypeError:  # an nvidia-ml-py whose nvmlDeviceGetMemoryInfo takes no version
+                value, reason = None, f"{MEMORY_INFO}: this nvidia-ml-py has no version argument"
+            if reason is None:
+                self.memory_info_version = 2
+                return value, None
+            if self.memory_info_version == 2:
+                return None, reason  # v2 answered before: this is a real failure, not a missing v2
+            reasons.append(f"v2: {reason}")
+        elif version is None:
+            reasons.append("v2: nvidia-ml-py has no nvmlMemory_v2 (pip install -U nvidia-ml-py)")
+        value, reason = self._query(MEMORY_INFO, handle)
+        if reason is None:
+            self.memory_info_version = 1
+            return value, None
+        return None, "; ".join([*reasons, reason])
+
+    def _query(self, function: str, *args: Any) -> tuple[Any, str | None]:
         fn = getattr(self.lib, function, None)
         if fn is None:
             return None, f"{function}: not in this nvidia-ml-py (pip install -U nvidia-ml-py)"

@@ -47,6 +47,7 @@ class DeviceTrace:
     values: dict[str, list] = field(default_factory=lambda: {name: [] for name in SAMPLED_FIELDS})
     unavailable: dict[str, str] = field(default_factory=dict)  # field -> why it is None
     lost: str | None = None
+    memory_info_version: int | None = None  # NVML memory query version that answered (2: ``used`` excludes reserved)
 
     def open(self, nvml: Nvml) -> None:
         self.handle, reason = nvml.handle_for(self.ref)
@@ -80,6 +81,8 @@ class DeviceTrace:
         except DeviceLost as lost:
             self.lost = f"{lost} at {t:.3f} s"
             return  # a half-read row would misalign the fields
+        if row["memory_used_bytes"] is not None:
+            self.memory_info_version = nvml.memory_info_version
         self.times_s.append(t)
         for name, value in row.items():
             self.values[name].append(value)

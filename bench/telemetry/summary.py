@@ -10,8 +10,11 @@ from bench.telemetry.sampler import DeviceTrace, Sampler
 # Clock-event reason bits (nvml.h, nvmlClocksEventReason*). Idle, application clocks and display
 # clocks are choices, not limits, and sync boost follows other GPUs: none of them count.
 THERMAL_MASK = 0x20 | 0x40  # software thermal slowdown, hardware thermal slowdown
-POWER_MASK = 0x04 | 0x80  # software power cap, hardware power brake
+POWER_MASK = 0x80  # hardware power brake (an external signal: the power supply or the board asks for it)
 OTHER_MASK = 0x08  # hardware slowdown (the driver does not say whether thermal or power)
+# The software power cap is not throttling: a GPU under full load runs at its power limit by design
+# (most heavy H100 cases have this bit set at their cap), so it is recorded on its own.
+POWER_CAP_MASK = 0x04
 
 
 def _present(values: list) -> list:
@@ -43,6 +46,12 @@ def throttle_fraction(reasons: list[int | None]) -> dict[str, float | None]:
         return {"thermal": None, "power": None, "other": None}
     return {kind: sum(1 for bits in known if bits & mask) / len(known)
             for kind, mask in (("thermal", THERMAL_MASK), ("power", POWER_MASK), ("other", OTHER_MASK))}
+
+
+def power_cap_fraction(reasons: list[int | None]) -> float | None:
+    """Fraction of the samples in which the GPU ran at its software power cap (not throttling)."""
+    known = _present(reasons)
+    return sum(1 for bits in known if bits & POWER_CAP_MASK) / len(known) if known else None
 
 
 def device_energy(trace: DeviceTrace) -> tuple[float | None, str | None, str | None]:
@@ -80,6 +89,8 @@ def device_summary(trace: DeviceTrace, samples_trained: int) -> dict:
         "temperature_max_c": _max(values["temperature_c"]),
         "sm_clock_mean_mhz": _mean(values["sm_clock_mhz"]),
         "throttle_fraction": throttle_fraction(values["throttle_reasons"]),
+        "power_cap_fraction": power_cap_fraction(values["throttle_reasons"]),
+        "memory_info_version": trace.memory_info_version,
         "unavailable": dict(trace.unavailable),
         "lost": trace.lost,
     }
