@@ -24,7 +24,7 @@ from bench.launch.inprocess import InProcessGroup
 from bench.memory import peak_memory_per_device, release_cached_memory, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from bench.strategies.fsdp import mixed_precision_policy
-from bench.tf32 import tf32_override_env, tf32_overridden
+from bench.tf32 import tf32_overridden, tf32_override_env
 from reference_model import AutocastModule, Precision, TrainState, build_model, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -267,3 +267,21 @@ def test_release_empties_the_cuda_cache_of_every_device_in_one_call(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # never touched CUDA: nothing to free
     release_cached_memory()
     assert calls == ["empty_cache"]
+
+
+def test_the_report_shows_the_tf32_override_flag_on_the_rows_it_changes(real_result_files, tmp_path):
+    # reports/ surfaces record flags generically (setups table, CSV); a real run's record gets the flag
+    # as add_case_facts sets it on a CUDA fp32 case under TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1.
+    import json
+
+    data = json.loads(Path(real_result_files[1]).read_text())
+    for entry in data["benchmarks"]:
+        entry["extra_info"]["flags"] = sorted({*entry["extra_info"]["flags"], "tf32_override"})
+    source = tmp_path / "override.json"
+    source.write_text(json.dumps(data))
+    out = tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "reports", "report", str(source), "-o", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "tf32_override" in out.read_text()
+    assert "tf32_override" in out.with_suffix(".csv").read_text()
