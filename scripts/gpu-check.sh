@@ -1,40 +1,89 @@
 #!/usr/bin/env bash
-# The GPU smoke set in one call, on a machine with an NVIDIA GPU: single, dp on 1 GPU, ddp with
-# NCCL on 1 GPU, fp32 and bf16 (bf16 MFU), preset medium, with real NVML telemetry; then a short
-# table (case, samples/s, MFU, GPU util, power, energy, flags). Exit status: 0 when every case ran
-# with NVML telemetry, 1 when not, 2 when there is no GPU to check.
+# The GPU check in one call, on a machine with NVIDIA GPUs (a fresh cloud image too): prerequisites
+# first, then single, dp, ddp, fsdp and horovod (NCCL) at world size 1, and 2 where there are 2 GPUs,
+# at fp32 and bf16 (bf16 MFU), preset medium, NVML telemetry over time-sized rounds; an injected
+# out-of-memory case followed by cases that must still pass; the release of an in-process case's
+# GPU memory; then one table of the cases and one line per GPU-only mechanism (issue 9), with a verdict.
+# Sized to finish within 8 minutes on one H200 (few, short rounds).
 #
-#   scripts/gpu-check.sh                 # extra pytest options may follow, e.g. --rounds 5
+# Exit status: 0 when everything ran and every check passed, 1 when a case or a check failed,
+# 2 when there is no GPU or a prerequisite is missing (each with the command that fixes it).
+#
+#   scripts/gpu-check.sh                 # extra pytest options may follow, e.g. --presets large
 #   PYTHON=python3 scripts/gpu-check.sh  # another interpreter than .venv/bin/python
+#   GPU_CHECK_PREREQS_ONLY=1 scripts/gpu-check.sh   # check the prerequisites, run nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-TIMEOUT_S=${GPU_CHECK_TIMEOUT_S:-900}  # the whole pytest run; each case also has its own timeouts
+[ -x "$PY" ] || PY=$(command -v python3 || echo python3)
+TIMEOUT_S=${GPU_CHECK_TIMEOUT_S:-420}  # the main pytest run; each case also has its own timeouts
+ROUNDS=(--rounds 3 --min-round-s 1 --warmup-s 3)  # time-sized rounds: >= 10 NVML samples each
 
+# --- prerequisites: Python, every import, a CUDA torch, Horovod with NCCL -----------------------
+missing=0
+need() {  # need WHAT FIX: say what is missing and the command that fixes it
+    echo "gpu-check: missing: $1" >&2
+    echo "  fix: $2" >&2
+    missing=1
+}
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
+    version=$("$PY" -c 'import platform; print(platform.python_version())' 2>/dev/null) || version=${version:-"no python at $PY"}
+    need "Python >= 3.10 (this is $version)" \
+        "apt-get install -y python3.11 python3.11-venv && PYTHON=python3.11 make setup && scripts/gpu-check.sh"
+else
+    for spec in "torch:$PY -m pip install torch  (a CUDA build, e.g. --index-url https://download.pytorch.org/whl/cu124)" \
+                "pytest:make setup  (or $PY -m pip install -e '.[all]')" \
+                "pytest_benchmark:make setup  (or $PY -m pip install -e '.[all]')" \
+                "psutil:make setup  (or $PY -m pip install -e '.[all]')" \
+                "pynvml:$PY -m pip install nvidia-ml-py" \
+                "horovod.torch:make horovod  (PYTHON=$PY bash scripts/install-horovod.sh)"; do
+        module=${spec%%:*}
+        if ! "$PY" -c "import $module" >/dev/null 2>&1; then need "the Python module $module" "${spec#*:}"; fi
+    done
+fi
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     echo "gpu-check: no NVIDIA GPU here (nvidia-smi missing or sees no GPU); run it on a GPU machine" >&2
     exit 2
 fi
-if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu-check: torch sees no CUDA device (a CPU build of torch, or CUDA_VISIBLE_DEVICES hides the GPUs)" >&2
-    exit 2
+if [ "$missing" = 0 ]; then
+    if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        need "a CUDA torch that sees the GPUs (this one: $("$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)' 2>&1 | tail -1))" \
+            "$PY -m pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu124  (or check CUDA_VISIBLE_DEVICES)"
+    elif ! "$PY" -c "import sys, horovod.torch as hvd; sys.exit(0 if hvd.nccl_built() else 1)" 2>/dev/null; then
+        need "a Horovod built with NCCL (hvd.nccl_built() is false: a CPU-only build)" \
+            "make horovod  (scripts/install-horovod.sh replaces a CPU-only Horovod on a CUDA torch)"
+    fi
 fi
-if ! "$PY" -c "import pynvml" 2>/dev/null; then
-    echo "gpu-check: nvidia-ml-py is missing (pip install nvidia-ml-py); telemetry needs it" >&2
-    exit 2
-fi
+[ "$missing" = 0 ] || exit 2
+echo "gpu-check: prerequisites ok ($("$PY" -c 'import platform, torch; print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)'))"
+[ "${GPU_CHECK_PREREQS_ONLY:-0}" = 1 ] && exit 0
 
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+WORLD_SIZES=1
+[ "$GPUS" -ge 2 ] && WORLD_SIZES=1,2
 mkdir -p results
-out=${GPU_CHECK_JSON:-results/gpu-check-$(date -u +%Y%m%dT%H%M%SZ).json}
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+main=results/gpu-check-$stamp.json
+oom=results/gpu-check-$stamp-oom.json
+release=results/gpu-check-$stamp-release.json
 status=0
-timeout --kill-after=30 "$TIMEOUT_S" "$PY" -m pytest bench/ -q -p no:cacheprovider --device cuda \
-    --strategies single,dp,ddp --world-sizes 1 --precisions fp32,bf16 --presets medium \
-    --benchmark-json "$out" "$@" || status=$?
-if [ ! -s "$out" ]; then
-    echo "gpu-check: pytest wrote no result file (exit $status)" >&2
-    exit 1
-fi
-"$PY" scripts/gpu_check_table.py "$out" || status=1
-echo "result file: $out"
+common=(-q -p no:cacheprovider --device cuda --presets medium "${ROUNDS[@]}")
+
+# 1. every strategy, fp32 and bf16, at world size 1 (and 2).
+timeout --kill-after=30 "$TIMEOUT_S" "$PY" -m pytest bench/ "${common[@]}" \
+    --strategies single,dp,ddp,fsdp,horovod --world-sizes "$WORLD_SIZES" --precisions fp32,bf16 \
+    --benchmark-json "$main" "$@" || status=$?
+# 2. out of memory injected into the in-process single case: it fails in one line, dp (in-process,
+#    same GPU) and ddp (launched) after it must still pass.
+GPUSIZER_FAULT=single-1-medium-bf16:rank0:oom@round1 timeout --kill-after=30 180 "$PY" -m pytest bench/ \
+    "${common[@]}" --strategies single,dp,ddp --world-sizes 1 --precisions bf16 --benchmark-json "$oom" || true
+# 3. an in-process case's GPU memory is handed back: torch.cuda.memory_reserved on every GPU after it.
+timeout --kill-after=30 120 "$PY" scripts/gpu_check_release.py "$release" || status=1
+
+for file in "$main" "$oom"; do
+    [ -s "$file" ] || { echo "gpu-check: pytest wrote no result file $file" >&2; status=1; }
+done
+"$PY" scripts/gpu_check_table.py "$main" --oom-run "$oom" --expect-fail "single-1-medium-bf16:does not fit" \
+    --checks "$release" || status=1
+echo "result files: $main $oom $release"
 exit "$status"

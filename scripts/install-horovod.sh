@@ -12,7 +12,21 @@
 #   3. else downloads the sdist, patches it (C++17 for the torch extension and gloo), builds a wheel
 #      (2 to 8 minutes on 2 cores), stores it in the cache and installs it.
 # It never installs or upgrades torch; everything is installed with --no-deps.
-# Environment: PYTHON (interpreter), GPUSIZER_CACHE_DIR (cache root).
+#
+# On a CUDA torch it builds the GPU operations with NCCL (HOROVOD_GPU_OPERATIONS=NCCL), so Horovod
+# can all-reduce GPU tensors. It stops with an error saying what is missing and how to get it when
+# nvcc or the NCCL headers (nccl.h) cannot be found, instead of silently building a CPU-only Horovod;
+# after installing it checks hvd.nccl_built(). A CPU-only Horovod already installed beside a CUDA
+# torch is replaced. GPUSIZER_HOROVOD_CPU_ONLY=1 asks for a CPU-only build on a CUDA torch anyway.
+#
+# Environment: PYTHON (interpreter), GPUSIZER_CACHE_DIR (cache root), CUDA_HOME / HOROVOD_CUDA_HOME
+# (where nvcc is, if not on PATH), HOROVOD_NCCL_HOME / HOROVOD_NCCL_INCLUDE / HOROVOD_NCCL_LIB (NCCL,
+# if not the nvidia-nccl-cu* wheel CUDA torch depends on), GPUSIZER_HOROVOD_CPU_ONLY.
+# For tests (tests/test_gpu_scripts.py), without a GPU or a build:
+#   GPUSIZER_TORCH_CUDA        stands in for torch.version.cuda ("cpu": a CPU torch)
+#   GPUSIZER_CUDA_SEARCH_DIRS  CUDA roots searched for bin/nvcc and include/nccl.h (default /usr/local/cuda)
+#   GPUSIZER_NCCL_SEARCH_DIRS  further folders searched for nccl.h (default /usr/include)
+#   GPUSIZER_HOROVOD_PLAN_ONLY=1  print what would be built (GPU operations, nvcc, NCCL) and exit 0
 set -euo pipefail
 
 HVD_VERSION=0.28.1
@@ -66,41 +80,88 @@ verify() {
         echo "gpusizer: the compiled torch extension does not load (try: $PYTHON -c 'from horovod.torch import mpi_lib_v2')" >&2
         return 1
     fi
+    if [ -n "${GPU_OPS:-}" ] && ! horovod_nccl_built; then
+        echo "gpusizer: horovod was built for GPUs but hvd.nccl_built() is false ($info); see the build log" >&2
+        return 1
+    fi
     say "verified: $info"
 }
 
-# --- 1. already installed and working? -----------------------------------------------------
-if info=$(horovod_works); then
-    say "horovod already installed and working in $("$PYTHON" -c 'import sys; print(sys.prefix)'): $info"
-    exit 0
-fi
-
-# --- 2. cache key and cached wheel ---------------------------------------------------------
+# --- 1. which torch, and is a working horovod for it already installed? ----------------------
 read -r PY_VER TORCH_VER TORCH_CUDA MACHINE < <("$PYTHON" -c '
 import platform, sys, torch
 print("%d.%d" % sys.version_info[:2], torch.__version__, torch.version.cuda or "cpu", platform.machine())
 ' 2>/dev/null) || true
 [ -n "${MACHINE:-}" ] \
     || die "torch is not importable with $PYTHON; install torch first (this script never installs torch)"
+TORCH_CUDA=${GPUSIZER_TORCH_CUDA:-$TORCH_CUDA}
+WANT_NCCL=""
+[ "$TORCH_CUDA" != "cpu" ] && [ "${GPUSIZER_HOROVOD_CPU_ONLY:-0}" != 1 ] && WANT_NCCL=1
 
-# GPU operations only with a CUDA torch AND an nvcc to compile them (the build otherwise
-# notices a stray nvcc, e.g. /usr/local/bin/nvcc, but must not build GPU ops for a CPU torch).
+horovod_nccl_built() {
+    timeout 120 "$PYTHON" -c 'import sys, horovod.torch as hvd; sys.exit(0 if hvd.nccl_built() else 1)' 2>/dev/null
+}
+
+if info=$(horovod_works); then
+    if [ -z "$WANT_NCCL" ] || horovod_nccl_built; then
+        say "horovod already installed and working in $("$PYTHON" -c 'import sys; print(sys.prefix)'): $info"
+        exit 0
+    fi
+    say "the installed horovod was built without NCCL ($info), but torch is a CUDA build ($TORCH_CUDA):"
+    say "  replacing it with one built with HOROVOD_GPU_OPERATIONS=NCCL"
+fi
+
+# --- 2. what to build: GPU operations need nvcc and NCCL's headers -------------------------------
+# GPU operations only with a CUDA torch (the build otherwise notices a stray nvcc, e.g.
+# /usr/local/bin/nvcc, and would build GPU ops for a CPU torch). On a CUDA torch a missing nvcc or
+# nccl.h is an error: a CPU-only Horovod there cannot all-reduce the GPU tensors gpusizer trains.
+CUDA_DIRS=("${HOROVOD_CUDA_HOME:-}" "${CUDA_HOME:-}")
+read -r -a more <<<"${GPUSIZER_CUDA_SEARCH_DIRS-/usr/local/cuda}"
+CUDA_DIRS+=("${more[@]}")
+CPU_ONLY_HINT="or set GPUSIZER_HOROVOD_CPU_ONLY=1 for a CPU-only Horovod (its horovod cases are then skipped on GPUs)"
 NVCC=""
+NVCC_HOME=""
+NCCL_INCLUDE=""
+NCCL_LIB_DIR=""
 GPU_OPS=""
-if [ "$TORCH_CUDA" != "cpu" ]; then
+if [ -n "$WANT_NCCL" ]; then
     NVCC=$(command -v nvcc 2>/dev/null || true)
-    NVCC_HOME=""
-    for c in "${HOROVOD_CUDA_HOME:-}" "${CUDA_HOME:-}" /usr/local/cuda; do
+    for c in "${CUDA_DIRS[@]}"; do
         if [ -z "$NVCC" ] && [ -n "$c" ] && [ -x "$c/bin/nvcc" ]; then NVCC="$c/bin/nvcc"; NVCC_HOME="$c"; fi
     done
-    if [ -n "$NVCC" ]; then
-        GPU_OPS=NCCL
-        nvcc_rel=$("$NVCC" --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\),.*/\1/p' || true)
-        if [ "${nvcc_rel%%.*}" != "${TORCH_CUDA%%.*}" ]; then
-            say "WARNING: nvcc ($NVCC) is CUDA ${nvcc_rel:-?}, torch was built with CUDA $TORCH_CUDA"
-        fi
+    [ -n "$NVCC" ] || die "torch is a CUDA $TORCH_CUDA build but nvcc was not found (PATH, HOROVOD_CUDA_HOME, CUDA_HOME,
+  ${GPUSIZER_CUDA_SEARCH_DIRS-/usr/local/cuda}): Horovod's NCCL operations need the CUDA compiler. Install the CUDA
+  toolkit $TORCH_CUDA (e.g. apt-get install cuda-toolkit-${TORCH_CUDA/./-}) or set CUDA_HOME to it; $CPU_ONLY_HINT"
+    nvcc_rel=$("$NVCC" --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\),.*/\1/p' || true)
+    if [ "${nvcc_rel%%.*}" != "${TORCH_CUDA%%.*}" ]; then
+        say "WARNING: nvcc ($NVCC) is CUDA ${nvcc_rel:-?}, torch was built with CUDA $TORCH_CUDA"
     fi
+    # NCCL: where the user said, else the nvidia-nccl-cu* wheel CUDA torch depends on, else the system's.
+    searched=()
+    nccl_dir=$("$PYTHON" -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
+    read -r -a system_dirs <<<"${GPUSIZER_NCCL_SEARCH_DIRS-/usr/include}"
+    for inc in "${HOROVOD_NCCL_INCLUDE:-}" "${HOROVOD_NCCL_HOME:+$HOROVOD_NCCL_HOME/include}" \
+               "${nccl_dir:+$nccl_dir/include}" "${NVCC_HOME:+$NVCC_HOME/include}" "${system_dirs[@]}"; do
+        [ -n "$inc" ] || continue
+        searched+=("$inc")
+        if [ -z "$NCCL_INCLUDE" ] && [ -f "$inc/nccl.h" ]; then NCCL_INCLUDE=$inc; fi
+    done
+    [ -n "$NCCL_INCLUDE" ] || die "torch is a CUDA $TORCH_CUDA build but NCCL's header nccl.h was not found (searched:
+  ${searched[*]:-nothing}): Horovod's GPU all-reduce is built on NCCL. Install the nvidia-nccl-cu${TORCH_CUDA%%.*} wheel
+  ($PYTHON -m pip install nvidia-nccl-cu${TORCH_CUDA%%.*}) or libnccl-dev, or set HOROVOD_NCCL_HOME; $CPU_ONLY_HINT"
+    if [ -n "$nccl_dir" ] && [ "$NCCL_INCLUDE" = "$nccl_dir/include" ]; then NCCL_LIB_DIR="$nccl_dir/lib"; fi
+    GPU_OPS=NCCL
+elif [ "$TORCH_CUDA" != "cpu" ]; then
+    say "WARNING: GPUSIZER_HOROVOD_CPU_ONLY=1: building without NCCL; horovod cases will be skipped on GPUs"
 fi
+
+if [ "${GPUSIZER_HOROVOD_PLAN_ONLY:-0}" = 1 ]; then
+    say "plan: torch cuda $TORCH_CUDA, gpu ops: ${GPU_OPS:-none}, nvcc: ${NVCC:-none}, nccl.h in: ${NCCL_INCLUDE:-none}"
+    [ -n "$GPU_OPS" ] && say "plan: HOROVOD_GPU_OPERATIONS=$GPU_OPS"
+    exit 0
+fi
+
+# --- 3. cache key and cached wheel ---------------------------------------------------------
 
 CUDA_TAG=cpu
 [ "$TORCH_CUDA" = "cpu" ] || CUDA_TAG="cu$TORCH_CUDA"
@@ -152,7 +213,7 @@ if [ ${#cached[@]} -gt 0 ]; then
     rm -f "${cached[0]}"
 fi
 
-# --- 3. build from the sdist -----------------------------------------------------------------
+# --- 4. build from the sdist -----------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gpusizer-horovod.XXXXXX")
 HEARTBEAT=""
 trap 'if [ -n "$HEARTBEAT" ]; then kill "$HEARTBEAT" 2>/dev/null || true; fi; rm -rf "$TMP"' EXIT
@@ -219,17 +280,16 @@ if [ -n "$GPU_OPS" ]; then
     build_env+=("HOROVOD_GPU_OPERATIONS=$GPU_OPS")
     [ -n "$NVCC_HOME" ] && build_env+=("HOROVOD_CUDA_HOME=$NVCC_HOME")
     # NCCL from the nvidia-nccl-cu* wheel that CUDA torch depends on, unless the user set it up.
-    # (Linked by soname libnccl.so.2, which `import torch` has loaded before horovod's extension.)
-    # Not yet exercised on a GPU machine.
-    if [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_INCLUDE:-}${HOROVOD_NCCL_LIB:-}" ]; then
-        nccl_dir=$("$PYTHON" -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
-        if [ -n "$nccl_dir" ] && [ -f "$nccl_dir/include/nccl.h" ]; then
-            mkdir -p "$TMP/nccl/lib"
-            for so in "$nccl_dir"/lib/libnccl.so*; do
-                [ -e "$so" ] && ln -sf "$so" "$TMP/nccl/lib/libnccl.so" && break
-            done
-            build_env+=("HOROVOD_NCCL_INCLUDE=$nccl_dir/include" "HOROVOD_NCCL_LIB=$TMP/nccl/lib" HOROVOD_NCCL_LINK=SHARED)
-        fi
+    # (Linked by soname libnccl.so.2, which `import torch` has loaded before horovod's extension;
+    # the wheel ships libnccl.so.2 only, so the linker gets a libnccl.so beside it.)
+    if [ -n "$NCCL_LIB_DIR" ] && [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_LIB:-}" ]; then
+        mkdir -p "$TMP/nccl/lib"
+        for so in "$NCCL_LIB_DIR"/libnccl.so*; do
+            [ -e "$so" ] && ln -sf "$so" "$TMP/nccl/lib/libnccl.so" && break
+        done
+        build_env+=("HOROVOD_NCCL_INCLUDE=$NCCL_INCLUDE" "HOROVOD_NCCL_LIB=$TMP/nccl/lib" HOROVOD_NCCL_LINK=SHARED)
+    elif [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_INCLUDE:-}" ]; then
+        build_env+=("HOROVOD_NCCL_INCLUDE=$NCCL_INCLUDE")
     fi
 fi
 
