@@ -36,11 +36,18 @@ class TrainingWorker:
         self.precision = Precision(case.precision, case.device_type)
         self._matmul_mode = self.precision.matmul_mode()
         self._matmul_mode.__enter__()
-        model = build_model(case.model_config, seed=case.seed, device=device)
-        state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
-        self.state = self.strategy.wrap(state, self.ctx)
-        self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
-                                                  seed=case.seed, ctx=self.ctx)
+        try:
+            model = build_model(case.model_config, seed=case.seed, device=device)
+            state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
+            self.state = self.strategy.wrap(state, self.ctx)
+            self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
+                                                      seed=case.seed, ctx=self.ctx)
+        except BaseException:
+            # Out of memory while building (or anything else): the global matmul mode must not
+            # outlive this failed set-up into the next in-process case. (A launched rank exits next.)
+            self.state = self.batches = None
+            self._matmul_mode.__exit__(None, None, None)
+            raise
         self.steps_done = 0
 
     def run_round(self, steps: int) -> float:
@@ -67,6 +74,13 @@ class TrainingWorker:
         if self.ctx.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.ctx.device))
         return peak_rss_bytes()
+
+    def reset_peak_memory(self) -> None:
+        """Start the peak count afresh (after --verify's extra work, which is not the case's training)."""
+        if self.ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.ctx.device)
+        else:
+            reset_peak_rss()
 
     def parameters_snapshot(self) -> list[torch.Tensor]:
         """The full (unsharded) parameters on the CPU, for the correctness check."""

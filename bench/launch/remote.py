@@ -150,6 +150,9 @@ class RemoteGroup:
         replies = self._command({"cmd": "peak_memory"}, "the peak-memory query")
         return max(int(message["peak_memory_bytes"]) for message, _ in replies.values())
 
+    def reset_peak_memory(self) -> None:
+        self._command({"cmd": "reset_peak_memory"}, "the peak-memory reset")
+
     def parameters(self) -> list:
         import torch  # late: only the correctness check needs tensors here
 
