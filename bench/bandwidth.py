@@ -129,6 +129,7 @@ def _rank_main(rank: int, world_size: int, device_type: str, port: int, pipe) ->
     from bench.devices import threads_per_rank
 
     try:
+        _ceiling_fault_hook(world_size)
         if device_type == "cpu":
             torch.set_num_threads(threads_per_rank("cpu", world_size))
             device = torch.device("cpu")
@@ -146,6 +147,20 @@ def _rank_main(rank: int, world_size: int, device_type: str, port: int, pipe) ->
     pipe.close()
     # A clean interpreter exit after gloo now and then aborts (see DESIGN.md): leave at once.
     os._exit(0)
+
+
+def _ceiling_fault_hook(world_size: int) -> None:
+    """The test hook ``GPUSIZER_FAULT=allreduce[<W>]:<fail|hang>`` (grammar: bench/launch/worker_main.py):
+    a broken interconnect, made on a CPU: every rank raises, or never answers."""
+    from bench.launch.worker_main import FAULT_ENV, parse_faults
+
+    for fault in parse_faults(os.environ.get(FAULT_ENV))[1]:
+        if not fault.applies_to(world_size):
+            continue
+        if fault.kind == "hang":
+            while True:
+                time.sleep(3600)
+        raise RuntimeError(f"injected fault ({FAULT_ENV}): the all-reduce ceiling fails")
 
 
 def _time_allreduce(dist, torch, device, size_bytes: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -12,11 +13,14 @@ from bench.cases import BenchCase
 from bench.devices import cuda_unavailable_reason, device_count, device_name
 from bench.launch import LAUNCHERS, WorkerGroup
 from bench.options import BenchOptions
+from bench.out_of_memory import device_memory_bytes, too_large_reason
 from bench.peak import matmul_peak_flops_per_s
 from bench.record import build_record, slowest_rank_per_round
+from bench.sizing import size_rounds
 from bench.strategies import REGISTRY
-from bench.telemetry import Sampler, telemetry_flags
-from bench.verify import check_case
+from bench.telemetry import Sampler
+from bench.telemetry.flags import judged_telemetry_flags
+from bench.verify import case_reference, check_case
 from reference_model import unsupported_reason
 
 
@@ -33,7 +37,27 @@ def skip_reason(case: BenchCase) -> str | None:
     reason = REGISTRY[case.strategy].unavailable_reason(case.device_type, case.world_size, case.precision)
     if reason:
         return reason
-    return unsupported_reason(case.precision, case.device_type)
+    reason = unsupported_reason(case.precision, case.device_type)
+    if reason:
+        return reason
+    # Before anything is allocated: a case whose training state alone exceeds the memory cannot run.
+    return too_large_reason(case, device_memory_bytes(case.device_type))
+
+
+def interconnect_skip_reason(case: BenchCase, ceiling_timeout_s: float) -> str | None:
+    """Why the case's devices cannot communicate, from the all-reduce ceiling at its world size.
+
+    Measured once per world size per session (before the first case of it, outside any round) and
+    kept: when it fails or does not answer within ``ceiling_timeout_s``, every case of that world
+    size is skipped at once instead of each waiting for its launch or round deadline.
+    """
+    if case.world_size < 2:
+        return None
+    ceiling = allreduce_ceiling(case.device_type, case.world_size, timeout_s=ceiling_timeout_s)
+    if ceiling["reason"] is None:
+        return None
+    return (f"the all-reduce ceiling ({ceiling['backend']}) between {case.world_size} {case.device_type} "
+            f"ranks failed, so every case of world size {case.world_size} is skipped: {ceiling['reason']}")
 
 
 @dataclass
@@ -53,28 +77,35 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
     peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
     # Measured before launch, outside the rounds, once per session.
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
+    # The communication ceiling between these devices (stored with the machine, not the case) was
+    # measured by interconnect_skip_reason before this case; asked again here it is a cache hit.
     if case.world_size > 1:
-        # The communication ceiling between these devices; stored with the machine, not the case.
-        allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.launch_timeout_s)
+        allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.ceiling_timeout_s)
+    # --verify's reference trains single in this process: before the case's own memory is in use.
+    reference = case_reference(case) if options.verify else None
     launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
     group = launcher(case, launch_timeout_s=options.launch_timeout_s, round_timeout_s=options.round_timeout_s)
     try:
         # --verify: before measuring, the training about to be timed must be the same as single's.
-        verified = check_case(case, group) if options.verify else None
-        driver = RoundDriver(group, case.steps_per_round)
-        # Warm-up runs here rather than through pedantic's warmup_rounds so the sampler covers
-        # the measured rounds only; pytest-benchmark never sees the warm-up calls.
-        for _ in range(case.warmup_rounds):
-            driver()
-        driver.rank_times_s.clear()
+        verified = check_case(case, group, reference) if options.verify else None
+        del reference
+        # Calibration and warm-up run here rather than through pedantic's warmup_rounds so the sampler
+        # covers the measured rounds only; pytest-benchmark never sees those calls.
+        sizing = size_rounds(lambda steps: max(group.run_round(steps)), steps_per_round=case.steps_per_round,
+                             min_round_s=options.resolved_min_round_s(case.device_type),
+                             warmup_rounds=case.warmup_rounds,
+                             warmup_s=options.resolved_warmup_s(case.device_type))
+        sized_case = dataclasses.replace(case, steps_per_round=sizing.steps_per_round)
+        driver = RoundDriver(group, sized_case.steps_per_round)
         # The ranks are children of this process; a launcher may also name their pids.
         sampler = Sampler(case.device_type, list(range(case.world_size)), pids=tuple(getattr(group, "pids", ())))
         with sampler:
             benchmark.pedantic(driver, rounds=case.rounds, warmup_rounds=0, iterations=1)
         peak_memory = group.peak_memory_bytes()
-        telemetry = sampler.summary(samples_trained=case.global_batch_size * case.steps_per_round * case.rounds)
+        telemetry = sampler.summary(samples_trained=sized_case.global_batch_size * sized_case.steps_per_round
+                                    * case.rounds)
         record = build_record(
-            case,
+            sized_case,
             controller_round_times_s=list(benchmark.stats.stats.data),
             worker_round_times_s=slowest_rank_per_round(driver.rank_times_s),
             device_name=device_name(case.device_type),
@@ -83,9 +114,10 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             launch_s=group.launch_s,
             peak_memory_bytes=peak_memory,
             telemetry=telemetry,
-            extra_flags=telemetry_flags(telemetry),
+            extra_flags=judged_telemetry_flags(telemetry),
         )
         add_case_facts(record, case, group)  # before close: the group still has the ranks' facts
+        record.update(steps_per_round_requested=case.steps_per_round, round_sizing=sizing.as_dict())
     finally:
         group.close()
     if verified is not None:

@@ -6,6 +6,7 @@ the validation message and the README say the same thing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -24,6 +25,15 @@ DEFAULT_BATCH_SIZE = 256  # per device
 DEFAULT_STEPS_PER_ROUND = 10
 DEFAULT_ROUNDS = 10
 DEFAULT_WARMUP_ROUNDS = 2
+# Time-sized rounds (bench/sizing.py). On a GPU a 10-step round lasts milliseconds: shorter than one NVML
+# sample (100 ms) and Hopper's 1 s power averaging, and the controller's IPC becomes a tenth of it. A CPU
+# round of the default preset already lasts long enough, so CPU keeps the plain step count.
+DEFAULT_MIN_ROUND_S = {"cpu": 0.0, "cuda": 1.0}
+DEFAULT_WARMUP_S = {"cpu": 0.0, "cuda": 3.0}  # clocks come up from idle in about that long
+# An all-reduce between healthy devices answers in seconds; past this the interconnect is broken and
+# every case of that world size is skipped (bench/controller.interconnect_skip_reason).
+DEFAULT_CEILING_TIMEOUT_S = 60.0
+MAX_ROUND_SIZING_S = 3600.0  # upper end of --min-round-s / --warmup-s: an hour is surely a typo
 
 # --quick: the smallest run that still exercises every strategy end to end.
 QUICK = {"presets": ("tiny",), "batch_size": 64, "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1}
@@ -55,6 +65,9 @@ class BenchOptions:
     results_dir: str
     launch_timeout_s: float
     round_timeout_s: float
+    min_round_s: float | None = None  # None: DEFAULT_MIN_ROUND_S of the device type
+    warmup_s: float | None = None  # None: DEFAULT_WARMUP_S of the device type
+    ceiling_timeout_s: float = DEFAULT_CEILING_TIMEOUT_S
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,9 +83,22 @@ class BenchOptions:
             _check_positive("--world-sizes", size)
         if self.warmup_rounds < 0:
             raise ValueError(f"--warmup-rounds: {self.warmup_rounds!r} is negative; allowed: an integer >= 0")
-        for name in ("launch_timeout_s", "round_timeout_s"):
+        for name in ("launch_timeout_s", "round_timeout_s", "ceiling_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)!r}; allowed: a number > 0")
+        if not math.isfinite(self.ceiling_timeout_s):
+            raise ValueError(f"--ceiling-timeout-s: {self.ceiling_timeout_s!r}; allowed: a finite number > 0")
+        for name in ("min_round_s", "warmup_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= MAX_ROUND_SIZING_S):
+                raise ValueError(f"--{name.replace('_', '-')}: {value!r}; allowed: a number of seconds from 0 "
+                                 f"to {MAX_ROUND_SIZING_S:g}")
+
+    def resolved_min_round_s(self, device_type: str) -> float:
+        return DEFAULT_MIN_ROUND_S[device_type] if self.min_round_s is None else float(self.min_round_s)
+
+    def resolved_warmup_s(self, device_type: str) -> float:
+        return DEFAULT_WARMUP_S[device_type] if self.warmup_s is None else float(self.warmup_s)
 
     def resolved_presets(self, device_type: str) -> tuple[str, ...]:
         if self.presets:
@@ -152,6 +178,13 @@ OPTION_TABLE = (
     ("--device", "gs_device", AUTO, "allowed: auto, cpu, cuda; default: auto (cuda when a GPU is visible)"),
     ("--scaling", "gs_scaling", "weak",
      "allowed: weak (per-device batch fixed), strong (global batch = --batch-size x smallest world size, fixed); default: weak"),
+    ("--min-round-s", "gs_min_round_s", AUTO,
+     (f"seconds a timed round lasts at least: steps per round grow from --steps-per-round until one does "
+      f"(0: no sizing; allowed: 0 to {MAX_ROUND_SIZING_S:g}); default: {DEFAULT_MIN_ROUND_S['cuda']:g} on GPU, "
+      f"{DEFAULT_MIN_ROUND_S['cpu']:g} on CPU")),
+    ("--warmup-s", "gs_warmup_s", AUTO,
+     (f"seconds of unmeasured warm-up (and at least --warmup-rounds rounds; allowed: 0 to {MAX_ROUND_SIZING_S:g}); "
+      f"default: {DEFAULT_WARMUP_S['cuda']:g} on GPU, {DEFAULT_WARMUP_S['cpu']:g} on CPU")),
     ("--seed", "gs_seed", "0", "seed of the initial weights and the synthetic data; default: 0"),
     ("--results-dir", "gs_results_dir", "results",
      "folder for the result file <UTC time>_<host>.json (ignored with --benchmark-json); default: results"),
@@ -159,6 +192,9 @@ OPTION_TABLE = (
      "seconds the workers of one case may take to start; default: 120"),
     ("--round-timeout-s", "gs_round_timeout_s", "600",
      "seconds one round may take before the case fails; default: 600"),
+    ("--ceiling-timeout-s", "gs_ceiling_timeout_s", f"{DEFAULT_CEILING_TIMEOUT_S:g}",
+     (f"seconds the all-reduce ceiling at a world size may take; past it (or when it fails) every case of "
+      f"that world size is skipped (a number > 0); default: {DEFAULT_CEILING_TIMEOUT_S:g}")),
 )
 
 
@@ -201,4 +237,21 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         results_dir=get("gs_results_dir"),
         launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),
         round_timeout_s=_to_float("--round-timeout-s", get("gs_round_timeout_s")),
+        ceiling_timeout_s=_to_float("--ceiling-timeout-s", get("gs_ceiling_timeout_s")),
+        min_round_s=_seconds_or_auto("--min-round-s", get("gs_min_round_s")),
+        warmup_s=_seconds_or_auto("--warmup-s", get("gs_warmup_s")),
     )
+
+
+def _seconds_or_auto(option: str, raw: str) -> float | None:
+    """A finite number of seconds (range checked by BenchOptions), or None for ``auto``."""
+    if raw == AUTO:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{option}: {raw!r} is not a finite number; allowed: a number of seconds from 0 "
+                         f"to {MAX_ROUND_SIZING_S:g}, or auto") from None
+    return value

@@ -41,7 +41,9 @@ def build_record(
 ) -> dict:
     strategy = REGISTRY[case.strategy]
     config = case.model_config
-    samples_per_s = case.global_batch_size * case.steps_per_round / statistics.median(controller_round_times_s)
+    # The ranks' own round times say how fast training ran; the controller's (which add the IPC of
+    # each round) only check them, through timing_gap.
+    samples_per_s = case.global_batch_size * case.steps_per_round / statistics.median(worker_round_times_s)
     gap = timing_gap_fraction(controller_round_times_s, worker_round_times_s)
     compute_devices = case.world_size if case.device_type == "cuda" else 1
     flags = list(extra_flags)

@@ -21,8 +21,8 @@ def report_reason(report: pytest.TestReport) -> str:
     if isinstance(longrepr, tuple):  # skip: (path, line, "Skipped: why")
         return _one_line(longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(longrepr, "reprcrash", None)
-    if crash is not None:
-        return _one_line(crash.message)
+    if crash is not None:  # pytest.fail's message reads "Failed: why"
+        return _one_line(crash.message).removeprefix("Failed: ")
     return _one_line(str(longrepr))
 
 

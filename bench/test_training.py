@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from bench.controller import measure_case, skip_reason
-from bench.launch.remote import WorkerError
-from bench.verify import VerifyError
+from bench.controller import interconnect_skip_reason, skip_reason
+from bench.outcome import measure_or_failure
 
 
 def test_train(benchmark, case, bench_options):
-    reason = skip_reason(case)
+    reason = skip_reason(case) or interconnect_skip_reason(case, bench_options.ceiling_timeout_s)
     if reason:
         pytest.skip(reason)
     try:
-        measure_case(case, benchmark, bench_options)
-    except (WorkerError, VerifyError) as error:
-        # Already one line naming the rank or the difference; a traceback into the harness adds nothing.
-        pytest.fail(str(error), pytrace=False)
+        failure = measure_or_failure(case, benchmark, bench_options)
     except KeyboardInterrupt:
         # pytest-benchmark marks a benchmark failed on Exception only; an interrupted one would enter
         # the result file written at exit with no record (or break it with no rounds at all).
         benchmark.has_error = True
         raise
+    if failure is not None:
+        # Raised outside any except: no exception context (and its frames) rides along in the report.
+        pytest.fail(failure, pytrace=False)

@@ -62,20 +62,42 @@ def max_abs_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
-def verify_group(case: BenchCase, group, steps: int = VERIFY_STEPS) -> VerifyResult:
+def case_reference(case: BenchCase, steps: int = VERIFY_STEPS) -> tuple[list, list] | None:
+    """``single``'s (initial, trained) parameters for --verify, or None where the check does not apply.
+
+    Called before the case's workers start: the reference's model then never shares the device (or
+    the pytest process's peak RSS) with the case's own memory, and is gone before the case's peak
+    count starts.
+    """
+    if case.precision != "fp32":
+        return None
+    device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+    return reference_parameters(case, steps, device)
+
+
+def verify_group(case: BenchCase, group, steps: int = VERIFY_STEPS,
+                 reference: tuple[list, list] | None = None) -> VerifyResult:
     """Train the launched group ``steps`` steps (from its fresh weights) and compare with ``single``."""
+    if reference is None:
+        device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+        reference = reference_parameters(case, steps, device)
     group.run_round(steps)
     trained = group.parameters()
-    device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
-    initial, expected = reference_parameters(case, steps, device)
+    initial, expected = reference
     return VerifyResult(max_abs_difference(trained, expected), max_abs_difference(initial, expected), steps)
 
 
-def check_case(case: BenchCase, group) -> VerifyResult | None:
-    """--verify before measuring: raises VerifyError (one line) on a mismatch; None where not applicable."""
+def check_case(case: BenchCase, group, reference: tuple[list, list] | None = None) -> VerifyResult | None:
+    """--verify before measuring: raises VerifyError (one line) on a mismatch; None where not applicable.
+
+    ``reference``: from ``case_reference``, computed before the group started (else computed now).
+    Afterwards every rank's peak-memory count restarts, so the check's gathers and copies never
+    count as the case's peak.
+    """
     if case.precision != "fp32":
         return None
-    result = verify_group(case, group)
+    result = verify_group(case, group, reference=reference)
+    group.reset_peak_memory()
     if not result.passed:
         raise VerifyError(
             f"{case.case_id}: parameters after {result.steps} steps differ from single's on the same global "

@@ -32,11 +32,18 @@ class TrainingWorker:
         self.precision = Precision(case.precision, case.device_type)
         self._matmul_mode = self.precision.matmul_mode()
         self._matmul_mode.__enter__()
-        model = build_model(case.model_config, seed=case.seed, device=device)
-        state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
-        self.state = self.strategy.wrap(state, self.ctx)
-        self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
-                                                  seed=case.seed, ctx=self.ctx)
+        try:
+            model = build_model(case.model_config, seed=case.seed, device=device)
+            state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
+            self.state = self.strategy.wrap(state, self.ctx)
+            self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
+                                                      seed=case.seed, ctx=self.ctx)
+        except BaseException:
+            # Out of memory while building (or anything else): the global matmul mode must not
+            # outlive this failed set-up into the next in-process case. (A launched rank exits next.)
+            self.state = self.batches = None
+            self._matmul_mode.__exit__(None, None, None)
+            raise
         # After build, wrap (FSDP: shard) and data: the peak is what training needs (bench/memory.py).
         self.devices = self.strategy.rank_devices(self.ctx)
         reset_peak_memory(self.devices)
@@ -69,6 +76,10 @@ class TrainingWorker:
         """Record keys measured in this rank (docs/record.md): every device's peak, and the strategy's own."""
         return {"peak_memory_bytes_per_device": peak_memory_per_device(self.devices),
                 **self.strategy.rank_facts(self.state)}
+
+    def reset_peak_memory(self) -> None:
+        """Start the peak count afresh (after --verify's extra work, which is not the case's training)."""
+        reset_peak_memory(self.devices)
 
     def parameters_snapshot(self) -> list[torch.Tensor]:
         """The full (unsharded) parameters on the CPU, for the correctness check."""

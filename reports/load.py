@@ -5,8 +5,9 @@ name order) and returns a ``ResultSet``: one row per benchmark case per run in `
 every case (passed, skipped, failed) in ``outcomes``, and each run's ``machine_info``. Every problem
 with the input raises ``InputError`` naming the file and what is wrong; no file is ever written.
 
-The contract is docs/record.md (schema_version 1). Throughput is recomputed here from the controller's
-round times (``stats.data``) rather than trusted from the record's convenience copy.
+The contract is docs/record.md (schema_version 1). Throughput is recomputed here from the ranks' own
+round times (``extra_info.round_times_s``; the controller's ``stats.data`` where a record lacks them)
+rather than trusted from the record's convenience copy.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ CASE_COLUMNS: dict[str, str] = {
     "samples_per_s": "float64",
     "round_times_s": "object",
     "worker_round_times_s": "object",
+    "controller_round_times_s": "object",
     "flops_per_sample": "float64",
     "num_params": "Int64",
     "peak_flops_per_s": "float64",
@@ -326,11 +328,13 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         raise InputError(f"{where}: has no per-round data (stats.data); gpusizer's `pytest bench/` always keeps "
                          f"it, so this file was saved another way")
     worker_s = _round_times(where, record.get("round_times_s"), "extra_info.round_times_s") or []
-    median_s = float(np.median(controller_s))
+    # The ranks' own times are the measurement; the controller's add its IPC and only check them.
+    measured_s = worker_s if len(worker_s) == len(controller_s) else controller_s
+    median_s = float(np.median(measured_s))
     samples_per_s = record["global_batch_size"] * record["steps_per_round"] / median_s
     gap = record.get("timing_gap_fraction")
     if not _is_number(gap) and worker_s:  # older records: recompute the controller-worker gap
-        gap = abs(median_s - float(np.median(worker_s))) / float(np.median(worker_s))
+        gap = abs(float(np.median(controller_s)) - float(np.median(worker_s))) / float(np.median(worker_s))
 
     telemetry = record.get("telemetry") if isinstance(record.get("telemetry"), dict) else {}
     devices = [d for d in telemetry.get("devices") or [] if isinstance(d, dict)]
@@ -355,7 +359,8 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         "steps_per_round": record["steps_per_round"],
         "rounds": len(controller_s),
         "samples_per_s": samples_per_s,
-        "round_times_s": controller_s,
+        "round_times_s": measured_s,
+        "controller_round_times_s": controller_s,
         "worker_round_times_s": worker_s,
         "flops_per_sample": float(record["flops_per_sample"]),
         "num_params": record.get("num_params") if isinstance(record.get("num_params"), int) else None,

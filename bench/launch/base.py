@@ -19,6 +19,9 @@ class WorkerGroup(Protocol):
     def peak_memory_bytes(self) -> int:
         """Max over ranks."""
 
+    def reset_peak_memory(self) -> None:
+        """Every rank starts its peak-memory count afresh."""
+
     def parameters(self) -> list:
         """Rank 0's full parameters as CPU tensors (for the correctness check)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from bench.cases import BenchCase
+from bench.launch.worker_main import case_faults
 from bench.memory import release_cached_memory
 from bench.worker import TrainingWorker
 
@@ -17,9 +18,18 @@ class InProcessGroup:
         self.setup_s = time.perf_counter() - began
         self.launch_s = 0.0
         self.threads_per_rank = self._worker.threads
+        # The test hook: only an injected out-of-memory; a crash or hang here would end the whole run.
+        self._faults = [fault for fault in case_faults(case.case_id) if fault.kind == "oom"]
+        self._rounds = 0
 
     def run_round(self, steps: int) -> list[float]:
+        self._rounds += 1
+        for fault in self._faults:
+            fault.fire_if_due(0, self._rounds)
         return [self._worker.run_round(steps)]
+
+    def reset_peak_memory(self) -> None:
+        self._worker.reset_peak_memory()
 
     def peak_memory_bytes(self) -> int:
         return self._worker.peak_memory_bytes()

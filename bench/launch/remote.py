@@ -157,6 +157,9 @@ class RemoteGroup:
         per_device = getattr(self, "peak_memory_bytes_per_device", None)
         return {} if per_device is None else {"peak_memory_bytes_per_device": per_device}
 
+    def reset_peak_memory(self) -> None:
+        self._command({"cmd": "reset_peak_memory"}, "the peak-memory reset")
+
     def parameters(self) -> list:
         import torch  # late: only the correctness check needs tensors here
 

@@ -7,10 +7,18 @@ serves commands until told to close: ``run_round`` (K steps, answers this rank's
 Any exception is sent to the controller as one line before the process exits, so the case fails
 with the rank and the cause. A rank whose controller went away exits at once.
 
-Test hook (read here and nowhere else): ``GPUSIZER_FAULT=rank<R>:<kind>@round<N>`` makes rank R
-misbehave when its N-th round command arrives (warm-up rounds count): ``crash`` sends itself
-SIGKILL (as the OOM killer would), ``hang`` sleeps forever, ``raise`` raises RuntimeError.
-tests/test_faults.py uses it to kill and hang real workers at a known point.
+Test hook (parsed here; read by every rank, by the in-process launcher and by the all-reduce
+ceiling): ``GPUSIZER_FAULT`` holds comma-separated items.
+
+- ``[<case id>:]rank<R>:<kind>@round<N>`` makes rank R misbehave when its N-th round command arrives
+  (calibration and warm-up rounds count), in every case or only in the named one: ``crash`` sends itself
+  SIGKILL (as the OOM killer would), ``hang`` sleeps forever, ``raise`` raises RuntimeError, ``oom``
+  raises torch.OutOfMemoryError. In-process cases (single, dp: the pytest process is rank 0) honour
+  ``oom`` only, since a crash or a hang there would take the whole run with it.
+- ``allreduce[<W>]:<fail|hang>`` makes the all-reduce ceiling (bench/bandwidth.py) at world size W
+  (every world size without W) raise in its ranks or never answer.
+
+tests/test_faults.py uses it to kill, hang and exhaust real workers at a known point.
 """
 
 from __future__ import annotations
@@ -27,7 +35,12 @@ import traceback
 from dataclasses import dataclass
 
 FAULT_ENV = "GPUSIZER_FAULT"
-FAULT_KINDS = ("crash", "hang", "raise")
+FAULT_KINDS = ("crash", "hang", "raise", "oom")
+CEILING_FAULT_KINDS = ("fail", "hang")
+FAULT_GRAMMAR = (f"comma-separated [<case id>:]rank<R>:<{'|'.join(FAULT_KINDS)}>@round<N> or "
+                 f"allreduce[<W>]:<{'|'.join(CEILING_FAULT_KINDS)}>")
+_RANK_FAULT = re.compile(r"(?:(?P<case>[A-Za-z0-9_.-]+):)?rank(?P<rank>\d+):(?P<kind>\w+)@round(?P<round>\d+)")
+_CEILING_FAULT = re.compile(r"allreduce(?P<world>\d+)?:(?P<kind>\w+)")
 
 
 @dataclass(frozen=True)
@@ -35,15 +48,16 @@ class Fault:
     rank: int
     kind: str
     round: int
+    case_id: str | None = None  # None: every case
 
     @classmethod
     def parse(cls, text: str | None) -> Fault | None:
-        if not text:
-            return None
-        match = re.fullmatch(r"rank(\d+):(\w+)@round(\d+)", text.strip())
-        if match is None or match.group(2) not in FAULT_KINDS:
-            raise ValueError(f"{FAULT_ENV}={text!r}; allowed: rank<R>:<{'|'.join(FAULT_KINDS)}>@round<N>")
-        return cls(int(match.group(1)), match.group(2), int(match.group(3)))
+        """The first rank fault of ``text`` (kept for callers that inject one)."""
+        faults = parse_faults(text)[0]
+        return faults[0] if faults else None
+
+    def applies_to(self, case_id: str) -> bool:
+        return self.case_id is None or self.case_id == case_id
 
     def fire_if_due(self, rank: int, round_number: int) -> None:
         if rank != self.rank or round_number != self.round:
@@ -53,7 +67,45 @@ class Fault:
         if self.kind == "hang":
             while True:
                 time.sleep(3600)
+        if self.kind == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError(f"injected out of memory ({FAULT_ENV}) in round {round_number}")
         raise RuntimeError(f"injected fault ({FAULT_ENV}) in round {round_number}")
+
+
+@dataclass(frozen=True)
+class CeilingFault:
+    kind: str  # fail | hang
+    world_size: int | None = None  # None: every world size
+
+    def applies_to(self, world_size: int) -> bool:
+        return self.world_size is None or self.world_size == world_size
+
+
+def parse_faults(text: str | None) -> tuple[list[Fault], list[CeilingFault]]:
+    """Every item of ``GPUSIZER_FAULT``; ValueError names a malformed item and the grammar."""
+    rank_faults: list[Fault] = []
+    ceiling_faults: list[CeilingFault] = []
+    for item in (part.strip() for part in (text or "").split(",")):
+        if not item:
+            continue
+        ceiling = _CEILING_FAULT.fullmatch(item)
+        if ceiling is not None and ceiling["kind"] in CEILING_FAULT_KINDS:
+            world = ceiling["world"]
+            ceiling_faults.append(CeilingFault(ceiling["kind"], int(world) if world else None))
+            continue
+        match = _RANK_FAULT.fullmatch(item)
+        if match is None or match["kind"] not in FAULT_KINDS:
+            raise ValueError(f"{FAULT_ENV}={text!r}: item {item!r} is malformed; allowed: {FAULT_GRAMMAR}")
+        rank_faults.append(Fault(int(match["rank"]), match["kind"], int(match["round"]), match["case"]))
+    return rank_faults, ceiling_faults
+
+
+def case_faults(case_id: str, text: str | None = None) -> list[Fault]:
+    """The rank faults that apply to this case (``text`` defaults to the environment's)."""
+    text = os.environ.get(FAULT_ENV) if text is None else text
+    return [fault for fault in parse_faults(text)[0] if fault.applies_to(case_id)]
 
 
 def _one_line(error: BaseException) -> str:
@@ -69,7 +121,7 @@ def _serialise(tensors) -> bytes:
     return buffer.getvalue()
 
 
-def _serve(conn, worker, rank: int, fault: Fault | None) -> None:
+def _serve(conn, worker, rank: int, faults: list[Fault]) -> None:
     from bench.launch.channel import ChannelClosed
 
     rounds = 0
@@ -81,11 +133,14 @@ def _serve(conn, worker, rank: int, fault: Fault | None) -> None:
         command = message.get("cmd")
         if command == "run_round":
             rounds += 1
-            if fault is not None:
+            for fault in faults:
                 fault.fire_if_due(rank, rounds)
             conn.send({"event": "done", "seconds": worker.run_round(int(message["steps"]))})
         elif command == "peak_memory":
             conn.send({"event": "done", "peak_memory_bytes": worker.peak_memory_bytes()})
+        elif command == "reset_peak_memory":
+            worker.reset_peak_memory()
+            conn.send({"event": "done"})
         elif command == "parameters":
             tensors = worker.parameters_snapshot()  # a collective for sharded strategies: every rank calls it
             conn.send({"event": "done"}, _serialise(tensors) if rank == 0 else b"")
@@ -108,13 +163,13 @@ def main() -> None:
     conn = connect(os.environ[ADDRESS_ENV], os.environ[TOKEN_ENV], rank, {"pid": os.getpid()})
     worker = None
     try:
-        fault = Fault.parse(os.environ.get(FAULT_ENV))
         case = BenchCase(**json.loads(os.environ[CASE_ENV]))
+        faults = case_faults(case.case_id)
         from bench.worker import TrainingWorker
 
         worker = TrainingWorker(case, rank=rank, local_rank=local_rank)
         conn.send({"event": "ready", "threads": worker.threads})
-        _serve(conn, worker, rank, fault)
+        _serve(conn, worker, rank, faults)
         # The clean exit of DESIGN.md: barrier, drop model and optimizer, leave the group, flush, _exit.
         worker.strategy.barrier(worker.ctx)
         worker.close()

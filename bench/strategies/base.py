@@ -37,6 +37,8 @@ class Strategy:
     multi_device: ClassVar[bool] = True  # False: world size 1 only
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
     processes_per_case: ClassVar[str] = "one per rank"
+    # True: weights, gradients and optimizer state are split over the ranks (bench/out_of_memory.py).
+    shards_training_state: ClassVar[bool] = False
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
         """Why this strategy cannot run that case here (with how to fix it), or None."""

@@ -25,3 +25,16 @@ def telemetry_flags(telemetry: dict) -> list[str]:
         if used is not None and total and used > MEMORY_NEAR_CAPACITY_FRACTION * total:
             flags.add("memory_near_capacity")
     return sorted(flags)
+
+
+# Fewer samples than this in a case's measured window say nothing about utilisation, clocks or power
+# (at 100 ms a sample, under a second of rounds): the record says so and no flag is raised from them.
+MIN_TELEMETRY_SAMPLES = 10
+
+
+def judged_telemetry_flags(telemetry: dict) -> list[str]:
+    """``telemetry_flags`` when the window holds enough samples; marks ``telemetry`` (in place) with
+    ``samples_too_few`` either way, so a reader sees why a short case has no telemetry flag."""
+    too_few = int(telemetry.get("samples") or 0) < MIN_TELEMETRY_SAMPLES
+    telemetry["samples_too_few"] = too_few
+    return [] if too_few else telemetry_flags(telemetry)

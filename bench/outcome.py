@@ -1,0 +1,45 @@
+"""A case's measurement, or the one line it failed with: what ``test_train`` turns into pass or fail.
+
+Out of memory is caught here, wherever it happened (setting up, a step, a rank), and turned into
+bench/out_of_memory.py's "does not fit" line. The line is built inside the ``except`` and the error
+is dropped when it ends, before the case is failed: a traceback kept by pytest would keep the
+frames that hold the model, its optimizer and the batches alive, and the next case would find the
+device still full.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.cases import BenchCase
+from bench.controller import measure_case
+from bench.launch.remote import WorkerError
+from bench.options import BenchOptions
+from bench.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_memory, release_memory
+from bench.verify import VerifyError
+
+
+def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions) -> str | None:
+    """Measure the case; None when it passed, else the one line it failed with (memory released)."""
+    failure = None
+    try:
+        measure_case(case, benchmark, options)
+    except torch.OutOfMemoryError as error:
+        failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
+        benchmark.has_error = True
+    except (WorkerError, VerifyError) as error:
+        # Already one line naming the rank or the difference; a traceback into the harness adds nothing.
+        text = str(error)
+        if is_out_of_memory(text):
+            failure = does_not_fit(case, device_memory_bytes(case.device_type),
+                                   text.removeprefix(f"{case.case_id}: "))
+        else:
+            failure = text
+    if failure is not None:
+        release_memory()  # the error and its frames are gone: what they held can be collected now
+    return failure
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0].strip() if lines else ''}"
