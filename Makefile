@@ -38,7 +38,7 @@ horovod: setup
 test: setup horovod
 	$(VPY) -m pytest tests/
 
-# The GPU smoke set (single, dp and ddp on 1 GPU with NCCL, NVML telemetry, bf16 MFU) in one call.
+# The GPU check (prerequisites, every strategy at world size 1 and 2, OOM, memory release; docs/telemetry.md).
 gpu-check: setup
 	PYTHON=$(VPY) bash scripts/gpu-check.sh
 
