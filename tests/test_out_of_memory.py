@@ -138,3 +138,39 @@ def test_the_plain_form_of_another_rank_or_case_does_not_touch_an_in_process_cas
             self.stats = type("S", (), {"stats": type("D", (), {"data": [0.01] * rounds})()})()
 
     assert measure_or_failure(case(), Measured(), options()) is None
+
+
+class MeasuringBenchmark(FakeBenchmark):
+    def pedantic(self, target, rounds, warmup_rounds, iterations):
+        for _ in range(rounds):
+            target()
+        self.stats = type("S", (), {"stats": type("D", (), {"data": [0.01] * rounds})()})()
+
+
+def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after(monkeypatch):
+    import bench.controller
+    from bench.launch.inprocess import InProcessGroup
+
+    monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
+    events: list[str] = []
+    real_reference, real_init = bench.controller.case_reference, InProcessGroup.__init__
+    real_reset = InProcessGroup.reset_peak_memory
+
+    def reference(case):
+        events.append("reference")
+        return real_reference(case)
+
+    def init(self, case):
+        events.append("case set-up")
+        real_init(self, case)
+
+    def reset(self):
+        events.append("peak reset")
+        real_reset(self)
+
+    monkeypatch.setattr(bench.controller, "case_reference", reference)
+    monkeypatch.setattr(InProcessGroup, "__init__", init)
+    monkeypatch.setattr(InProcessGroup, "reset_peak_memory", reset)
+    record = bench.controller.measure_case(case(), MeasuringBenchmark(), options(verify=True))
+    assert events == ["reference", "case set-up", "peak reset"]
+    assert record["verify_max_abs_difference"] <= 1e-6 and record["peak_memory_bytes"] > 0
