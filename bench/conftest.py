@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bench.cases import build_cases
@@ -27,6 +29,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = BenchSession(config, options)
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    bench_session = config.stash.get(SESSION_KEY, None)
+    if bench_session is None:
+        return
+    from bench.controller import skip_reason
+    from bench.plan import Progress, make_plan
+
+    cases = [item.callspec.params["case"] for item in items
+             if "case" in getattr(getattr(item, "callspec", None), "params", {})]
+    bench_session.plan = make_plan(cases, bench_session.options, skip_reason)
+    bench_session.progress = Progress(bench_session.plan, time.monotonic)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session):
+    """--plan: print the plan instead of running anything."""
+    bench_session = session.config.stash.get(SESSION_KEY, None)
+    if bench_session is None or not bench_session.options.plan or session.config.option.collectonly:
+        return None
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in bench_session.plan.lines(bench_session.options.price_per_hour):
+        terminal.write_line(line)
+    return True
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" not in metafunc.fixturenames:
         return
@@ -48,7 +75,14 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     session = item.config.stash.get(SESSION_KEY, None)
     case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
     if session is not None and case is not None:
-        session.on_report(case, outcome.get_result())
+        report = outcome.get_result()
+        session.on_report(case, report)
+        progress = getattr(session, "progress", None)
+        if report.when == "teardown" and progress is not None:
+            terminal = item.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                terminal.write_line("")
+                terminal.write_line(progress.line(case.case_id, session.cases[case.case_id]["status"]))
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:

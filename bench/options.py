@@ -68,6 +68,8 @@ class BenchOptions:
     min_round_s: float | None = None  # None: DEFAULT_MIN_ROUND_S of the device type
     warmup_s: float | None = None  # None: DEFAULT_WARMUP_S of the device type
     ceiling_timeout_s: float = DEFAULT_CEILING_TIMEOUT_S
+    plan: bool = False  # --plan: list and estimate, run nothing (bench/plan.py)
+    price_per_hour: float | None = None  # --price-per-hour: the plan's cost
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +90,8 @@ class BenchOptions:
                 raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)!r}; allowed: a number > 0")
         if not math.isfinite(self.ceiling_timeout_s):
             raise ValueError(f"--ceiling-timeout-s: {self.ceiling_timeout_s!r}; allowed: a finite number > 0")
+        if self.price_per_hour is not None and not (math.isfinite(self.price_per_hour) and self.price_per_hour >= 0):
+            raise ValueError(f"--price-per-hour: {self.price_per_hour!r}; allowed: a finite number >= 0")
         for name in ("min_round_s", "warmup_s"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= MAX_ROUND_SIZING_S):
@@ -204,6 +208,11 @@ def add_options(parser: pytest.Parser) -> None:
         group.addoption(option, dest=dest, default=default, metavar="VALUE", help=help_text)
     group.addoption("--quick", dest="gs_quick", action="store_true",
                     help="smoke run: preset tiny, batch 64, 5 steps x 3 rounds (each still overridable)")
+    group.addoption("--plan", dest="gs_plan", action="store_true",
+                    help="list the cases and skips with reasons and the estimated wall time; runs nothing, "
+                         "writes no result file")
+    group.addoption("--price-per-hour", dest="gs_price_per_hour", default=None, metavar="VALUE",
+                    help="with --plan: the machine's price per hour (a number >= 0), to estimate the cost")
     group.addoption("--verify", dest="gs_verify", action="store_true",
                     help="before measuring, check each strategy reaches the same weights as single (fp32)")
 
@@ -238,9 +247,19 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),
         round_timeout_s=_to_float("--round-timeout-s", get("gs_round_timeout_s")),
         ceiling_timeout_s=_to_float("--ceiling-timeout-s", get("gs_ceiling_timeout_s")),
+        plan=bool(get("gs_plan")),
+        price_per_hour=None if get("gs_price_per_hour") is None else _price(get("gs_price_per_hour")),
         min_round_s=_seconds_or_auto("--min-round-s", get("gs_min_round_s")),
         warmup_s=_seconds_or_auto("--warmup-s", get("gs_warmup_s")),
     )
+
+
+def _price(raw: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"--price-per-hour: {raw!r} is not a number; allowed: a finite number >= 0") from None
+    return value
 
 
 def _seconds_or_auto(option: str, raw: str) -> float | None:

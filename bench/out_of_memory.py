@@ -56,8 +56,14 @@ def does_not_fit(case: BenchCase, memory_bytes: int | None, detail: str | None =
     memory = f"{memory_bytes / GIB:.1f} GiB" if memory_bytes else "memory unknown"
     # dp's batch is split over its GPUs: the batch named is what one device trains on, as everywhere.
     line = (f"does not fit: {case.preset} {case.precision} {REGISTRY[case.strategy].name} at batch "
-            f"{case.per_device_batch_size} on {device_name(case.device_type)} ({memory})")
+            f"{case.per_device_batch_size} on {_device_label(case.device_type)} ({memory})")
     return f"{line}; {detail}" if detail else line
+
+
+def _device_label(device_type: str) -> str:
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "cuda"  # no device to name (a plan, or a test on a CPU machine)
+    return device_name(device_type)
 
 
 def too_large_reason(case: BenchCase, memory_bytes: int | None) -> str | None:

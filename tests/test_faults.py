@@ -184,3 +184,52 @@ def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
     assert cases_by_id(data)["ddp-2-tiny-fp32"]["status"] == "failed"
     assert "interrupted" in cases_by_id(data)["ddp-2-tiny-fp32"]["reason"]
     assert data["gpusizer"]["complete"] is False
+
+
+def test_out_of_memory_in_process_and_in_a_rank_fails_only_its_case_in_one_line(tmp_path):
+    skip_unless_available("ddp")
+    # single-1 runs out in the pytest process, ddp-2's rank 0 in its first round; ddp-1 (same fault
+    # items, another case id) must still pass, and so must every case after a failed one.
+    faults = "single-1-tiny-fp32:rank0:oom@round1,ddp-2-tiny-fp32:rank0:oom@round1"
+    proc, mark = start_bench(tmp_path, faults, "--strategies", "single,ddp", "--world-sizes", "2,1")
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    data = result_file(tmp_path)
+    cases = cases_by_id(data)
+    for case_id, strategy, where in (("single-1-tiny-fp32", "single", "OutOfMemoryError: injected"),
+                                     ("ddp-2-tiny-fp32", "ddp", "rank 0 failed in round 1: OutOfMemoryError")):
+        reason = cases[case_id]["reason"]
+        assert cases[case_id]["status"] == "failed"
+        assert reason.startswith(f"does not fit: tiny fp32 {strategy} at batch 64 on "), reason
+        assert " GiB)" in reason and where in reason and "\n" not in reason, reason
+    # The traceback is dropped: pytest shows the one line, not the frames of the harness.
+    assert "Traceback" not in output.split("short test summary")[0].split("Captured")[0]
+    assert cases["ddp-1-tiny-fp32"]["status"] == "passed", cases["ddp-1-tiny-fp32"]["reason"]
+    assert measured_ids(data) == {"ddp-1-tiny-fp32"}
+    assert leftovers(mark) == []
+
+
+@pytest.mark.parametrize("kind", ["hang", "fail"])
+def test_a_broken_interconnect_skips_every_case_of_its_world_size_at_once(tmp_path, kind):
+    skip_unless_available("ddp")
+    skip_unless_available("fsdp")
+    # A healthy ceiling here answers within ~10 s (spawning two ranks that import torch, on a busy
+    # machine): 20 s tells the injected hang from that; the failure comes before any deadline.
+    ceiling_timeout_s = 20 if kind == "hang" else 60
+    began = time.monotonic()
+    proc, mark = start_bench(tmp_path, f"allreduce2:{kind}", "--strategies", "ddp,fsdp", "--world-sizes", "2",
+                             "--ceiling-timeout-s", str(ceiling_timeout_s))
+    output = finish(proc)
+    elapsed_s = time.monotonic() - began
+    assert proc.returncode == 0, output
+    cases = cases_by_id(result_file(tmp_path))
+    for case_id in ("ddp-2-tiny-fp32", "fsdp-2-tiny-fp32"):
+        reason = cases[case_id]["reason"]
+        assert cases[case_id]["status"] == "skipped", reason
+        assert "every case of world size 2 is skipped" in reason, reason
+        expected = f"gave no result within {ceiling_timeout_s} s" if kind == "hang" else "injected fault"
+        assert expected in reason, reason
+    # One ceiling deadline at most, not a launch (120 s) or round (600 s) timeout per case. The bound
+    # covers pytest's and torch's start-up on a busy 2-core machine.
+    assert elapsed_s < 100, elapsed_s
+    assert leftovers(mark) == []

@@ -42,9 +42,10 @@ def test_calibration_doubles_then_scales_until_a_round_lasts_long_enough():
     device = FakeDevice(step_s=0.003)  # a 10-step round lasts 30 ms: a GPU's small preset
     steps, rounds, reached = calibrate(device.run_round, 10, min_round_s=1.0)
     assert reached and steps * 0.003 >= 1.0
-    # 10 -> 20 -> 40 -> 80 -> 160 (0.48 s, still below half) -> 320 (0.96 s: scale) -> ceil(320/0.96*1.1)
-    assert device.rounds[:6] == [10, 20, 40, 80, 160, 320]
-    assert device.rounds[-1] == steps and rounds == len(device.rounds) == 7
+    # A cold first round, not judged; then 10 -> 20 -> 40 -> 80 -> 160 (0.48 s, still below half)
+    # -> 320 (0.96 s: scale) -> ceil(320/0.96*1.1)
+    assert device.rounds[:7] == [10, 10, 20, 40, 80, 160, 320]
+    assert device.rounds[-1] == steps and rounds == len(device.rounds) == 8
     assert steps < 2 * 334  # scaling, not doubling, finished it
 
 
@@ -124,20 +125,23 @@ def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_a_real_cpu_run_grows_its_steps_and_records_both(tmp_path):
     result = run_bench(tmp_path, "--quick", "--strategies", "single", "--steps-per-round", "1",
-                       "--min-round-s", "0.3")
+                       "--min-round-s", "0.5")
     assert result.returncode == 0, result.stdout[-3000:]
     data = json.loads(next((tmp_path / "results").glob("*.json")).read_text())
     record = data["benchmarks"][0]["extra_info"]
     sizing = record["round_sizing"]
-    # One step of `tiny` lasts milliseconds here, far below 0.3 s: the calibration had to grow it.
+    # A warm step of `tiny` lasts milliseconds here (~0.1 s under a load of 9), below 0.5 s: it had to grow.
     assert record["steps_per_round_requested"] == 1 and record["steps_per_round"] > 1
     assert sizing["steps_per_round"] == record["steps_per_round"] and sizing["calibration_rounds"] >= 2
-    assert sizing["min_round_s"] == 0.3 and sizing["reached_min_round_s"] is True
+    assert sizing["min_round_s"] == 0.5 and sizing["reached_min_round_s"] is True
     # Throughput is the ranks' own: samples per step x the steps actually used / their median round.
     times = sorted(record["round_times_s"])
     median = times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:][:2]) / 2
     assert record["samples_per_s"] == pytest.approx(record["global_batch_size"] * record["steps_per_round"] / median)
     assert isinstance(record["telemetry"]["samples_too_few"], bool)
+    # The progress line follows the case.
+    assert "gpusizer: 1/1 single-1-tiny-fp32 passed; elapsed " in result.stdout, result.stdout[-3000:]
+    assert "estimated remaining 0 s" in result.stdout
 
 
 @pytest.mark.parametrize("value", ["-1", "inf", "abc"])
@@ -147,3 +151,14 @@ def test_a_bad_min_round_s_is_a_one_line_usage_error(tmp_path, value):
     lines = [line for line in result.stderr.splitlines() if "--min-round-s" in line]
     assert lines and "allowed: a number of seconds from 0 to 3600" in lines[0], result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_slow_cold_first_round_is_not_taken_for_the_round_size():
+    calls: list[int] = []
+
+    def run_round(steps: int) -> float:
+        calls.append(steps)
+        return 2.0 if len(calls) == 1 else steps * 0.01  # cold: 2 s for one step; warm: 10 ms a step
+
+    steps, rounds, reached = calibrate(run_round, 1, min_round_s=1.0)
+    assert reached and steps * 0.01 >= 1.0 and rounds == len(calls) > 2

@@ -2,7 +2,7 @@
 
 Connects back to the controller, builds the same TrainingWorker the in-process strategies use, then
 serves commands until told to close: ``run_round`` (K steps, answers this rank's own seconds),
-``peak_memory``, ``parameters`` (full tensors; rank 0 sends them) and ``close``.
+``peak_memory``, ``reset_peak_memory``, ``parameters`` (full tensors; rank 0 sends them) and ``close``.
 
 Any exception is sent to the controller as one line before the process exits, so the case fails
 with the rank and the cause. A rank whose controller went away exits at once.

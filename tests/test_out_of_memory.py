@@ -1,0 +1,176 @@
+"""Out of memory (bench/out_of_memory.py, bench/outcome.py): the pre-skip, the fault-hook grammar, and an
+in-process case that runs out and leaves nothing of itself alive. The real-process runs are in
+tests/test_faults.py."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+import bench.worker
+from bench.cases import BenchCase
+from bench.controller import skip_reason
+from bench.launch.worker_main import CeilingFault, Fault, case_faults, parse_faults
+from bench.options import BenchOptions
+from bench.out_of_memory import STATE_BYTES_PER_PARAMETER, state_bytes_per_memory, too_large_reason
+from bench.outcome import measure_or_failure
+from reference_model import build_model, make_optimizer, preset
+
+
+def case(strategy: str = "single", world_size: int = 1, device_type: str = "cpu", **overrides) -> BenchCase:
+    values = {"strategy": strategy, "world_size": world_size, "preset": "tiny", "precision": "fp32",
+              "device_type": device_type, "per_device_batch_size": 16, "scaling": "weak", "steps_per_round": 2,
+              "rounds": 1, "warmup_rounds": 1}
+    return BenchCase(**{**values, **overrides})
+
+
+def options(**overrides) -> BenchOptions:
+    values = {"strategies": ("single",), "world_sizes": None, "presets": ("tiny",), "precisions": None,
+              "batch_size": 16, "steps_per_round": 2, "rounds": 1, "warmup_rounds": 1, "device": "cpu",
+              "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
+              "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
+    return BenchOptions(**{**values, **overrides})
+
+
+def test_the_optimizer_keeps_no_state_so_the_estimate_counts_none():
+    optimizer = make_optimizer(build_model(preset("tiny"), seed=0))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(group["momentum"] == 0 for group in optimizer.param_groups)
+    assert STATE_BYTES_PER_PARAMETER == 8  # fp32 weights + fp32 gradients
+
+
+def test_training_state_that_exceeds_the_memory_is_skipped_in_one_line():
+    xl = case("ddp", 2, device_type="cuda", preset="xl")
+    need = preset("xl").num_params * STATE_BYTES_PER_PARAMETER
+    assert state_bytes_per_memory(xl) == need
+    assert state_bytes_per_memory(case("fsdp", 2, device_type="cuda", preset="xl")) == -(-need // 2)
+    assert state_bytes_per_memory(case("ddp", 2, preset="xl")) == 2 * need  # CPU ranks share the host's memory
+    assert too_large_reason(xl, need) is None
+    reason = too_large_reason(xl, need - 1)
+    assert reason.startswith("does not fit: xl fp32 ddp at batch 16 on ") and " GiB)" in reason
+    assert "weights, gradients and optimizer state alone need" in reason and "\n" not in reason
+    assert too_large_reason(xl, None) is None
+
+
+def test_skip_reason_checks_the_memory_before_anything_is_allocated(monkeypatch):
+    monkeypatch.setattr("bench.controller.device_memory_bytes", lambda device_type: 1024)
+    assert skip_reason(case()).startswith("does not fit: tiny fp32 single at batch 16 on ")
+    monkeypatch.setattr("bench.controller.device_memory_bytes", lambda device_type: 1 << 40)
+    assert skip_reason(case()) is None
+
+
+def test_fault_grammar_scopes_by_case_and_keeps_the_plain_form():
+    text = "ddp-2-tiny-fp32:rank0:oom@round1, rank1:crash@round2, allreduce2:hang, allreduce:fail"
+    rank_faults, ceiling_faults = parse_faults(text)
+    assert rank_faults == [Fault(0, "oom", 1, "ddp-2-tiny-fp32"), Fault(1, "crash", 2, None)]
+    assert ceiling_faults == [CeilingFault("hang", 2), CeilingFault("fail", None)]
+    assert case_faults("ddp-2-tiny-fp32", text) == rank_faults
+    assert case_faults("ddp-1-tiny-fp32", text) == [Fault(1, "crash", 2, None)]  # the plain form: every case
+    assert Fault.parse("rank0:raise@round3") == Fault(0, "raise", 3)
+    for bad in ("rank0:explode@round1", "ddp-2:rank0", "allreduce2:melt"):
+        with pytest.raises(ValueError, match="allowed: comma-separated"):
+            parse_faults(bad)
+    with pytest.raises(torch.OutOfMemoryError, match="injected out of memory"):
+        Fault(0, "oom", 1).fire_if_due(0, 1)
+
+
+class FakeBenchmark:
+    """Enough of pytest-benchmark's fixture for a case that fails before its measured rounds."""
+
+    def __init__(self) -> None:
+        self.extra_info: dict = {}
+        self.has_error = False
+
+    def pedantic(self, *args, **kwargs):
+        raise AssertionError("an injected out-of-memory in round 1 must stop the case before measuring")
+
+
+@pytest.fixture
+def model_refs(monkeypatch):
+    """Weak references to every model the worker builds."""
+    refs: list[weakref.ref] = []
+    real_build = bench.worker.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        refs.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(bench.worker, "build_model", build)
+    return refs
+
+
+def test_in_process_out_of_memory_in_a_step_fails_one_line_and_frees_the_model(monkeypatch, model_refs):
+    monkeypatch.setenv("GPUSIZER_FAULT", "single-1-tiny-fp32:rank0:oom@round1")
+    benchmark = FakeBenchmark()
+    failure = measure_or_failure(case(), benchmark, options())
+    assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ") and "\n" not in failure
+    assert "OutOfMemoryError: injected out of memory (GPUSIZER_FAULT) in round 1" in failure
+    assert benchmark.has_error
+    gc.collect()
+    assert len(model_refs) == 1 and model_refs[0]() is None, "the failed case's model is still alive"
+
+
+def test_in_process_out_of_memory_in_set_up_fails_one_line_and_frees_the_model(monkeypatch, model_refs):
+    monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
+
+    def no_memory_for_the_optimizer(model):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(bench.worker, "make_optimizer", no_memory_for_the_optimizer)
+    failure = measure_or_failure(case(), FakeBenchmark(), options())
+    assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ")
+    assert failure.endswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    gc.collect()
+    assert len(model_refs) == 1 and model_refs[0]() is None
+
+
+def test_the_plain_form_of_another_rank_or_case_does_not_touch_an_in_process_case(monkeypatch):
+    monkeypatch.setenv("GPUSIZER_FAULT", "ddp-2-tiny-fp32:rank0:oom@round1,rank1:oom@round1")
+
+    class Measured(FakeBenchmark):
+        def pedantic(self, target, rounds, warmup_rounds, iterations):
+            for _ in range(rounds):
+                target()
+            self.stats = type("S", (), {"stats": type("D", (), {"data": [0.01] * rounds})()})()
+
+    assert measure_or_failure(case(), Measured(), options()) is None
+
+
+class MeasuringBenchmark(FakeBenchmark):
+    def pedantic(self, target, rounds, warmup_rounds, iterations):
+        for _ in range(rounds):
+            target()
+        self.stats = type("S", (), {"stats": type("D", (), {"data": [0.01] * rounds})()})()
+
+
+def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after(monkeypatch):
+    import bench.controller
+    from bench.launch.inprocess import InProcessGroup
+
+    monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
+    events: list[str] = []
+    real_reference, real_init = bench.controller.case_reference, InProcessGroup.__init__
+    real_reset = InProcessGroup.reset_peak_memory
+
+    def reference(case):
+        events.append("reference")
+        return real_reference(case)
+
+    def init(self, case):
+        events.append("case set-up")
+        real_init(self, case)
+
+    def reset(self):
+        events.append("peak reset")
+        real_reset(self)
+
+    monkeypatch.setattr(bench.controller, "case_reference", reference)
+    monkeypatch.setattr(InProcessGroup, "__init__", init)
+    monkeypatch.setattr(InProcessGroup, "reset_peak_memory", reset)
+    record = bench.controller.measure_case(case(), MeasuringBenchmark(), options(verify=True))
+    assert events == ["reference", "case set-up", "peak reset"]
+    assert record["verify_max_abs_difference"] <= 1e-6 and record["peak_memory_bytes"] > 0
