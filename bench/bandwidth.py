@@ -22,7 +22,16 @@ TARGET_MEASURE_S = 0.2  # per size, per rank
 MIN_ITERATIONS, MAX_ITERATIONS = 3, 1000
 DEFAULT_TIMEOUT_S = 120.0
 
+# A failure that is not the deadline (a port taken between choosing and binding it, a peer reset on a
+# busy shared machine) gets one more try: a failed ceiling now skips every case of its world size.
+# A late one does not: waiting twice for a broken interconnect is what the deadline exists to avoid.
+ATTEMPTS_AFTER_FAILURE = 2
+
 _CACHE: dict[tuple[str, int], dict] = {}
+
+
+class CeilingTimeout(RuntimeError):
+    """A rank of the all-reduce ceiling gave no result before the deadline."""
 
 
 def bus_bandwidth_bytes_per_s(size_bytes: int, time_s: float, world_size: int) -> float:
@@ -38,11 +47,16 @@ def allreduce_ceiling(device_type: str, world_size: int, *, timeout_s: float = D
     key = (device_type, world_size)
     if key not in _CACHE:
         began = time.perf_counter()
-        try:
-            sizes = measure_allreduce(device_type, world_size, timeout_s=timeout_s)
-            reason = None
-        except (RuntimeError, OSError) as error:
-            sizes, reason = [], str(error)
+        for _attempt in range(ATTEMPTS_AFTER_FAILURE):
+            try:
+                sizes = measure_allreduce(device_type, world_size, timeout_s=timeout_s)
+                reason = None
+                break
+            except CeilingTimeout as error:
+                sizes, reason = [], str(error)
+                break
+            except (RuntimeError, OSError) as error:
+                sizes, reason = [], str(error)
         best = max((s["busbw_bytes_per_s"] for s in sizes), default=None)
         _CACHE[key] = {
             "device_type": device_type,
@@ -87,7 +101,7 @@ def measure_allreduce(device_type: str, world_size: int, *, timeout_s: float) ->
     try:
         for rank, pipe in enumerate(pipes):
             if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"all-reduce ceiling ({backend_for(device_type)}, {world_size} processes): "
+                raise CeilingTimeout(f"all-reduce ceiling ({backend_for(device_type)}, {world_size} processes): "
                                    f"rank {rank} gave no result within {timeout_s:g} s")
             results[rank] = pipe.recv()
     except EOFError:
