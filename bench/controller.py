@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import psutil
 import torch
 
 from bench.bandwidth import allreduce_ceiling
@@ -82,7 +83,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             launch_s=group.launch_s,
             peak_memory_bytes=peak_memory,
             telemetry=telemetry,
-            extra_flags=telemetry_flags(telemetry),
+            extra_flags=telemetry_flags(telemetry, ram_bytes=psutil.virtual_memory().total),
         )
     finally:
         group.close()

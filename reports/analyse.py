@@ -22,7 +22,8 @@ CONFIDENCE = 0.95
 # Enough for a stable 95% percentile interval; the compare command's default of 2000 would double the
 # report's time on hundreds of result files for endpoints that move far less than the interval is wide.
 BOOTSTRAP_RESAMPLES = 1000
-# Scaling above this fraction of perfect is more than the hardware can give: a measuring problem.
+# Scaling above this fraction of perfect is more than the hardware can give: a measuring problem. The
+# one anomaly judged here rather than by the benchmark: it needs two setups, possibly from two runs.
 SUPERLINEAR_EFFICIENCY = 1.05
 
 
@@ -57,7 +58,8 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
     # Taken out of pandas once: per-setup pandas calls cost more than the arithmetic on thousands of setups.
     columns = {name: cases[name].to_numpy(dtype=float, na_value=np.nan)
                for name in ("global_batch_size", "steps_per_round", "energy_j")}
-    columns.update({name: cases[name].to_numpy(dtype=object) for name in ("round_times_s", "flags", "run_id")})
+    columns.update({name: cases[name].to_numpy(dtype=object)
+                    for name in ("round_times_s", "flags", "unstable_reasons", "run_id")})
     rounds = pd.DataFrame.from_records([_round_summary(positions[key], columns) for key in setups.index],
                                        columns=_ROUND_COLUMNS)
     setups = pd.concat([setups.reset_index(), rounds], axis=1)
@@ -78,7 +80,7 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
 
 _ROUND_COLUMNS = ["rounds", "samples_per_s", "samples_per_s_low", "samples_per_s_high", "round_throughputs",
                   "round_times_s", "samples_trained", "joules_per_sample", "joules_per_sample_low",
-                  "joules_per_sample_high", "flags", "run_ids"]
+                  "joules_per_sample_high", "flags", "unstable_reasons", "run_ids"]
 
 
 def _round_summary(positions: np.ndarray, columns: dict) -> dict:
@@ -108,6 +110,7 @@ def _round_summary(positions: np.ndarray, columns: dict) -> dict:
         "joules_per_sample_low": joules_per_sample * median / high if high > 0 else math.nan,
         "joules_per_sample_high": joules_per_sample * median / low if low > 0 else math.nan,
         "flags": sorted({flag for p in positions for flag in columns["flags"][p]}),
+        "unstable_reasons": sorted({reason for p in positions for reason in columns["unstable_reasons"][p]}),
         "run_ids": sorted({str(columns["run_id"][p]) for p in positions}),
     }
 
