@@ -162,7 +162,8 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
         runners_up=tuple(records.loc[runners_up.index[:RUNNERS_UP]].to_dict("records")),
         next_clearly_worse=records.loc[clearly_worse.index[0]].to_dict() if not clearly_worse.empty else None,
         candidates=len(ordered),
-        withheld=tuple(records[ordered["_unstable"]].to_dict("records")),
+        # Only where there was something to compare with.
+        withheld=tuple(records[ordered["_unstable"]].to_dict("records")) if len(ordered) > 1 else (),
     )
     return pick, ranks
 
