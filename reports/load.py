@@ -125,8 +125,8 @@ class ResultSet:
     outcomes: pd.DataFrame
     runs: pd.DataFrame
     machines: dict[str, dict] = field(default_factory=dict)
-    # Files that measured nothing (``measured: 0``: every case skipped or failed), set aside whole so
-    # that they take no place in a rolling baseline; each reads "path (N skipped, M failed)".
+    # Files that measured nothing (``measured: 0``: every case skipped or failed): no row in ``runs``
+    # or ``cases`` (so no place in a rolling baseline), their outcomes kept; "path (N skipped, M failed)".
     ignored: tuple[str, ...] = ()
 
     @property
@@ -146,8 +146,11 @@ def load_results(paths: list[str]) -> ResultSet:
         payload = read_json(path)
         run = parse_run(path, payload)
         if not run["cases"]:
+            # Measured nothing: no run row (it takes no place in a rolling baseline), but the reasons
+            # of its skips and failures are data and stay in the outcomes.
             counts = run["run"]
             ignored.append(f"{path} ({counts['skipped']} skipped, {counts['failed']} failed)")
+            outcome_rows.extend(run["outcomes"])
             continue
         machines[path] = run["machine_info"]
         case_rows.extend(run["cases"])
