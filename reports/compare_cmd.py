@@ -109,8 +109,10 @@ def build_report(baseline_set: ResultSet, current_set: ResultSet, current_run: s
     fingerprints = {run_id: hardware_fingerprint(info) for run_id, info in baseline_set.machines.items()}
     current_fingerprint = hardware_fingerprint(current_set.machines[current_run])
     current_datetime = current_set.runs.set_index("run_id").loc[current_run, "run_datetime"]
+    # A rolling baseline (a folder) pools only runs older than the current one; a file is taken as given.
     eligible, differences = choose_baseline_runs(baseline_set.runs, fingerprints, current_fingerprint,
-                                                 config.baseline_runs, allow_different_hardware, current_datetime)
+                                                 config.baseline_runs, allow_different_hardware,
+                                                 current_datetime if with_history else None)
     current_cases = current_set.cases[current_set.cases["run_id"] == current_run]
     if current_cases.empty:
         raise InputError(f"CURRENT {current_run}: has no finished benchmark cases; nothing to compare")

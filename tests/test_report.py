@@ -379,6 +379,24 @@ def test_a_bad_prices_file_gives_exit_2_and_names_the_problem(real_result_files,
     assert str(prices) in line and message in line
 
 
+@pytest.mark.parametrize(("rows", "message"), [
+    # Comments and blank lines count: the error names the line a person sees in an editor.
+    ("# prices\n# read 2026-01-01\nmatch,price_per_hour,per,source,date\n\nA10G,cheap,gpu,x,2026-01-01\n",
+     "line 5: price_per_hour 'cheap' is not a number"),
+    ("# exported\nmatch;price_per_hour;per;source;date\nA10G;1,0;gpu;x;2026-01-01\n", "semicolon-separated"),
+    (("match,price_per_hour,per,source,date\nH100,2.0,gpu,a,2026-01-01\n# other quote\nA10G,1.0,gpu,b,2026-01-01\n"
+     "h100,2.5,gpu,c,2026-01-02\n"), "lines 2 and 5 both have match 'h100'"),
+])
+def test_price_errors_name_the_real_line_the_delimiter_and_duplicate_rows(tmp_path, rows, message):
+    from reports.errors import InputError
+
+    prices = tmp_path / "prices.csv"
+    prices.write_text(rows)
+    with pytest.raises(InputError, match=message.replace("(", r"\(")) as error:
+        load_prices(str(prices))
+    assert str(prices) in str(error.value) and "\n" not in str(error.value)
+
+
 def test_an_output_path_that_is_an_input_is_refused(real_result_files, tmp_path):
     source = copy_with(real_result_files[1], tmp_path / "run.html", lambda data: None)  # an input named .html
     before = digest([source])
