@@ -36,5 +36,12 @@ if [ ! -s "$out" ]; then
     exit 1
 fi
 "$PY" scripts/gpu_check_table.py "$out" || status=1
+# GPU-only: other processes' SM share from nvmlDeviceGetProcessUtilization (null + reason if unsupported)
+# and the end-of-session matmul peak against the start one (the "unstable" flag's inputs).
+"$PY" -c 'import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    r = b["extra_info"]
+    print("%s: outside GPU busy %s %% (%s); peak end/start %s; unstable: %s" % (r["case_id"],
+          r.get("outside_busy_pct"), r.get("outside_busy_reason"), r.get("peak_end_over_start"), r.get("unstable_reasons")))' "$out" || status=1
 echo "result file: $out"
 exit "$status"
