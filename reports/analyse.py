@@ -151,9 +151,9 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         return (row["machine"], row["device_name"], row["preset"], row["precision"], row["scaling"],
                 batch_key, row[batch_key], strategy)
 
-    needed = setups[SETUP_KEYS + ["global_batch_size", "samples_per_s", "label"]]
+    needed = setups[SETUP_KEYS + ["global_batch_size", "samples_per_s", "label", "flags"]]
     baselines = {key(row, row["strategy"]): row for row in needed[needed["world_size"] == 1].to_dict("records")}
-    efficiency, baseline_labels = [], []
+    efficiency, baseline_labels, baseline_unstable = [], [], []
     for row in needed.to_dict("records"):
         base = baselines.get(key(row, "single"))
         if base is None:
@@ -161,8 +161,11 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         per_device = row["samples_per_s"] / row["world_size"]
         efficiency.append(math.nan if base is None else per_device / base["samples_per_s"])
         baseline_labels.append(None if base is None else base["label"])
+        baseline_unstable.append(base is not None and "unstable" in base["flags"])
     setups["scaling_efficiency"] = efficiency
     setups["scaling_baseline"] = baseline_labels
+    # A speed-up against a 1-device run measured on an unstable machine says little: render says so.
+    setups["scaling_baseline_unstable"] = baseline_unstable
 
 
 def _add_cost(setups: pd.DataFrame, prices: PriceTable | None, target_samples: float) -> None:

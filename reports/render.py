@@ -138,6 +138,8 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
             text += f", {fmt_number(ratio)}× the next clearly slower setup"
         if math.isfinite(best.get("scaling_efficiency", math.nan)) and best["world_size"] > 1:
             text += f", scaling at {fmt_pct(best['scaling_efficiency'])} of perfect on {best['world_size']} devices"
+            if best.get("scaling_baseline_unstable"):
+                text += " (against a 1-device run measured on an unstable machine: not to be trusted)"
         if key == "within_budget":
             text += (f"; training {target} samples takes {fmt_duration(best['time_to_target_s'])} and costs "
                      f"{fmt_money(best['cost_to_target'], context.currency)}, within the budget of "
