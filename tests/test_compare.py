@@ -275,6 +275,10 @@ def test_pytest_benchmark_autosave_files_compare(same_commit_runs, tmp_path):
     assert read_json(out)["cases"][0]["case_id"] == "single-1-tiny-fp32"
     # The storage root (one folder per machine key) works as a rolling baseline too.
     slower = slowed_copy(saved[1], tmp_path / "slower.json", 1.3)
+    # A later commit's run: a rolling baseline pools only runs older than the current one, and the two
+    # saved runs ran side by side, so either may be the later.
+    latest = max(pd.Timestamp(read_json(path)["datetime"]) for path in saved)
+    _dated_copy(str(slower), slower, latest + pd.Timedelta(minutes=1))
     assert compare(storage, slower, "--json", out) == 1
     assert len(read_json(out)["baseline"]["runs"]) == 2
 
