@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import psutil
 import torch
 
 from bench.bandwidth import allreduce_ceiling
@@ -114,7 +115,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             launch_s=group.launch_s,
             peak_memory_bytes=peak_memory,
             telemetry=telemetry,
-            extra_flags=judged_telemetry_flags(telemetry),
+            extra_flags=judged_telemetry_flags(telemetry, ram_bytes=psutil.virtual_memory().total),
         )
         add_case_facts(record, case, group)  # before close: the group still has the ranks' facts
         record.update(steps_per_round_requested=case.steps_per_round, round_sizing=sizing.as_dict())

@@ -212,7 +212,9 @@ def ceilings() -> dict:
     Called again whenever the result file is written, so later measurements are included."""
     from bench.bandwidth import measured_ceilings
     from bench.peak import _CACHE as PEAKS  # the peak module's per-session cache
+    from bench.peak import _END as END_PEAKS  # the same probes at the session's end
 
-    matmul = [{"device": device, "precision": precision, "threads": threads, "flops_per_s": flops}
+    matmul = [{"device": device, "precision": precision, "threads": threads, "flops_per_s": flops,
+               "flops_per_s_end": END_PEAKS.get((device, precision, threads))}
               for (device, precision, threads), flops in PEAKS.items()]
     return {"matmul_peak": matmul, "allreduce": measured_ceilings()}

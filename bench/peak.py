@@ -55,3 +55,31 @@ def _measure(device: torch.device, precision: str) -> float:
         # The pytest process must not sit on gigabytes of cached blocks that rank 0 then misses.
         torch.cuda.empty_cache()
     return best
+
+
+# The same probe again when the session ends (bench/stability.py): a machine that was busy, throttled
+# or shared at one end of the session shows as a peak that moved. Same keys as _CACHE.
+_END: dict[tuple, float] = {}
+
+
+def measure_end_of_session() -> dict[tuple, float]:
+    """Measure every peak of this session once more, with the thread count it was first measured at."""
+    for key in list(_CACHE):
+        if key in _END:
+            continue
+        device, precision, threads = key
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            _END[key] = _measure(torch.device(device), precision)
+        finally:
+            torch.set_num_threads(saved)
+    return dict(_END)
+
+
+def peak_key_of(device_type: str, precision: str, start_flops_per_s: float) -> tuple | None:
+    """The probe a record's ``peak_flops_per_s`` came from (it holds the cached value itself)."""
+    for key, value in _CACHE.items():
+        if torch.device(key[0]).type == device_type and key[1] == precision and value == start_flops_per_s:
+            return key
+    return None

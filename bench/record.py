@@ -8,12 +8,11 @@ from __future__ import annotations
 import statistics
 
 from bench.cases import BenchCase
+from bench.flags import TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
 from bench.strategies import REGISTRY
 
 SCHEMA_VERSION = 1
 
-# The controller's and the workers' medians should agree; beyond this the case is flagged.
-TIMING_GAP_LIMIT = 0.03
 
 
 def slowest_rank_per_round(rank_times_s: list[list[float]]) -> list[float]:
@@ -24,6 +23,13 @@ def slowest_rank_per_round(rank_times_s: list[list[float]]) -> list[float]:
 def timing_gap_fraction(controller_s: list[float], worker_s: list[float]) -> float:
     worker_median = statistics.median(worker_s)
     return abs(statistics.median(controller_s) - worker_median) / worker_median
+
+
+def outside_busy_pct(telemetry: dict, device_type: str) -> tuple[float | None, str | None]:
+    """How busy processes outside the benchmark kept the case's device (the telemetry's ``outside``)."""
+    outside = telemetry.get("outside") or {}
+    value = outside.get("gpu_busy_pct" if device_type == "cuda" else "cpu_busy_pct")
+    return value, (None if value is not None else outside.get("reason") or "not sampled")
 
 
 def build_record(
@@ -53,7 +59,8 @@ def build_record(
         flags.append("mfu_above_peak")
     if strategy.baseline_only:
         flags.append("baseline_only")
-    return {
+    outside_pct, outside_reason = outside_busy_pct(telemetry, case.device_type)
+    record = {
         "schema_version": SCHEMA_VERSION,
         **case.identity(),
         "baseline_only": strategy.baseline_only,
@@ -76,4 +83,10 @@ def build_record(
         "telemetry": telemetry,
         "flags": sorted(set(flags)),
         "skipped_reason": None,
+        # Stability (bench/flags.py): the end-of-session peak is filled in when the session ends.
+        "round_spread_fraction": round_spread_fraction(list(controller_round_times_s)),
+        "outside_busy_pct": outside_pct,
+        "outside_busy_reason": outside_reason,
+        "peak_flops_end_per_s": None,
     }
+    return apply_stability(record)

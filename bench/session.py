@@ -35,6 +35,7 @@ class BenchSession:
         self._commit_info = None
         self.result_file = ResultFile(options.results_dir)
         self.complete = False
+        self.unstable_line: str | None = None
 
     # -- case outcomes ---------------------------------------------------------------------
 
@@ -52,7 +53,11 @@ class BenchSession:
             self.write()
 
     def summary_section(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, "complete": self.complete, "cases": list(self.cases.values())}
+        # measured: cases with a record. A run that measured nothing (every case skipped or failed)
+        # still keeps its reasons here; reports and compare ignore it and say so.
+        measured = sum(1 for entry in self.cases.values() if entry["status"] == "passed")
+        return {"schema_version": SCHEMA_VERSION, "complete": self.complete, "measured": measured,
+                "cases": list(self.cases.values())}
 
     # -- the result file -------------------------------------------------------------------
 
@@ -88,6 +93,18 @@ class BenchSession:
                 # Reported as failed (the record's three statuses), with why, rather than lost.
                 entry.update(status="failed", reason="interrupted (Ctrl-C) before this case finished")
         self.complete = not interrupted
+        if not interrupted:
+            self._close_stability()
+
+    def _close_stability(self) -> None:
+        """The end-of-session peak probe; every record's ``unstable`` flag is judged again with it."""
+        from bench.stability import close_session, unstable_line
+
+        benchmark_session = getattr(self.config, "_benchmarksession", None)
+        records = [bench.extra_info for bench in getattr(benchmark_session, "benchmarks", [])
+                   if isinstance(getattr(bench, "extra_info", None), dict) and "case_id" in bench.extra_info]
+        peaks = close_session(records)
+        self.unstable_line = unstable_line(records, peaks)
 
     def finish(self) -> None:
         if self.cases or self.result_file.path is not None:
@@ -104,6 +121,8 @@ class BenchSession:
             if entry["status"] != "passed":
                 terminal.write_line(f"{entry['case_id']}: {entry['status']}: {entry['reason']}")
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        if self.unstable_line:
+            terminal.write_line(self.unstable_line)
         if self.result_file.path is not None:
             terminal.write_line(f"gpusizer: {summary}; result file: {self.result_file.path}")
         else:

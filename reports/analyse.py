@@ -22,7 +22,8 @@ CONFIDENCE = 0.95
 # Enough for a stable 95% percentile interval; the compare command's default of 2000 would double the
 # report's time on hundreds of result files for endpoints that move far less than the interval is wide.
 BOOTSTRAP_RESAMPLES = 1000
-# Scaling above this fraction of perfect is more than the hardware can give: a measuring problem.
+# Scaling above this fraction of perfect is more than the hardware can give: a measuring problem. The
+# one anomaly judged here rather than by the benchmark: it needs two setups, possibly from two runs.
 SUPERLINEAR_EFFICIENCY = 1.05
 
 
@@ -57,7 +58,8 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
     # Taken out of pandas once: per-setup pandas calls cost more than the arithmetic on thousands of setups.
     columns = {name: cases[name].to_numpy(dtype=float, na_value=np.nan)
                for name in ("global_batch_size", "steps_per_round", "energy_j")}
-    columns.update({name: cases[name].to_numpy(dtype=object) for name in ("round_times_s", "flags", "run_id")})
+    columns.update({name: cases[name].to_numpy(dtype=object)
+                    for name in ("round_times_s", "flags", "unstable_reasons", "run_id")})
     rounds = pd.DataFrame.from_records([_round_summary(positions[key], columns) for key in setups.index],
                                        columns=_ROUND_COLUMNS)
     setups = pd.concat([setups.reset_index(), rounds], axis=1)
@@ -78,7 +80,7 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
 
 _ROUND_COLUMNS = ["rounds", "samples_per_s", "samples_per_s_low", "samples_per_s_high", "round_throughputs",
                   "round_times_s", "samples_trained", "joules_per_sample", "joules_per_sample_low",
-                  "joules_per_sample_high", "flags", "run_ids"]
+                  "joules_per_sample_high", "flags", "unstable_reasons", "run_ids"]
 
 
 def _round_summary(positions: np.ndarray, columns: dict) -> dict:
@@ -108,6 +110,7 @@ def _round_summary(positions: np.ndarray, columns: dict) -> dict:
         "joules_per_sample_low": joules_per_sample * median / high if high > 0 else math.nan,
         "joules_per_sample_high": joules_per_sample * median / low if low > 0 else math.nan,
         "flags": sorted({flag for p in positions for flag in columns["flags"][p]}),
+        "unstable_reasons": sorted({reason for p in positions for reason in columns["unstable_reasons"][p]}),
         "run_ids": sorted({str(columns["run_id"][p]) for p in positions}),
     }
 
@@ -148,9 +151,9 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         return (row["machine"], row["device_name"], row["preset"], row["precision"], row["scaling"],
                 batch_key, row[batch_key], strategy)
 
-    needed = setups[SETUP_KEYS + ["global_batch_size", "samples_per_s", "label"]]
+    needed = setups[SETUP_KEYS + ["global_batch_size", "samples_per_s", "label", "flags"]]
     baselines = {key(row, row["strategy"]): row for row in needed[needed["world_size"] == 1].to_dict("records")}
-    efficiency, baseline_labels = [], []
+    efficiency, baseline_labels, baseline_unstable = [], [], []
     for row in needed.to_dict("records"):
         base = baselines.get(key(row, "single"))
         if base is None:
@@ -158,8 +161,11 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         per_device = row["samples_per_s"] / row["world_size"]
         efficiency.append(math.nan if base is None else per_device / base["samples_per_s"])
         baseline_labels.append(None if base is None else base["label"])
+        baseline_unstable.append(base is not None and "unstable" in base["flags"])
     setups["scaling_efficiency"] = efficiency
     setups["scaling_baseline"] = baseline_labels
+    # A speed-up against a 1-device run measured on an unstable machine says little: render says so.
+    setups["scaling_baseline_unstable"] = baseline_unstable
 
 
 def _add_cost(setups: pd.DataFrame, prices: PriceTable | None, target_samples: float) -> None:

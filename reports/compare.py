@@ -30,8 +30,10 @@ COMPARISON_COLUMNS = (
     "baseline_round_s", "current_round_s", "baseline_median_s", "current_median_s",
     "time_ratio", "time_ratio_low", "time_ratio_high",
     "throughput_change", "throughput_change_low", "throughput_change_high",
-    "baseline_samples_per_s", "current_samples_per_s", "p_value", "min_p_value",
+    "baseline_samples_per_s", "current_samples_per_s", "p_value", "min_p_value", "baseline_run_ids",
 )
+# Verdicts that mean the case was actually compared (the gate must not pass on none of these).
+COMPARED_VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -87,22 +89,29 @@ def _shown(value: object) -> str:
 
 
 def choose_baseline_runs(runs: pd.DataFrame, fingerprints: dict[str, dict], current_fingerprint: dict,
-                         count: int, allow_different_hardware: bool) -> tuple[list[str], list[str]]:
-    """The rolling baseline: the latest ``count`` runs (by their own datetime) whose hardware
-    fingerprint equals the current one's, or simply the latest runs when different hardware is allowed.
+                         count: int, allow_different_hardware: bool,
+                         current_datetime: pd.Timestamp | None = None) -> tuple[list[str], list[str]]:
+    """The runs a rolling baseline may pool: those not newer than the current run (by their own
+    datetime; the same file given as both is compared with itself) whose hardware fingerprint equals
+    the current one's, or any such runs when different hardware is allowed. Oldest first; each case
+    then pools the latest ``count`` of them that measured it (``compare_cases``), so a run without that
+    case (or one that measured nothing, which the loader drops) takes no slot.
 
-    Returns ``(chosen run_ids, differences)``; ``differences`` is empty when the chosen runs share the
+    Returns ``(eligible run_ids, differences)``; ``differences`` is empty when the runs share the
     current fingerprint, else what differs from the latest candidate (for the "not comparable" line).
     """
+    del count  # applied per case in compare_cases
     ordered = runs.sort_values(["run_datetime", "run_id"], na_position="first")
+    if current_datetime is not None and not pd.isna(current_datetime):
+        ordered = ordered[ordered["run_datetime"].isna() | (ordered["run_datetime"] <= current_datetime)]
     run_ids = list(ordered["run_id"])
     same = [run_id for run_id in run_ids if fingerprints[run_id] == current_fingerprint]
     if same:
-        return same[-count:], []
+        return same, []
     if not run_ids:
         return [], []
     differences = fingerprint_differences(fingerprints[run_ids[-1]], current_fingerprint)
-    return (run_ids[-count:] if allow_different_hardware else []), differences
+    return (run_ids if allow_different_hardware else []), differences
 
 
 # -- which cases, and what changed -----------------------------------------------------------------
@@ -114,7 +123,8 @@ def _key(row: pd.Series) -> tuple:
 
 def compare_cases(baseline: pd.DataFrame, current: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     """One row per case in either table (COMPARISON_COLUMNS), in the current run's order, then the
-    baseline's missing cases. ``baseline`` may pool several runs; ``current`` is one run."""
+    baseline's missing cases. ``baseline`` may pool several runs; ``current`` is one run. Each case
+    pools the latest ``config.baseline_runs`` baseline runs that measured it the same way."""
     baseline_by_key: dict[tuple, list[pd.Series]] = {}  # oldest run first, so [-1] is the latest
     for _, row in baseline.sort_values(["run_datetime", "run_id"], na_position="first").iterrows():
         baseline_by_key.setdefault(_key(row), []).append(row)
@@ -146,6 +156,7 @@ def _disambiguate(comparison: pd.DataFrame) -> pd.DataFrame:
 
 def _row(source: pd.Series, verdict: str, note: str, **numbers) -> dict:
     row = {column: math.nan for column in COMPARISON_COLUMNS}
+    row["baseline_run_ids"] = []
     row.update({column: source[column] for column in ("case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS)})
     row.update(verdict=verdict, note=note, **numbers)
     return row
@@ -160,6 +171,7 @@ def _compare_one(base_rows: list[pd.Series], current: pd.Series, config: Compare
         changed = ", ".join(f"{c} {latest[c]} -> {current[c]}" for c in DESIGN_COLUMNS if latest[c] != current[c])
         return _row(current, NOT_COMPARABLE, f"measured differently: {changed}")
 
+    matching = matching[-config.baseline_runs:]  # the latest runs that measured this case
     baseline_s = np.concatenate([np.asarray(row["round_times_s"], dtype=float) for row in matching])
     current_s = np.asarray(current["round_times_s"], dtype=float)
     ratio, low, high = quantile_ratio_ci(baseline_s, current_s, config.round_quantile, confidence=config.confidence,
@@ -183,7 +195,7 @@ def _compare_one(base_rows: list[pd.Series], current: pd.Series, config: Compare
         throughput_change=change, throughput_change_low=change_low, throughput_change_high=change_high,
         baseline_samples_per_s=samples_per_round / baseline_round_s,
         current_samples_per_s=samples_per_round / current_round_s,
-        p_value=p_value, min_p_value=min_p,
+        p_value=p_value, min_p_value=min_p, baseline_run_ids=[str(row["run_id"]) for row in matching],
     )
 
 
@@ -260,10 +272,16 @@ class CompareReport:
     comparable: bool
     comparison: pd.DataFrame
     history: pd.DataFrame
+    ignored: tuple[str, ...] = ()  # input files that measured nothing (every case skipped or failed)
 
     @property
     def regressed(self) -> list[str]:
         return regressed_cases(self.comparison)
+
+    @property
+    def compared(self) -> int:
+        """Cases actually compared; 0 means the gate has nothing to say (every case new or missing)."""
+        return int(self.comparison["verdict"].isin(COMPARED_VERDICTS).sum())
 
     def count(self, verdict: str) -> int:
         return int((self.comparison["verdict"] == verdict).sum())

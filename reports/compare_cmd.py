@@ -4,7 +4,8 @@ BASELINE is a result file, or a folder of earlier runs (a rolling baseline: the 
 ``--baseline-runs`` runs with the current run's hardware fingerprint, pooled; the report then also
 shows each case's throughput over time). A pytest-benchmark storage folder
 (``--benchmark-autosave``'s ``.benchmarks/``) works too. Exit status: 0 nothing regressed, 1 something
-regressed (named on stderr), 2 bad input (including a baseline from other hardware).
+regressed (named on stderr), 2 bad input (including a baseline from other hardware), 3 nothing was
+compared (every case new or missing, or CURRENT measured nothing) unless ``--allow-missing``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from reports.errors import InputError
 from reports.load import ResultSet, hardware_fingerprint, load_results
 from reports.output import write_text
 
-EXIT_OK, EXIT_REGRESSED = 0, 1
+EXIT_OK, EXIT_REGRESSED, EXIT_NOTHING_COMPARED = 0, 1, 3
 DEFAULT_BASELINE_RUNS = CompareConfig.baseline_runs
 
 
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{CompareConfig.round_quantile} (lower quartile: robust to preempted rounds; 0.5 = median)")
     parser.add_argument("--allow-different-hardware", action="store_true",
                         help="compare even when GPU, driver, CUDA, torch (or CPU) differ; the report says what")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="exit 0 (not 3) when no case could be compared: every case new or missing, or "
+                             "CURRENT measured nothing")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown (a PR comment)")
     parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
     parser.add_argument("--html", metavar="FILE",
@@ -65,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(outputs, {args.baseline: baseline_files, args.current: current_files})
 
     current_set = load_results(current_files)
+    if current_set.runs.empty:  # every CURRENT file measured nothing: the loader set them aside
+        print(f"gpusizer compare: nothing compared: CURRENT {args.current} measured nothing (every case skipped "
+              f"or failed; ignored {', '.join(current_set.ignored)})", file=sys.stderr)
+        return EXIT_OK if args.allow_missing else EXIT_NOTHING_COMPARED
     current_run = latest_run(current_set)
     if os.path.isdir(args.baseline):
         # The current run may sit in the baseline folder (`compare results/ results/new.json`): it must
@@ -73,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
         baseline_files = [path for path in baseline_files if os.path.realpath(path) not in current_real]
     if not baseline_files:
         raise InputError(f"BASELINE {args.baseline}: holds no run other than CURRENT; give earlier result files")
-    report = build_report(load_results(baseline_files), current_set, current_run, args.baseline,
+    baseline_set = load_results(baseline_files)
+    if baseline_set.runs.empty:
+        print(f"gpusizer compare: nothing compared: BASELINE {args.baseline} measured nothing (every case skipped "
+              f"or failed; ignored {', '.join(baseline_set.ignored)})", file=sys.stderr)
+        return EXIT_OK if args.allow_missing else EXIT_NOTHING_COMPARED
+    report = build_report(baseline_set, current_set, current_run, args.baseline,
                           os.path.isdir(args.baseline), config, args.allow_different_hardware)
 
     print(compare_render.terminal(report))
@@ -84,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if report.regressed:
         print(f"gpusizer compare: regressed: {', '.join(report.regressed)}", file=sys.stderr)
         return EXIT_REGRESSED
+    if not report.compared:
+        print(f"gpusizer compare: nothing compared: {compare_render.nothing_compared_reason(report)}"
+              + ("" if args.allow_missing else "; pass --allow-missing to accept this"), file=sys.stderr)
+        return EXIT_OK if args.allow_missing else EXIT_NOTHING_COMPARED
     return EXIT_OK
 
 
@@ -91,14 +108,20 @@ def build_report(baseline_set: ResultSet, current_set: ResultSet, current_run: s
                  with_history: bool, config: CompareConfig, allow_different_hardware: bool) -> CompareReport:
     fingerprints = {run_id: hardware_fingerprint(info) for run_id, info in baseline_set.machines.items()}
     current_fingerprint = hardware_fingerprint(current_set.machines[current_run])
-    chosen, differences = choose_baseline_runs(baseline_set.runs, fingerprints, current_fingerprint,
-                                               config.baseline_runs, allow_different_hardware)
+    current_datetime = current_set.runs.set_index("run_id").loc[current_run, "run_datetime"]
+    # A rolling baseline (a folder) pools only runs older than the current one; a file is taken as given.
+    eligible, differences = choose_baseline_runs(baseline_set.runs, fingerprints, current_fingerprint,
+                                                 config.baseline_runs, allow_different_hardware,
+                                                 current_datetime if with_history else None)
     current_cases = current_set.cases[current_set.cases["run_id"] == current_run]
     if current_cases.empty:
         raise InputError(f"CURRENT {current_run}: has no finished benchmark cases; nothing to compare")
-    baseline_cases = baseline_set.cases[baseline_set.cases["run_id"].isin(chosen)]
+    baseline_cases = baseline_set.cases[baseline_set.cases["run_id"].isin(eligible)]
     current_outcomes = current_set.outcomes[current_set.outcomes["run_id"] == current_run]
     comparison = explain_missing(compare_cases(baseline_cases, current_cases, config), current_outcomes)
+    # The runs some case actually pooled (each case takes the latest runs that measured it).
+    used = {run_id for run_ids in comparison["baseline_run_ids"] for run_id in run_ids}
+    chosen = [run_id for run_id in eligible if run_id in used] or eligible[-config.baseline_runs:]
 
     history = case_history(current_cases.iloc[0:0])
     if with_history and chosen:
@@ -112,15 +135,16 @@ def build_report(baseline_set: ResultSet, current_set: ResultSet, current_run: s
         config=config,
         baseline_source=baseline_source,
         current_run=current_run,
-        current_datetime=current_set.runs.set_index("run_id").loc[current_run, "run_datetime"],
+        current_datetime=current_datetime,
         current_fingerprint=current_fingerprint,
         baseline_runs=chosen,
         baseline_datetimes=[run_times[run_id] for run_id in chosen],
         differences=differences,
         other_hardware_runs=sum(1 for fingerprint in fingerprints.values() if fingerprint != current_fingerprint),
-        comparable=bool(chosen),
+        comparable=bool(eligible),
         comparison=comparison,
         history=history,
+        ignored=tuple(baseline_set.ignored) + tuple(current_set.ignored),
     )
 
 

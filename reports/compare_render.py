@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from reports.compare import IMPROVED, INCONCLUSIVE, NOT_COMPARABLE, REGRESSED, CompareReport
+from reports.compare import IMPROVED, INCONCLUSIVE, MISSING, NEW, NOT_COMPARABLE, REGRESSED, CompareReport
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 CASE_HEADERS = ("case", "verdict", "samples/s baseline", "samples/s current", "change [{confidence:.0%} CI]",
@@ -91,12 +91,20 @@ def history_rows(report: CompareReport) -> list[tuple[str, ...]]:
     return rows
 
 
+def nothing_compared_reason(report: CompareReport) -> str:
+    parts = [f"{report.count(verdict)} {verdict}" for verdict in (NEW, MISSING, NOT_COMPARABLE)
+             if report.count(verdict)]
+    return "no case is in both the baseline and the current run" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def headline(report: CompareReport) -> str:
     if not report.comparable:
         return "NOT COMPARABLE: no baseline run has this hardware and software"
     regressed = report.regressed
     if regressed:
         return f"REGRESSED: {len(regressed)} case(s) slower: {', '.join(regressed)}"
+    if not report.compared:
+        return f"NOTHING COMPARED: {nothing_compared_reason(report)}"
     parts = [f"{report.count(IMPROVED)} improved"] if report.count(IMPROVED) else []
     if report.count(INCONCLUSIVE):
         parts.append(f"{report.count(INCONCLUSIVE)} inconclusive (too few rounds)")
@@ -127,6 +135,8 @@ def context_lines(report: CompareReport) -> list[str]:
         lines.append("DIFFERENT hardware/software: " + "; ".join(report.differences))
     if report.other_hardware_runs:
         lines.append(f"ignored: {report.other_hardware_runs} baseline run(s) from other hardware or software")
+    for ignored in report.ignored:
+        lines.append(f"ignored: {ignored}: it measured nothing")
     return lines
 
 
@@ -160,7 +170,13 @@ def _md_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def markdown(report: CompareReport) -> str:
-    marker = {True: ":x:", False: ":white_check_mark:"}[bool(report.regressed) or not report.comparable]
+    # Green only for a comparison of something that did not regress; nothing compared is a warning.
+    if report.regressed or not report.comparable:
+        marker = ":x:"
+    elif not report.compared:
+        marker = ":warning:"
+    else:
+        marker = ":white_check_mark:"
     rows = [(f"**{row[0]}**", f"**{row[1]}**", *row[2:]) if row[1] in (REGRESSED, NOT_COMPARABLE) else row
             for row in case_rows(report)]
     parts = [f"### gpusizer compare {marker} {headline(report)}", "",
@@ -188,7 +204,10 @@ def _plain(value: object) -> object:
 def to_json(report: CompareReport) -> str:
     config = report.config
     payload = {
-        "verdict": "not comparable" if not report.comparable else ("regressed" if report.regressed else "ok"),
+        "verdict": ("not comparable" if not report.comparable else "regressed" if report.regressed
+                    else "nothing compared" if not report.compared else "ok"),
+        "compared": report.compared,
+        "ignored": list(report.ignored),
         "regressed": report.regressed,
         "settings": {"threshold": config.threshold, "alpha": config.alpha, "confidence": config.confidence,
                      "baseline_runs": config.baseline_runs, "round_quantile": config.round_quantile,

@@ -16,6 +16,8 @@ import pandas as pd
 MAX_BARS = 60  # beyond this a bar or box chart is unreadable; the table has every setup
 MAX_PANELS = 24  # machines drawn side by side; beyond this the panels are too small to read
 GIB = 1024.0**3
+# Log axes get labelled ticks at 1, 2 and 5 of every decade (plotly's "D2"), readable without hovering.
+LOG_AXIS = {"type": "log", "dtick": "D2"}
 TEXT_COLUMNS = ("label", "machine", "device_name", "strategy", "precision", "preset", "series")
 
 
@@ -87,7 +89,7 @@ def _faceted_lines(plot: pd.DataFrame, y: str, y_title: str, *, log_y: bool = Fa
         y_domain = _domain(rows - 1 - row, rows, gap=0.5 / max(rows, 1) if rows > 1 else 0.0)
         layout[f"xaxis{suffix}"] = {"domain": x_domain, "anchor": f"y{suffix}", "dtick": 1,
                                     "title": {"text": "devices (GPUs; CPU: worker processes)"}}
-        layout[f"yaxis{suffix}"] = {"domain": y_domain, "anchor": f"x{suffix}", "type": "log" if log_y else "linear",
+        layout[f"yaxis{suffix}"] = {"domain": y_domain, "anchor": f"x{suffix}", **(LOG_AXIS if log_y else {}),
                                     "title": {"text": y_title if column == 0 else ""}}
         layout["annotations"].append({"text": machine, "showarrow": False, "xref": "paper", "yref": "paper",
                                       "x": sum(x_domain) / 2, "y": y_domain[1], "yanchor": "bottom",
@@ -129,13 +131,19 @@ def cost_time_chart(data: pd.DataFrame, target_samples: float, currency: str | N
     figure = px.scatter(plot, x="time_h", y="cost_to_target", color="machine", symbol="preset",
                         error_x="time_err_plus", error_x_minus="time_err_minus", hover_name="label",
                         log_x=True, log_y=True,
-                        labels={"time_h": f"time to train {target_samples:,.0f} samples (h)",
-                                "cost_to_target": f"cost to train {target_samples:,.0f} samples ({currency})"})
+                        labels={"time_h": f"time to train {target_samples:,.0f} samples (h, log scale)",
+                                "cost_to_target": f"cost to train {target_samples:,.0f} samples "
+                                                  f"({currency}, log scale)"})
+    figure.update_xaxes(**LOG_AXIS)
+    figure.update_yaxes(**LOG_AXIS)
     for preset, group in plot[plot["on_frontier"]].groupby("preset"):
         group = group.sort_values("time_h")
-        figure.add_trace(go.Scatter(x=group["time_h"], y=group["cost_to_target"], mode="lines",
-                                    line={"dash": "dash", "color": "black"}, name=f"frontier ({preset})",
-                                    hoverinfo="skip"))
+        # The frontier is drawn on top, solid and thick, its points named: readable without hovering.
+        names = [f"{row.strategy} {row.world_size}× {row.precision}" for row in group.itertuples()]
+        figure.add_trace(go.Scatter(x=group["time_h"], y=group["cost_to_target"], mode="lines+markers+text",
+                                    text=names, textposition="top right", textfont={"size": 11},
+                                    line={"color": "black", "width": 3}, marker={"size": 9, "color": "black"},
+                                    name=f"frontier ({preset})", hoverinfo="skip"))
     return Chart("cost_time", title, _finish(figure, title, plot))
 
 
@@ -169,7 +177,8 @@ def memory_chart(data: pd.DataFrame) -> Chart:
                    marker={"symbol": "line-ew-open", "size": 24, "line": {"width": 3}, "color": "red"}),
     ])
     # Log scale: a few hundred MiB used next to tens of GiB of capacity must both stay visible.
-    figure.update_layout(xaxis_title="setup", yaxis_title="memory per device (GiB, log scale)", yaxis_type="log")
+    figure.update_layout(xaxis_title="setup", yaxis_title="memory per device (GiB, log scale)")
+    figure.update_yaxes(**LOG_AXIS)
     return Chart("memory", title, _finish(figure, title, plot), note)
 
 
@@ -184,6 +193,7 @@ def round_time_chart(data: pd.DataFrame) -> Chart:
     rounds["round_time_ms"] = rounds["round_times_s"].astype(float) * 1000.0
     figure = px.box(rounds, x="label", y="round_time_ms", color="machine", points="all", log_y=True,
                     labels={"label": "setup", "round_time_ms": "round time (ms, log scale)"})
+    figure.update_yaxes(**LOG_AXIS)
     return Chart("round_times", title, _finish(figure, title, plot), note)
 
 

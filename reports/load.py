@@ -66,6 +66,7 @@ CASE_COLUMNS: dict[str, str] = {
     "throttle_fraction": "float64",  # the largest thermal or power throttle share of any device
     "telemetry_source": "string",
     "flags": "object",
+    "unstable_reasons": "object",  # the benchmark's one-line reasons for the "unstable" flag ([] when stable)
     "baseline_only": "boolean",
     "timing_gap_fraction": "float64",
 }
@@ -126,6 +127,9 @@ class ResultSet:
     outcomes: pd.DataFrame
     runs: pd.DataFrame
     machines: dict[str, dict] = field(default_factory=dict)
+    # Files that measured nothing (``measured: 0``: every case skipped or failed): no row in ``runs``
+    # or ``cases`` (so no place in a rolling baseline), their outcomes kept; "path (N skipped, M failed)".
+    ignored: tuple[str, ...] = ()
 
     @property
     def paths(self) -> list[str]:
@@ -139,9 +143,17 @@ def load_results(paths: list[str]) -> ResultSet:
     outcome_rows: list[dict] = []
     run_rows: list[dict] = []
     machines: dict[str, dict] = {}
+    ignored: list[str] = []
     for path in files:
         payload = read_json(path)
         run = parse_run(path, payload)
+        if not run["cases"]:
+            # Measured nothing: no run row (it takes no place in a rolling baseline), but the reasons
+            # of its skips and failures are data and stay in the outcomes.
+            counts = run["run"]
+            ignored.append(f"{path} ({counts['skipped']} skipped, {counts['failed']} failed)")
+            outcome_rows.extend(run["outcomes"])
+            continue
         machines[path] = run["machine_info"]
         case_rows.extend(run["cases"])
         outcome_rows.extend(run["outcomes"])
@@ -151,6 +163,7 @@ def load_results(paths: list[str]) -> ResultSet:
         outcomes=_frame(outcome_rows, OUTCOME_COLUMNS),
         runs=_frame(run_rows, RUN_COLUMNS),
         machines=machines,
+        ignored=tuple(ignored),
     )
 
 
@@ -374,6 +387,8 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         "throttle_fraction": _throttle(devices),
         "telemetry_source": _text(telemetry.get("source")),
         "flags": sorted({str(flag) for flag in flags}),
+        "unstable_reasons": [str(reason) for reason in record.get("unstable_reasons") or []
+                             if isinstance(reason, str)] if isinstance(record.get("unstable_reasons"), list) else [],
         "baseline_only": bool(baseline_only) if isinstance(baseline_only, bool) else record["strategy"] == "dp",
         "timing_gap_fraction": _number_or_nan(gap),
     }

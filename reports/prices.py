@@ -78,19 +78,35 @@ def load_prices(path: str) -> PriceTable:
         text = file.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"prices file {path}: cannot be read as UTF-8 text ({error})") from None
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
+    # Comments and blank lines are skipped, but every error names the file's real line number.
+    kept = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not kept:
         raise InputError(f"prices file {path}: is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}")
-    reader = csv.DictReader(lines)
+    reader = csv.DictReader(line for _, line in kept)
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
-        raise InputError(f"prices file {path}: missing column {', '.join(missing)}; required: "
-                         f"{', '.join(REQUIRED_COLUMNS)} (optional: currency)")
+        hint = ""
+        if ";" in kept[0][1] and len(header) < len(REQUIRED_COLUMNS):
+            hint = (" (the header is separated by ';': the file looks semicolon-separated, as spreadsheets write "
+                    "it in some locales; save it with ',' as the delimiter)")
+        raise InputError(f"prices file {path}: line {kept[0][0]}: missing column {', '.join(missing)}; required: "
+                         f"{', '.join(REQUIRED_COLUMNS)} (optional: currency){hint}")
     prices = []
-    for number, raw in enumerate(reader, start=2):
+    first_line: dict[str, int] = {}  # match (case-folded, as find compares) -> the line that set it
+    consumed = 1  # kept lines the reader has used so far (the header)
+    for raw in reader:
+        number = kept[consumed][0]  # the record's first line (a quoted field may span several)
+        consumed = reader.line_num
         row = {(key or "").strip(): (value or "").strip() for key, value in raw.items() if key is not None}
-        prices.append(_price(path, number, row))
+        price = _price(path, number, row)
+        key = price.match.casefold()
+        if key in first_line:
+            raise InputError(f"prices file {path}: lines {first_line[key]} and {number} both have match "
+                             f"{price.match!r}; allowed: one row per match (delete or merge one of them)")
+        first_line[key] = number
+        prices.append(price)
     if not prices:
         raise InputError(f"prices file {path}: has a header but no prices")
     currencies = sorted({price.currency for price in prices})
@@ -101,7 +117,7 @@ def load_prices(path: str) -> PriceTable:
 
 
 def _price(path: str, number: int, row: dict) -> Price:
-    where = f"prices file {path}: row {number}"
+    where = f"prices file {path}: line {number}"
     raw_price = row.get("price_per_hour", "")
     try:
         price_per_hour = float(raw_price)

@@ -18,11 +18,16 @@ import pandas as pd
 from reports.analyse import SUPERLINEAR_EFFICIENCY
 from reports.load import ResultSet
 
-# Thresholds for warnings. The timing-gap limit is the one bench/record.py flags with.
-TIMING_GAP_LIMIT = 0.03
-THROTTLE_LIMIT = 0.05  # share of sampled time a GPU was thermally or power throttled
-LOW_UTILISATION_PCT = 50.0
-MEMORY_HEADROOM_LIMIT = 0.10
+# The benchmark judges every anomaly when it writes the record (bench/flags.py, docs/record.md); the
+# report reads the flags and never re-judges with thresholds of its own. Each flag's number shown with it:
+FLAG_VALUES = {
+    "mfu_above_peak": "mfu",
+    "throttled": "throttle_fraction",
+    "low_utilisation": "util_mean_pct",
+    "timing_gap": "timing_gap_fraction",
+    "memory_near_capacity": "memory_headroom_fraction",
+}
+UNSTABLE = "unstable"
 RUNNERS_UP = 3
 
 
@@ -57,6 +62,8 @@ class Pick:
     runners_up: tuple[dict, ...] = ()  # the next setups by point estimate, with their ranks
     next_clearly_worse: dict | None = None  # the best setup that the winner clearly beats
     candidates: int = 0
+    # Setups measured on an unstable machine: never ranked clearly better or worse than another.
+    withheld: tuple[dict, ...] = ()
     not_judged: str | None = None  # why none: a key of render.NOT_JUDGED_TEXT
 
 
@@ -132,29 +139,39 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
         return Pick(objective, workload, not_judged="no_energy" if objective is LEAST_ENERGY else "no_candidates"), \
             empty
     column = objective.column
-    ranks = dominance_ranks(candidates[column], candidates[f"{column}_low"], candidates[f"{column}_high"],
-                            objective.higher_is_better)
-    ordered = candidates.assign(**{f"rank_{objective.key}": ranks}).sort_values(
-        [f"rank_{objective.key}", column], ascending=[True, not objective.higher_is_better])
+    # An unstable setup's interval says nothing about the machine's real speed: it counts as unknown,
+    # so it is never clearly better or worse than another, and a stable setup is preferred at equal rank.
+    unstable = candidates["flags"].map(lambda flags: UNSTABLE in flags).astype(bool)
+    low = candidates[f"{column}_low"].where(~unstable)
+    high = candidates[f"{column}_high"].where(~unstable)
+    ranks = dominance_ranks(candidates[column], low, high, objective.higher_is_better)
+    ordered = candidates.assign(**{f"rank_{objective.key}": ranks, "_unstable": unstable}).sort_values(
+        [f"rank_{objective.key}", "_unstable", column], ascending=[True, True, not objective.higher_is_better])
     best = ordered.iloc[0]
-    overlaps = _overlaps(best, ordered, column)
+    overlaps = _overlaps(best, ordered, low.reindex(ordered.index), high.reindex(ordered.index))
     tied = ordered.iloc[1:][overlaps.iloc[1:]]
     clearly_worse = ordered.iloc[1:][~overlaps.iloc[1:]]
+    # Runners-up by point estimate (their rank shown beside), so a faster setup never reads as worse.
+    runners_up = ordered.iloc[1:].sort_values(column, ascending=not objective.higher_is_better)
+    records = ordered.drop(columns="_unstable")
     pick = Pick(
         objective=objective,
         workload=workload,
-        best=best.to_dict(),
-        tied=tuple(tied.to_dict("records")),
-        runners_up=tuple(ordered.iloc[1:1 + RUNNERS_UP].to_dict("records")),
-        next_clearly_worse=clearly_worse.iloc[0].to_dict() if not clearly_worse.empty else None,
+        best=records.loc[best.name].to_dict(),
+        tied=tuple(records.loc[tied.index].to_dict("records")),
+        runners_up=tuple(records.loc[runners_up.index[:RUNNERS_UP]].to_dict("records")),
+        next_clearly_worse=records.loc[clearly_worse.index[0]].to_dict() if not clearly_worse.empty else None,
         candidates=len(ordered),
+        # Only where there was something to compare with.
+        withheld=tuple(records[ordered["_unstable"]].to_dict("records")) if len(ordered) > 1 else (),
     )
     return pick, ranks
 
 
-def _overlaps(best: pd.Series, ordered: pd.DataFrame, column: str) -> pd.Series:
-    low, high = ordered[f"{column}_low"], ordered[f"{column}_high"]
-    best_low, best_high = best[f"{column}_low"], best[f"{column}_high"]
+def _overlaps(best: pd.Series, ordered: pd.DataFrame, low: pd.Series, high: pd.Series) -> pd.Series:
+    """Which setups the best cannot be told apart from; a missing interval (one round, or unstable)
+    overlaps everything."""
+    best_low, best_high = low[best.name], high[best.name]
     if not (math.isfinite(best_low) and math.isfinite(best_high)):
         return pd.Series(True, index=ordered.index)
     unknown = ~(np.isfinite(low) & np.isfinite(high))
@@ -175,28 +192,27 @@ def _frontier(candidates: pd.DataFrame) -> pd.Series:
 
 
 def _findings(setups: pd.DataFrame, results: ResultSet, priced: bool):
-    """Warnings that could change the decision, most serious first."""
+    """Warnings that could change the decision, most serious first (render orders them by kind)."""
+    for ignored in results.ignored:
+        yield Finding("ignored_run", ignored)
     yield from _case_findings(results.outcomes, "failed")
     for run_id in results.runs.loc[~results.runs["complete"].fillna(True).astype(bool), "run_id"]:
         yield Finding("incomplete_run", str(run_id))
-    needed = ["label", "flags", "scaling_efficiency", "mfu", "throttle_fraction", "telemetry_source", "util_mean_pct",
-              "timing_gap_fraction", "memory_headroom_fraction", "baseline_only", "price_per_hour", "machine",
-              "device_name"]
+    unstable_rows = setups[setups["flags"].map(lambda flags: UNSTABLE in flags).astype(bool)]
+    for row in unstable_rows[["label", "unstable_reasons"]].to_dict("records"):
+        yield Finding(UNSTABLE, row["label"], detail="; ".join(row["unstable_reasons"]) or "no reason recorded")
+    needed = ["label", "flags", "scaling_efficiency", "baseline_only", "price_per_hour", "machine", "device_name",
+              *FLAG_VALUES.values()]
     for row in setups[needed].to_dict("records"):
-        label, flags = row["label"], set(row["flags"])
+        label = row["label"]
         if row["scaling_efficiency"] > SUPERLINEAR_EFFICIENCY:
             yield Finding("superlinear", label, value=row["scaling_efficiency"])
-        if "mfu_above_peak" in flags or row["mfu"] > 1.0:
-            yield Finding("mfu_above_peak", label, value=row["mfu"])
-        if "throttled" in flags or row["throttle_fraction"] > THROTTLE_LIMIT:
-            yield Finding("throttled", label, value=_finite(row["throttle_fraction"]))
-        gpu_idle = row["telemetry_source"] == "nvml" and row["util_mean_pct"] < LOW_UTILISATION_PCT
-        if "low_utilisation" in flags or gpu_idle:
-            yield Finding("low_utilisation", label, value=_finite(row["util_mean_pct"]))
-        if "timing_gap" in flags or row["timing_gap_fraction"] > TIMING_GAP_LIMIT:
-            yield Finding("timing_gap", label, value=row["timing_gap_fraction"])
-        if "memory_near_capacity" in flags or row["memory_headroom_fraction"] < MEMORY_HEADROOM_LIMIT:
-            yield Finding("memory_near_capacity", label, value=_finite(row["memory_headroom_fraction"]))
+        # Every flag the benchmark set, known or new (a new flag reaches the reader with no change here).
+        for flag in row["flags"]:
+            if flag in (UNSTABLE, "baseline_only"):
+                continue
+            column = FLAG_VALUES.get(flag)
+            yield Finding(flag, label, value=_finite(row[column]) if column else None)
         if row["baseline_only"]:
             yield Finding("baseline_only", label)
         if priced and not math.isfinite(row["price_per_hour"]):
@@ -211,10 +227,12 @@ def _findings(setups: pd.DataFrame, results: ResultSet, priced: bool):
 
 def _case_findings(outcomes: pd.DataFrame, status: str):
     """One finding per machine, case and reason, however many runs repeated it (the count is kept)."""
-    chosen = outcomes[outcomes["status"] == status].fillna({"reason": "no reason recorded"})
-    for (machine, case_id, reason), group in chosen.groupby(["machine", "case_id", "reason"], sort=False):
+    chosen = outcomes[outcomes["status"] == status].fillna({"reason": "no reason recorded", "device_type": "?"})
+    # The id carries the device type: a case skipped on cuda and measured on cpu are different cases.
+    for (machine, case_id, device_type, reason), group in chosen.groupby(
+            ["machine", "case_id", "device_type", "reason"], sort=False):
         runs = group["run_id"].nunique()
-        subject = f"{machine}: {case_id}" + (f" (in {runs} runs)" if runs > 1 else "")
+        subject = f"{machine}: {case_id} on {device_type}" + (f" (in {runs} runs)" if runs > 1 else "")
         yield Finding(status, subject, detail=str(reason))
 
 

@@ -20,6 +20,11 @@ from reports.recommend import Finding, Pick, Recommendation
 
 # How each warning reads, most decision-changing first. {subject} and {value} are filled per finding.
 FINDING_TEXT = {
+    "unstable": ("Unstable machine: comparisons withheld",
+                 ("{subject} was measured while the machine was not steady ({detail}); it is never ranked "
+                  "clearly better or worse than another setup: measure it again on a quiet machine")),
+    "ignored_run": ("Result files ignored", ("{subject} measured nothing (every case skipped or failed), so it was "
+                                            "ignored")),
     "failed": ("Failed cases", "{subject} failed: {detail}"),
     "incomplete_run": ("Incomplete runs", "{subject} was cut short or was still running; cases may be missing"),
     "superlinear": ("Suspicious scaling (above 105%)",
@@ -133,10 +138,14 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
             text += f", {fmt_number(ratio)}× the next clearly slower setup"
         if math.isfinite(best.get("scaling_efficiency", math.nan)) and best["world_size"] > 1:
             text += f", scaling at {fmt_pct(best['scaling_efficiency'])} of perfect on {best['world_size']} devices"
+            if best.get("scaling_baseline_unstable"):
+                text += " (against a 1-device run measured on an unstable machine: not to be trusted)"
         if key == "within_budget":
             text += (f"; training {target} samples takes {fmt_duration(best['time_to_target_s'])} and costs "
                      f"{fmt_money(best['cost_to_target'], context.currency)}, within the budget of "
                      f"{fmt_money(context.budget, context.currency)}")
+        else:
+            text += "; " + to_target_text(best, context)
     elif key == "cheapest":
         interval = fmt_interval(best["cost_per_million_samples_low"], best["cost_per_million_samples_high"])
         text = (f"{best['label']} costs {fmt_money(best['cost_per_million_samples'], context.currency)} per "
@@ -146,8 +155,77 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
                 f"{fmt_money(best['cost_to_target'], context.currency)}")
     else:
         text = (f"{best['label']} uses {fmt_number(best['joules_per_sample'])} J/sample "
-                f"({fmt_interval(best['joules_per_sample_low'], best['joules_per_sample_high'])})")
+                f"({fmt_interval(best['joules_per_sample_low'], best['joules_per_sample_high'])}); "
+                + to_target_text(best, context))
     return text + _caution(best) + "."
+
+
+def to_target_text(row: dict, context: ReportContext) -> str:
+    """``1,000,000,000 samples take 3.2 h (and cost 41 USD)``: what the pick means for the user's target."""
+    text = f"{context.target_samples:,.0f} samples take {fmt_duration(row['time_to_target_s'])}"
+    cost = row.get("cost_to_target", math.nan)
+    if context.currency and cost is not None and math.isfinite(cost):
+        text += f" and cost {fmt_money(cost, context.currency)}"
+    return text
+
+
+def bottom_line(recommendation: Recommendation, context: ReportContext, workload: str) -> str:
+    """One sentence first: which setup, why, and its time and cost to the target. Across the objectives
+    the user gave: the fastest without prices; with prices the cheapest (within the budget, if given)."""
+    picks = {pick.objective.key: pick for pick in recommendation.picks if pick.workload == workload}
+    key = "cheapest" if recommendation.priced and picks.get("cheapest") and picks["cheapest"].best else "fastest"
+    pick = picks.get(key)
+    if pick is None or pick.best is None:
+        reason = NOT_JUDGED_TEXT[pick.not_judged] if pick is not None and pick.not_judged else "nothing measured"
+        return f"No choice: {reason.format(budget=fmt_money(context.budget, context.currency))}."
+    best = pick.best
+    if key == "fastest":
+        why = f"the fastest at {fmt_number(best['samples_per_s'])} samples/s"
+        if pick.next_clearly_worse is not None:
+            ratio = best["samples_per_s"] / pick.next_clearly_worse["samples_per_s"]
+            why += f", {fmt_number(ratio)}× the next clearly slower setup"
+    else:
+        why = (f"the cheapest per sample at {fmt_money(best['cost_per_million_samples'], context.currency)} per "
+               f"million samples")
+        if context.budget is not None:
+            fits = best["cost_to_target"] <= context.budget
+            why += (f", within the budget of {fmt_money(context.budget, context.currency)}" if fits else
+                    f", but even it costs more than the budget of {fmt_money(context.budget, context.currency)}")
+    if pick.tied:
+        why += f" (not distinguishable from {_count(len(pick.tied), 'other setup')})"
+    text = f"Choose {best['label']}: {why}; {to_target_text(best, context)}"
+    if "unstable" in best.get("flags", []):
+        text += "; but it was measured on an unstable machine, so this choice is not confirmed"
+    return text + "."
+
+
+def withheld_sentence(pick: Pick) -> str | None:
+    """Which comparisons were not made, and why (the setups measured on an unstable machine)."""
+    if not pick.withheld:
+        return None
+    names = ", ".join(row["label"] for row in pick.withheld)
+    return (f"Comparisons withheld: {names} {'was' if len(pick.withheld) == 1 else 'were'} measured on an unstable "
+            f"machine (see the warnings), so {'it is' if len(pick.withheld) == 1 else 'they are'} not ranked as "
+            f"clearly better or worse than any other setup.")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 result file``, ``2 result files``: counts agree in number."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def answer_notes(recommendation: Recommendation, context: ReportContext) -> list[str]:
+    """What a reader needs once to read the answer right: ranks, one machine, CPU processes."""
+    notes = [("Rank N means N-1 setups are clearly better (their 95% intervals do not overlap): rank 1 = none is, "
+              "rank 2 = one setup is clearly faster (or cheaper). Setups sharing a rank are not distinguishable.")]
+    if context.machines == 1:
+        notes.append("One machine measured; to choose between GPUs, run `pytest bench/` on each candidate and pass "
+                     "all the files.")
+    setups = recommendation.setups
+    if not setups.empty and (setups["device_type"] == "cpu").any():
+        notes.append("On a CPU, world size N means N worker processes sharing the same cores, not N devices; "
+                     "\"(proc)\" in a setup's name marks this.")
+    return notes
 
 
 def _caution(best: dict) -> str:
@@ -170,13 +248,26 @@ def runner_up_text(row: dict, pick: Pick, currency: str | None) -> str:
     rank = row.get(f"rank_{pick.objective.key}", math.nan)
     value = (fmt_money(row[column], currency) if column.startswith("cost") else fmt_number(row[column]))
     rank_text = f"rank {rank:.0f}" if math.isfinite(rank) else "unranked"
-    return (f"{rank_text}: {row['label']} — {value} {pick.objective.unit} "
-            f"({fmt_interval(row[f'{column}_low'], row[f'{column}_high'])})")
+    return (f"{row['label']} — {value} {pick.objective.unit} "
+            f"({rank_text}; {fmt_interval(row[f'{column}_low'], row[f'{column}_high'])})")
+
+
+# A flag this report has no words for yet (a newer benchmark's) is still shown, under its own name.
+GENERIC_FLAG_TEXT = ("Flagged by the benchmark: {kind}",
+                     "{subject}: the benchmark flagged it `{kind}` (docs/record.md says what that means)")
+
+
+def _finding_words(kind: str) -> tuple[str, str]:
+    if kind in FINDING_TEXT:
+        return FINDING_TEXT[kind]
+    title, text = GENERIC_FLAG_TEXT
+    safe = kind.replace("{", "{{").replace("}", "}}")  # the text is formatted again with the finding's values
+    return title.format(kind=kind), text.replace("{kind}", safe)
 
 
 def finding_text(finding: Finding) -> str:
     value = finding.value
-    return FINDING_TEXT[finding.kind][1].format(
+    return _finding_words(finding.kind)[1].format(
         subject=finding.subject, detail=finding.detail or "no reason recorded",
         value_pct=fmt_pct(value) if value is not None else "n/a",
         value_plain=fmt_number(value) if value is not None else "n/a")
@@ -186,7 +277,8 @@ def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, list[Find
     groups: dict[str, list[Finding]] = {}
     for finding in findings:
         groups.setdefault(finding.kind, []).append(finding)
-    return [(FINDING_TEXT[kind][0], groups[kind]) for kind in FINDING_TEXT if kind in groups]
+    kinds = [kind for kind in FINDING_TEXT if kind in groups] + [kind for kind in groups if kind not in FINDING_TEXT]
+    return [(_finding_words(kind)[0], groups[kind]) for kind in kinds]
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -241,6 +333,29 @@ def write_csv(setups: pd.DataFrame, path: Path) -> None:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
+def html_text(text: str) -> str:
+    """Escaped text in which Markdown's `code` marks become <code>, rather than showing literally."""
+    parts = html.escape(str(text)).split("`")
+    if len(parts) % 2 == 0:  # an unpaired mark: leave the text as it is
+        return html.escape(str(text))
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+CHART_CAPTIONS = {
+    "throughput": ("Samples per second over all devices (log scale) against the device count; one line per "
+                   "strategy, precision and batch; bars: 95% intervals. Higher is better."),
+    "scaling": ("Per-device throughput over the same machine's 1-device throughput, in %; 100% is perfect scaling. "
+                "On a CPU extra processes share the same cores, so this shows communication overhead."),
+    "cost_time": ("Each point a setup: time (log scale) and cost (log scale) to train the target. Labelled points "
+                  "on the solid black line are the frontier: no other setup is both faster and cheaper."),
+    "energy": "Joules per training sample for each setup, with its 95% interval. Lower is better.",
+    "memory": ("Peak memory per device (bar, log scale) against the device's capacity (red mark). A bar near its "
+               "mark leaves no room for a larger batch or model."),
+    "round_times": ("Every measured round's time in ms (log scale), one box per setup: a wide box or far points "
+                    "mean a noisy measurement."),
+}
+
+
 # Registered before plotly.js runs, so that a script error anywhere on the page is recorded in the DOM
 # (a headless browser test reads it back) as well as shown to the reader.
 _ERROR_CATCHER = """
@@ -259,6 +374,12 @@ _STATUS_SCRIPT = """
       function (div) { return div.querySelector(".main-svg") !== null; }).length;
     status.setAttribute("data-plots-drawn", String(drawn));
     status.setAttribute("data-errors", window.gpusizerErrors.join(" | "));
+    // How far the answer section and the page reach past their width (0: no horizontal scroll).
+    var answer = document.getElementById("answer");
+    status.setAttribute("data-answer-overflow-px", String(answer ? answer.scrollWidth - answer.clientWidth : -1));
+    status.setAttribute("data-page-overflow-px",
+      String(document.documentElement.scrollWidth - document.documentElement.clientWidth));
+    status.setAttribute("data-viewport-px", String(document.documentElement.clientWidth));
     status.textContent = drawn + " of " + status.getAttribute("data-plots-expected") + " charts drawn" +
       (window.gpusizerErrors.length ? "; script errors: " + window.gpusizerErrors.join(" | ") : "");
   }
@@ -273,7 +394,10 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; font-size: .85em; } td, th { border: 1px solid #ddd; padding: .25em .5em; }
 th { background: #f4f4f4; position: sticky; top: 0; } .pick { margin: .4em 0 .8em 0; }
 .note { color: #666; font-style: italic; } .warn li { margin-bottom: .2em; } .meta td:first-child { font-weight: 600; }
-.scroll { overflow-x: auto; max-height: 40em; }
+.scroll { overflow-x: auto; max-height: 40em; } td.setup { white-space: nowrap; }
+.bottom { font-size: 1.15em; background: #eef6ee; border-left: 4px solid #2a7a2a; padding: .5em .8em; }
+.caption { color: #444; font-size: .9em; margin: .2em 0 1.5em 0; } code { background: #f2f2f2; padding: 0 .2em; }
+#answer { overflow-wrap: anywhere; }
 """
 
 
@@ -292,24 +416,28 @@ def render_html(recommendation: Recommendation, charts: list[Chart], context: Re
         "</head><body>",
         "<h1>gpusizer report: which GPU and setup to choose</h1>",
         _html_meta(context),
+        '<section id="answer">',
         "<h2>The answer</h2>",
         _html_picks(recommendation, context),
         "<h2>Warnings that could change the decision</h2>",
         _html_findings(recommendation.findings),
+        "</section>",
         "<h2>Charts</h2>",
     ]
     for chart in charts:
         if chart.figure is None:  # a drawn chart carries its own title
             parts.append(f"<h3>{html.escape(chart.title)}</h3>")
-        if chart.note:
-            parts.append(f'<p class="note">{html.escape(chart.note)}</p>')
         if chart.figure is not None:
             parts.append(to_html(chart.figure, include_plotlyjs=False, full_html=False, div_id=f"chart-{chart.key}",
                                  validate=False, config={"responsive": True, "displaylogo": False}))
+        # One caption beneath each chart: what it shows, then what was left out or why it is not drawn.
+        caption = " ".join(text for text in (CHART_CAPTIONS.get(chart.key) if chart.figure is not None else None,
+                                             chart.note) if text)
+        if caption:
+            parts.append(f'<p class="caption">{html.escape(caption)}</p>')
     parts += [
         "<h2>Every setup</h2>",
-        ('<p class="note">Rank = 1 + the number of setups that are clearly better (their 95% interval does not '
-        "overlap). Setups sharing a rank are not distinguishable. Scaling efficiency is against the same "
+        ('<p class="note">Ranks as in the answer. Scaling efficiency is against the same '
         "machine's 1-device run; MFU against the matmul peak measured in the same session.</p>"),
         '<div class="scroll">' + _html_table(display_table(recommendation.setups, context.currency)) + "</div>",
         "<h2>Method</h2>",
@@ -328,8 +456,8 @@ def _html_meta(context: ReportContext) -> str:
     budget = fmt_money(context.budget, context.currency) + " total for the target" if context.budget else "none given"
     rows = [
         ("made", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-        ("from", (f"{context.files} result files ({_shortened(context.inputs)}), {context.machines} machines, "
-                 f"{context.cases} measured cases")),
+        ("from", (f"{_count(context.files, 'result file')} ({_shortened(context.inputs)}), "
+                 f"{_count(context.machines, 'machine')}, {_count(context.cases, 'measured case')}")),
         ("target", f"{context.target_samples:,.0f} samples (change with --target-samples)"),
         ("prices", prices),
         ("budget", budget),
@@ -348,19 +476,26 @@ def _shortened(inputs: tuple[str, ...], shown: int = 5) -> str:
 def _html_picks(recommendation: Recommendation, context: ReportContext) -> str:
     if not recommendation.picks:
         return "<p>No case passed in these files, so there is nothing to recommend; see the warnings.</p>"
+    workloads = list(dict.fromkeys(pick.workload for pick in recommendation.picks))
     parts = []
-    for workload in dict.fromkeys(pick.workload for pick in recommendation.picks):
+    for workload in workloads:
+        prefix = f"Model preset {workload}: " if len(workloads) > 1 else ""
+        parts.append(f'<p class="bottom"><b>{html.escape(prefix)}</b>'
+                     f"{html_text(bottom_line(recommendation, context, workload))}</p>")
+    parts.append('<ul class="note">' + "".join(f"<li>{html_text(note)}</li>"
+                                               for note in answer_notes(recommendation, context)) + "</ul>")
+    for workload in workloads:
         parts.append(f"<h3>Workload: model preset {html.escape(workload)}</h3><ul>")
         for pick in (p for p in recommendation.picks if p.workload == workload):
             parts.append(f'<li class="pick"><b>{html.escape(pick.objective.title)}:</b> '
-                         f"{html.escape(pick_sentence(pick, context))}")
-            tie = tie_sentence(pick)
-            if tie:
-                parts.append(f"<br><i>{html.escape(tie)}</i>")
+                         f"{html_text(pick_sentence(pick, context))}")
+            for extra in (tie_sentence(pick), withheld_sentence(pick)):
+                if extra:
+                    parts.append(f"<br><i>{html_text(extra)}</i>")
             if pick.runners_up:
-                items = "".join(f"<li>{html.escape(runner_up_text(row, pick, context.currency))}</li>"
+                items = "".join(f"<li>{html_text(runner_up_text(row, pick, context.currency))}</li>"
                                 for row in pick.runners_up)
-                parts.append(f"<br>Runners-up:<ol>{items}</ol>")
+                parts.append(f"<br>Runners-up, by {html.escape(pick.objective.unit)}:<ul>{items}</ul>")
             parts.append("</li>")
         parts.append("</ul>")
     return "\n".join(parts)
@@ -371,7 +506,7 @@ def _html_findings(findings: tuple[Finding, ...]) -> str:
         return "<p>None.</p>"
     parts = []
     for title, group in grouped_findings(findings):
-        items = "".join(f"<li>{html.escape(finding_text(finding))}</li>" for finding in group)
+        items = "".join(f"<li>{html_text(finding_text(finding))}</li>" for finding in group)
         parts.append(f'<h3>{html.escape(title)} ({len(group)})</h3><ul class="warn">{items}</ul>')
     return "\n".join(parts)
 
@@ -380,8 +515,10 @@ def _html_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "<p>No measured setups.</p>"
     head = "".join(f"<th>{html.escape(str(column))}</th>" for column in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(value))}</td>" for value in row) + "</tr>"
-                   for row in table.itertuples(index=False))
+    # The setup's name never wraps: the table scrolls sideways in its own box instead.
+    classes = ['class="setup"' if column == "setup" else "" for column in table.columns]
+    body = "".join("<tr>" + "".join(f"<td {cls}>{html.escape(str(value))}</td>" for cls, value in zip(classes, row))
+                   + "</tr>" for row in table.itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -406,17 +543,25 @@ def render_markdown(recommendation: Recommendation, context: ReportContext, html
         return html.escape(text, quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
     lines = ["# gpusizer report: which GPU and setup to choose", "",
-             (f"From {context.files} result files, {context.machines} machines, {context.cases} measured cases. "
+             (f"From {_count(context.files, 'result file')}, {_count(context.machines, 'machine')}, "
+              f"{_count(context.cases, 'measured case')}. "
              f"Target: {context.target_samples:,.0f} samples. Prices: "
              f"{md(context.prices_path) if context.prices_path else 'none (cost not judged)'}. "
              f"Full report with charts: {md(html_name)}"), ""]
-    for workload in dict.fromkeys(pick.workload for pick in recommendation.picks):
+    workloads = list(dict.fromkeys(pick.workload for pick in recommendation.picks))
+    for workload in workloads:
+        prefix = f"Model preset {md(workload)}: " if len(workloads) > 1 else ""
+        lines.append(f"**{prefix}{md(bottom_line(recommendation, context, workload))}**")
+        lines.append("")
+    if workloads:
+        lines += [f"- {md(note)}" for note in answer_notes(recommendation, context)] + [""]
+    for workload in workloads:
         lines += [f"## Workload: {md(workload)}", ""]
         for pick in (p for p in recommendation.picks if p.workload == workload):
             lines.append(f"- **{pick.objective.title}:** {md(pick_sentence(pick, context))}")
-            tie = tie_sentence(pick)
-            if tie:
-                lines.append(f"  - {md(tie)}")
+            for extra in (tie_sentence(pick), withheld_sentence(pick)):
+                if extra:
+                    lines.append(f"  - {md(extra)}")
             for row in pick.runners_up:
                 lines.append(f"  - runner-up {md(runner_up_text(row, pick, context.currency))}")
         lines.append("")
@@ -424,7 +569,7 @@ def render_markdown(recommendation: Recommendation, context: ReportContext, html
         lines += ["No case passed in these files, so there is nothing to recommend.", ""]
     lines += ["## Warnings", ""]
     for title, group in grouped_findings(recommendation.findings):
-        lines.append(f"- **{title}** ({len(group)})")
+        lines.append(f"- **{md(title)}** ({len(group)})")
         for finding in group[:MARKDOWN_LIST_LIMIT]:
             lines.append(f"  - {md(finding_text(finding))}")
         if len(group) > MARKDOWN_LIST_LIMIT:

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     input_files = expand_paths(args.paths)
     check_outputs(outputs, input_files + ([args.prices] if args.prices else []))
     results = load_results(input_files)
+    for ignored in results.ignored:
+        print(f"ignored: {ignored}: it measured nothing (every case skipped or failed)")
     prices = load_prices(args.prices) if args.prices else None
 
     setups = summarise(results, prices, args.target_samples)

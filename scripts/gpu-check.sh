@@ -89,5 +89,14 @@ if [ -s "$main" ]; then
 else
     echo "gpu-check: FAILED"
 fi
+# GPU-only: other processes' SM share from nvmlDeviceGetProcessUtilization (null + reason if unsupported)
+# and the end-of-session matmul peak against the start one (the "unstable" flag's inputs).
+if [ -s "$main" ]; then
+    "$PY" -c 'import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    r = b["extra_info"]
+    print("%s: outside GPU busy %s %% (%s); peak end/start %s; unstable: %s" % (r["case_id"],
+          r.get("outside_busy_pct"), r.get("outside_busy_reason"), r.get("peak_end_over_start"), r.get("unstable_reasons")))' "$main" || status=1
+fi
 echo "result files: $main $oom $release"
 exit "$status"

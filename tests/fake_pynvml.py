@@ -43,6 +43,7 @@ class FakeGpu:
     unsupported: set[str] = field(default_factory=set)  # NVML function names answering NOT_SUPPORTED
     lost_after_calls: int | None = None  # every call after this many raises GPU_IS_LOST
     nvlink_links: int = 18
+    process_sm_util: dict[int, int] = field(default_factory=dict)  # pid -> SM % (nvmlDeviceGetProcessUtilization)
     calls: int = 0
     _t0: float = field(default_factory=time.perf_counter)
 
@@ -129,6 +130,14 @@ def make_pynvml(gpus: list[FakeGpu], *, init_error: int | None = None, cuda_driv
     device_call("nvmlDeviceGetCurrPcieLinkWidth", lambda g: 16)
     device_call("nvmlDeviceGetMaxPcieLinkWidth", lambda g: 16)
     device_call("nvmlDeviceGetMigMode", lambda g: [0, 0])
+
+    def process_utilisation(gpu, last_seen_us):
+        if not gpu.process_sm_util:
+            raise NVMLError(6)  # NOT_FOUND: no process sample since last_seen_us, as the real call answers
+        now_us = int(time.time() * 1e6)
+        return [types.SimpleNamespace(pid=pid, smUtil=util, memUtil=0, timeStamp=now_us)
+                for pid, util in gpu.process_sm_util.items()]
+    device_call("nvmlDeviceGetProcessUtilization", process_utilisation)
 
     def nvlink_state(gpu, link):
         if link >= gpu.nvlink_links:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import BENCH_RUN_DEADLINE_S, _reap
 
@@ -204,7 +205,7 @@ def test_few_rounds_are_inconclusive_even_for_a_large_slowdown(real_result_files
 def test_cases_are_matched_by_identity(real_result_files, tmp_path):
     strategies, batch32 = real_result_files[0], real_result_files[1]
     out = tmp_path / "v.json"
-    assert compare(batch32, strategies, "--json", out) == 0
+    assert compare(batch32, strategies, "--json", out) == 3  # no case in both: nothing compared
     cases = read_json(out)["cases"]
     singles = {case["per_device_batch_size"]: case for case in cases if case["strategy"] == "single"}
     # Per-device batch 32 is another case than batch 64: neither is compared with the other, and the
@@ -277,6 +278,10 @@ def test_pytest_benchmark_autosave_files_compare(same_commit_runs, tmp_path):
     assert read_json(out)["cases"][0]["case_id"] == "single-1-tiny-fp32"
     # The storage root (one folder per machine key) works as a rolling baseline too.
     slower = slowed_copy(saved[1], tmp_path / "slower.json", 1.3)
+    # A later commit's run: a rolling baseline pools only runs older than the current one, and the two
+    # saved runs ran side by side, so either may be the later.
+    latest = max(pd.Timestamp(read_json(path)["datetime"]) for path in saved)
+    _dated_copy(str(slower), slower, latest + pd.Timedelta(minutes=1))
     assert compare(storage, slower, "--json", out) == 1
     assert len(read_json(out)["baseline"]["runs"]) == 2
 
@@ -301,6 +306,58 @@ def test_html_history_chart(same_commit_runs, tmp_path):
     assert compare(runs[0].parent, runs[1], "--html", chart) == 0
     text = chart.read_text()
     assert "<html" in text and "plotly" in text.lower() and "single-1-tiny-fp32" in text
+
+
+# -- the gate cannot pass on nothing ---------------------------------------------------------------
+
+
+def test_nothing_compared_exits_3_and_is_never_green_unless_allowed(real_result_files, tmp_path, capsys):
+    # batch 32 against batch 64: the same machine, but no case in both (as after a preset change).
+    baseline, current = real_result_files[1], real_result_files[0]
+    markdown, out = tmp_path / "c.md", tmp_path / "v.json"
+    assert compare(baseline, current, "--markdown", markdown, "--json", out) == 3
+    err = capsys.readouterr().err
+    assert "nothing compared" in err and "--allow-missing" in err
+    text = markdown.read_text()
+    assert "NOTHING COMPARED" in text and ":white_check_mark:" not in text and ":warning:" in text
+    verdict = read_json(out)
+    assert verdict["verdict"] == "nothing compared" and verdict["compared"] == 0
+    assert compare(baseline, current, "--allow-missing") == 0
+
+
+def test_a_current_run_that_measured_nothing_is_ignored_and_exits_3(real_result_files, capsys):
+    assert compare(real_result_files[0], real_result_files[2]) == 3
+    assert "measured nothing" in capsys.readouterr().err
+    assert compare(real_result_files[0], real_result_files[2], "--allow-missing") == 0
+
+
+def _dated_copy(source: str, target: Path, when: pd.Timestamp) -> Path:
+    """A real run moved in time (only its datetime changes), to build a folder's history."""
+    payload = json.loads(Path(source).read_text())
+    payload["datetime"] = when.isoformat()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload))
+    return target
+
+
+def test_rolling_baseline_pools_only_older_same_hardware_runs_that_measured_the_case(real_result_files, tmp_path,
+                                                                                      capsys):
+    now = pd.Timestamp(read_json(Path(real_result_files[1]))["datetime"])
+    folder = tmp_path / "history"
+    older = _dated_copy(real_result_files[1], folder / "a-older.json", now - pd.Timedelta(hours=3))
+    _dated_copy(real_result_files[0], folder / "b-without-the-case.json", now - pd.Timedelta(hours=1))
+    _dated_copy(real_result_files[2], folder / "c-measured-nothing.json", now - pd.Timedelta(minutes=30))
+    _dated_copy(real_result_files[1], folder / "d-newer.json", now + pd.Timedelta(hours=1))
+    current = _dated_copy(real_result_files[1], tmp_path / "current.json", now)
+    out = tmp_path / "v.json"
+    assert compare(folder, current, "--baseline-runs", "1", "--json", out) == 0
+    verdict = read_json(out)
+    case = next(c for c in verdict["cases"] if c["strategy"] == "single" and c["per_device_batch_size"] == 32)
+    # Not the newer run, and the run without the case and the one that measured nothing take no slot.
+    assert case["baseline_run_ids"] == [str(older)]
+    assert str(older) in verdict["baseline"]["runs"] and str(folder / "d-newer.json") not in verdict["baseline"]["runs"]
+    assert any("c-measured-nothing.json" in ignored for ignored in verdict["ignored"])
+    assert "c-measured-nothing.json (0 skipped, 1 failed): it measured nothing" in capsys.readouterr().out
 
 
 # -- bad input: one line, exit 2, inputs untouched -------------------------------------------------

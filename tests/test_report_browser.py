@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,13 @@ pytestmark = pytest.mark.skipif(
     reason="needs a headless browser: apt-get install -y chromium (Debian's package; .ci/run installs it)")
 
 
-def dump_dom(page: Path, profile: Path) -> str:
-    """Load the page in headless chromium, let its scripts and timers run, return the final DOM."""
+def dump_dom(page: Path, profile: Path, extra: tuple[str, ...] = ("--dump-dom",)) -> str:
+    """Load the page in headless chromium, let its scripts and timers run, return the final DOM
+    (or, with other ``extra`` arguments such as ``--screenshot``, what chromium prints)."""
     # --disable-dev-shm-usage: containers often have a tiny /dev/shm, where chromium's renderer crashes.
     command = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--disable-extensions", f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom",
+               "--disable-extensions", f"--user-data-dir={profile}", "--virtual-time-budget=15000", *extra,
                page.as_uri()]
     log = profile.parent / f"{profile.name}-chromium.log"
     with open(log, "wb") as stderr:
@@ -55,7 +57,7 @@ def dump_dom(page: Path, profile: Path) -> str:
                 process.wait()
     errors = log.read_text(errors="replace")[-2000:]
     assert process.returncode == 0, f"chromium exited with {process.returncode}:\n{errors}"
-    assert out.strip(), f"chromium printed no DOM:\n{errors}"
+    assert out.strip() or "--dump-dom" not in extra, f"chromium printed no DOM:\n{errors}"
     return out.decode("utf-8", errors="replace")
 
 
@@ -107,3 +109,41 @@ def test_a_script_error_on_the_page_is_caught(full_report, tmp_path):
         '<h2>Charts</h2>', '<h2>Charts</h2><script>throw new Error("deliberate test error")</script>', 1))
     status = page_status(dump_dom(broken, tmp_path / "profile"))
     assert "deliberate test error" in status["errors"]
+
+
+SCREEN_WIDTH_PX = 1400  # a laptop screen: the answer must read there without scrolling sideways
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (no imaging library needed)."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_the_page_at_1400_px_draws_every_chart_and_the_answer_needs_no_sideways_scroll(full_report, tmp_path):
+    window = f"--window-size={SCREEN_WIDTH_PX},1000"
+    status = page_status(dump_dom(full_report, tmp_path / "profile", (window, "--dump-dom")))
+    assert status["errors"] == ""
+    assert int(status["plots-drawn"]) == int(status["plots-expected"]) == 6
+    assert 0 < int(status["viewport-px"]) <= SCREEN_WIDTH_PX
+    assert int(status["answer-overflow-px"]) == 0, status  # the answer section scrolls not at all sideways
+    assert int(status["page-overflow-px"]) == 0, status  # nor does the page (the wide table scrolls in its box)
+    # A real screenshot at that width: the page renders to pixels, not only to a DOM.
+    shot = tmp_path / "report.png"
+    dump_dom(full_report, tmp_path / "profile-shot", (window, f"--screenshot={shot}", "--hide-scrollbars"))
+    width, height = png_size(shot)
+    assert width == SCREEN_WIDTH_PX and height > 0
+    assert len(set(png_pixels(shot))) > 50  # not a blank page: text and charts give many colours
+
+
+def png_pixels(path: Path) -> bytes:
+    """The PNG's decompressed scanlines (filter bytes included): enough to tell a blank page apart."""
+    data, position, chunks = path.read_bytes(), 8, []
+    while position < len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        if kind == b"IDAT":
+            chunks.append(data[position + 8:position + 8 + length])
+        position += 12 + length
+    return zlib.decompress(b"".join(chunks))

@@ -48,6 +48,11 @@ class ProcessTree:
                     continue  # gone already: nothing left to count
         return list(members.values())
 
+    @property
+    def pids(self) -> set[int]:
+        """The tree's pids as last listed (refreshed every MEMBERSHIP_REFRESH_S)."""
+        return {proc.pid for proc in self._members}
+
     def read(self, t: float) -> tuple[float, float | None, int]:
         """``(CPU seconds the tree used since the last read, wall seconds since it, tree RSS in bytes)``.
 

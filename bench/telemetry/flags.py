@@ -1,20 +1,24 @@
-"""Anomalies the telemetry shows, as record flags. Thresholds are named here and in docs/telemetry.md."""
+"""Anomalies the telemetry shows, as record flags. Thresholds: bench/flags.py and docs/record.md."""
 
 from __future__ import annotations
 
-# Held down by a thermal, power or hardware limit in more than this share of the samples. A GPU at
-# full load touches its power cap now and then; a tenth of the run is no longer "now and then".
-THROTTLED_FRACTION = 0.10
-# NVML utilisation is the share of time any kernel ran; below this mean the GPU mostly waited
-# (on the input, the CPU launching kernels, or communication).
-LOW_UTILISATION_PCT = 50.0
-# Peak memory used (whole device, as NVML counts it) above this share of the device's memory.
-MEMORY_NEAR_CAPACITY_FRACTION = 0.90
+# The thresholds live with every other flag's, in bench/flags.py (the one judge of each anomaly).
+from bench.flags import (
+    LOW_UTILISATION_PCT,
+    MEMORY_NEAR_CAPACITY_FRACTION,
+    MIN_TELEMETRY_SAMPLES,
+    THROTTLED_FRACTION,
+    cpu_memory_near_capacity,
+)
 
 
-def telemetry_flags(telemetry: dict) -> list[str]:
-    """Flags for the record from a telemetry summary; GPU-only: the CPU fallback raises none."""
+def telemetry_flags(telemetry: dict, ram_bytes: float | None = None) -> list[str]:
+    """Flags for the record from a telemetry summary. ``ram_bytes``: the machine's memory, against which
+    a CPU case's process tree is judged (a GPU case is judged on its devices' memory)."""
     flags = set()
+    if not telemetry.get("devices") and cpu_memory_near_capacity(
+            (telemetry.get("cpu") or {}).get("peak_rss_bytes"), ram_bytes):
+        flags.add("memory_near_capacity")
     for device in telemetry.get("devices", []):
         fractions = [f for f in device["throttle_fraction"].values() if f is not None]
         if fractions and max(fractions) > THROTTLED_FRACTION:
@@ -27,14 +31,9 @@ def telemetry_flags(telemetry: dict) -> list[str]:
     return sorted(flags)
 
 
-# Fewer samples than this in a case's measured window say nothing about utilisation, clocks or power
-# (at 100 ms a sample, under a second of rounds): the record says so and no flag is raised from them.
-MIN_TELEMETRY_SAMPLES = 10
-
-
-def judged_telemetry_flags(telemetry: dict) -> list[str]:
+def judged_telemetry_flags(telemetry: dict, ram_bytes: float | None = None) -> list[str]:
     """``telemetry_flags`` when the window holds enough samples; marks ``telemetry`` (in place) with
     ``samples_too_few`` either way, so a reader sees why a short case has no telemetry flag."""
     too_few = int(telemetry.get("samples") or 0) < MIN_TELEMETRY_SAMPLES
     telemetry["samples_too_few"] = too_few
-    return [] if too_few else telemetry_flags(telemetry)
+    return [] if too_few else telemetry_flags(telemetry, ram_bytes)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.telemetry.cpu import POWERCAP_ROOT, ProcessTree, Rapl
 from bench.telemetry.nvml import DeviceLost, DeviceRef, Nvml, cuda_device_refs, open_nvml, text
+from bench.telemetry.outside import OutsideLoad
 
 DEFAULT_INTERVAL_S = 0.1
 JOIN_TIMEOUT_S = 5.0  # one tick is a few NVML and /proc reads: milliseconds, not seconds
@@ -124,6 +125,7 @@ class Sampler:
         self.tree_rss_bytes: list[int] = []
         self._tree: ProcessTree | None = None
         self._rapl: Rapl | None = None
+        self.outside = OutsideLoad()
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -206,6 +208,10 @@ class Sampler:
         busy_s, elapsed_s, rss_bytes = self._tree.read(t)
         if elapsed_s:
             self.cpu_intervals.append((busy_s, elapsed_s))
+        # Outside the tree: the system's busy time less the tree's; on GPU, other processes' SM share.
+        self.outside.cpu_tick(busy_s, elapsed_s)
+        if self.devices:
+            self.outside.gpu_tick(self._nvml, self.devices, self._tree.pids)
         self.tree_rss_bytes.append(rss_bytes)
         self._rapl.update()
         self.ticks += 1

@@ -142,5 +142,6 @@ def summarise(sampler: Sampler, *, samples_trained: int) -> dict:
         "energy_j": energy_j,
         "joules_per_sample": energy_j / samples_trained if energy_j is not None and samples_trained else None,
         "sampler_cpu_s": sampler.thread_cpu_s,
+        "outside": sampler.outside.summary(sampler.device_type),
         "reason": "; ".join(reasons) or None,
     }
