@@ -84,6 +84,10 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             telemetry=telemetry,
             extra_flags=telemetry_flags(telemetry),
         )
+    except KeyboardInterrupt:
+        # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
+        getattr(group, "abort", group.close)()
+        raise
     finally:
         group.close()
     if verified is not None:

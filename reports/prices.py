@@ -78,7 +78,10 @@ def load_prices(path: str) -> PriceTable:
         text = file.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"prices file {path}: cannot be read as UTF-8 text ({error})") from None
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    # Comments and blank lines are skipped, but errors name the line of the file as an editor shows it.
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    lines = [line for _, line in numbered]
     if not lines:
         raise InputError(f"prices file {path}: is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}")
     reader = csv.DictReader(lines)
@@ -88,7 +91,8 @@ def load_prices(path: str) -> PriceTable:
         raise InputError(f"prices file {path}: missing column {', '.join(missing)}; required: "
                          f"{', '.join(REQUIRED_COLUMNS)} (optional: currency)")
     prices = []
-    for number, raw in enumerate(reader, start=2):
+    for raw in reader:
+        number = numbered[reader.line_num - 1][0]  # line_num: lines read so far, so this row's (last) line
         row = {(key or "").strip(): (value or "").strip() for key, value in raw.items() if key is not None}
         prices.append(_price(path, number, row))
     if not prices:
@@ -101,7 +105,7 @@ def load_prices(path: str) -> PriceTable:
 
 
 def _price(path: str, number: int, row: dict) -> Price:
-    where = f"prices file {path}: row {number}"
+    where = f"prices file {path}: line {number}"
     raw_price = row.get("price_per_hour", "")
     try:
         price_per_hour = float(raw_price)

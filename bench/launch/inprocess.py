@@ -1,30 +1,125 @@
-"""Run the one rank inside the pytest process: ``single`` and ``dp`` (which drives every GPU from one process)."""
+"""Run the one rank inside the pytest process: ``single`` and ``dp`` (which drives every GPU from one process).
+
+Each round runs on a thread of its own so that ``--round-timeout-s`` holds here too: a round that
+never ends (a stuck kernel, a deadlock) cannot be interrupted from outside, so at the deadline the
+case fails as hung, naming where the training thread is, and the thread is abandoned with all of the
+case's state. Nothing of it is reused: the next case builds a fresh TrainingWorker; the process-wide
+switches the abandoned one had set are put back.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
+import traceback
 
 from bench.cases import BenchCase
+from bench.launch.remote import WorkerError
 from bench.worker import TrainingWorker
+
+# Abandoned training threads (daemons: they do not hold up the exit). Kept so a later case or a
+# test can see that the process carries one; their cases' state is never touched again.
+ABANDONED: list[threading.Thread] = []
+_fault_fired = False  # in-process, the test hook fires once per pytest process (see _fire_fault)
+
+
+def _fire_fault(rounds: int) -> None:
+    """GPUSIZER_FAULT (worker_main's test hook) for rank 0 in-process: ``hang`` sleeps forever in the
+    training thread, ``raise`` raises. It fires in the first in-process case reaching round N only,
+    so the run's later cases show that it goes on; ``crash`` is not fired (it would kill pytest)."""
+    global _fault_fired
+    from bench.launch.worker_main import FAULT_ENV, Fault
+
+    fault = Fault.parse(os.environ.get(FAULT_ENV))
+    if _fault_fired or fault is None or fault.kind == "crash" or fault.rank != 0 or fault.round != rounds:
+        return
+    _fault_fired = True
+    fault.fire_if_due(0, rounds)
+
+
+class _Round(threading.Thread):
+    def __init__(self, worker: TrainingWorker, steps: int, round_number: int) -> None:
+        super().__init__(name=f"gpusizer-round-{round_number}", daemon=True)
+        self.worker, self.steps, self.round_number = worker, steps, round_number
+        self.seconds: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            _fire_fault(self.round_number)
+            self.seconds = self.worker.run_round(self.steps)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the controller's thread
+            self.error = error
+
+
+def thread_stack(thread: threading.Thread) -> list[traceback.FrameSummary]:
+    frame = sys._current_frames().get(thread.ident)
+    return traceback.extract_stack(frame) if frame is not None else []
 
 
 class InProcessGroup:
-    def __init__(self, case: BenchCase) -> None:
+    def __init__(self, case: BenchCase, round_timeout_s: float | None = None) -> None:
         began = time.perf_counter()
+        self.case = case
+        self.round_timeout_s = round_timeout_s
         self._worker = TrainingWorker(case)
         # Nothing is launched; building the model and data is set-up, not launch.
         self.setup_s = time.perf_counter() - began
         self.launch_s = 0.0
         self.threads_per_rank = self._worker.threads
+        self.rounds_started = 0
 
     def run_round(self, steps: int) -> list[float]:
-        return [self._worker.run_round(steps)]
+        if self._worker is None:
+            raise WorkerError(f"{self.case.case_id}: the training state was abandoned after a hung round")
+        self.rounds_started += 1
+        round_thread = _Round(self._worker, steps, self.rounds_started)
+        round_thread.start()
+        try:
+            round_thread.join(self.round_timeout_s)
+        except KeyboardInterrupt:
+            # Ctrl-C, SIGTERM, SIGHUP reach this (main) thread only: the round runs on, so its state is
+            # left to it rather than torn down under it; the process is about to end anyway.
+            self._release(round_thread)
+            raise
+        if round_thread.is_alive():
+            self._abandon(round_thread)
+        if round_thread.error is not None:
+            raise round_thread.error
+        return [round_thread.seconds]
+
+    def _abandon(self, round_thread: _Round) -> None:
+        """The round is past its deadline: fail the case as hung, naming the training thread's frame."""
+        stack = thread_stack(round_thread)
+        self._release(round_thread)
+        print(f"--- stack of the hung training thread ({round_thread.name}) ---", file=sys.stderr)
+        print("".join(traceback.format_list(stack)), file=sys.stderr)
+        where = (f"{stack[-1].name} ({os.path.basename(stack[-1].filename)}:{stack[-1].lineno})"
+                 if stack else "unknown code")
+        raise WorkerError(f"{self.case.case_id}: hung: no answer in round {self.rounds_started} "
+                          f"(--round-timeout-s {self.round_timeout_s:g}); training thread in {where}; "
+                          "its state is abandoned, later cases start afresh")
+
+    def _release(self, round_thread: _Round) -> None:
+        """Leave the case's state to a round thread that did not end; never touch it again."""
+        worker, self._worker = self._worker, None
+        ABANDONED.append(round_thread)
+        # tf32 is a process-wide switch the case set; later cases must start from the usual setting.
+        # Nothing else of the abandoned state is touched: the thread may still be using it.
+        mode = getattr(worker, "_matmul_mode", None)
+        if mode is not None:
+            mode.__exit__(None, None, None)
 
     def peak_memory_bytes(self) -> int:
         return self._worker.peak_memory_bytes()
 
     def parameters(self) -> list:
         return self._worker.parameters_snapshot()
+
+    def abort(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._worker is not None:
@@ -33,4 +128,4 @@ class InProcessGroup:
 
 
 def launch_inprocess(case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> InProcessGroup:
-    return InProcessGroup(case)
+    return InProcessGroup(case, round_timeout_s=round_timeout_s)

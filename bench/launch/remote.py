@@ -111,6 +111,9 @@ class RemoteGroup:
             CASE_ENV: json.dumps(dataclasses.asdict(case)),
             RANK_ENV: ",".join(spec.rank_env),
             DUMP_DIR_ENV: str(self._dump_dir),
+            # The launcher's and the ranks' own temporary files (torchrun's torchelastic_* folders) go
+            # in this case's folder, removed with it: a tree killed by SIGKILL cannot clean up after itself.
+            "TMPDIR": str(self._dump_dir),
             # Each rank's share of the cores; torch would otherwise start one thread per core in every rank.
             "OMP_NUM_THREADS": str(self.threads_per_rank),
             "PYTHONUNBUFFERED": "1",
@@ -168,6 +171,10 @@ class RemoteGroup:
                 except OSError:
                     pass
             self._tree.wait(CLOSE_TIMEOUT_S)
+        self._kill()
+
+    def abort(self) -> None:
+        """Kill and reap every rank now, without asking for a clean exit (Ctrl-C, SIGTERM, SIGHUP)."""
         self._kill()
 
     # -- internals -----------------------------------------------------------------------------
@@ -331,6 +338,4 @@ class RemoteGroup:
             conn.close()
         self._listener.close()
         self._tree.kill()
-        for dump in self._dump_dir.glob("*"):
-            dump.unlink()
-        self._dump_dir.rmdir()
+        shutil.rmtree(self._dump_dir, ignore_errors=True)  # stack dumps and the ranks' temporary files
