@@ -167,6 +167,21 @@ def worker_processes(mark: str) -> list[psutil.Process]:
     return found
 
 
+def _is_launcher_or_rank(proc: psutil.Process) -> bool:
+    try:
+        command = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "torch.distributed.run" in command or "bench.launch.worker_main" in command
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} (parent {proc.ppid()}): {' '.join(proc.cmdline())}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
 def start_until_second_case_hangs(tmp_path: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`pytest bench/` whose case 1 (ddp, world size 1) has finished and whose case 2 (world size 2)
     hangs in its first measured round, with a deadline far away."""
@@ -213,12 +228,12 @@ def test_sigterm_and_sighup_end_the_run_like_ctrl_c(tmp_path, signal_number):
     temp = tmp_path / "tmp"  # the run's temporary files land here, so leftovers are this run's own
     temp.mkdir()
     proc, mark = start_until_second_case_hangs(tmp_path, env={"TMPDIR": str(temp)})
-    tree = [p for p in marked_processes(mark) if p.pid != proc.pid]
-    assert any("torch.distributed.run" in " ".join(p.cmdline()) for p in tree), "torchrun not found"
+    tree = {p.pid: p for p in marked_processes(mark) if _is_launcher_or_rank(p)}
+    assert len(tree) >= 3, "expected torchrun and its 2 ranks"  # 2 ranks + torchrun
     signalled = time.monotonic()
     proc.send_signal(signal_number)
-    _, alive = psutil.wait_procs(tree, timeout=10.0)
-    assert alive == [], f"alive 10 s after {signal_number.name}: {[p.pid for p in alive]}"
+    _, alive = psutil.wait_procs(list(tree.values()), timeout=10.0)
+    assert alive == [], f"alive 10 s after {signal_number.name}: {[_describe(p) for p in alive]}"
     output = finish(proc, timeout_s=120)
     assert time.monotonic() - signalled < 120
     assert proc.returncode == 2, output  # pytest's "interrupted", as for Ctrl-C
