@@ -267,3 +267,24 @@ def test_in_process_round_past_its_deadline_fails_as_hung_and_the_run_goes_on(tm
     assert measured_ids(data) == {"single-1-small-fp32"}
     assert data["gpusizer"]["complete"] is True
     assert leftovers(mark) == []
+
+
+def test_ctrl_c_in_the_first_case_ends_as_interrupted_with_the_case_in_the_file(tmp_path):
+    """Before any case finished no result file name is claimed yet; the summary must still name it."""
+    skip_unless_available("ddp")
+    proc, mark = start_bench(tmp_path, "rank1:hang@round2", "--strategies", "ddp", "--world-sizes", "2",
+                             "--round-timeout-s", "600")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None and len(worker_processes(mark)) < 2:
+        time.sleep(0.5)
+    time.sleep(3)  # into the hanging round
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, timeout_s=120)
+    assert proc.returncode == 2, output
+    assert "AttributeError" not in output and "INTERNALERROR" not in output, output
+    data = result_file(tmp_path)
+    assert f"result file: {next((tmp_path / 'results').glob('*.json'))}" in output
+    case = cases_by_id(data)["ddp-2-tiny-fp32"]
+    assert case["status"] == "failed" and "interrupted (Ctrl-C)" in case["reason"]
+    assert data["gpusizer"]["complete"] is False and data["benchmarks"] == []
+    assert leftovers(mark) == []
