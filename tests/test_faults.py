@@ -288,3 +288,17 @@ def test_ctrl_c_in_the_first_case_ends_as_interrupted_with_the_case_in_the_file(
     assert case["status"] == "failed" and "interrupted (Ctrl-C)" in case["reason"]
     assert data["gpusizer"]["complete"] is False and data["benchmarks"] == []
     assert leftovers(mark) == []
+
+
+def test_a_case_failing_after_measured_rounds_keeps_no_partial_statistics(tmp_path):
+    """Round 1 is the warm-up, round 2 is measured, round 3 raises: the one measured round is neither
+    in pytest-benchmark's terminal table nor in the result file."""
+    skip_unless_available("ddp")
+    proc, mark = start_bench(tmp_path, "rank1:raise@round3", "--strategies", "ddp", "--world-sizes", "2")
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    data = result_file(tmp_path)
+    assert "rank 1 failed in round 3" in cases_by_id(data)["ddp-2-tiny-fp32"]["reason"]
+    assert data["benchmarks"] == []
+    assert not [line for line in output.splitlines() if line.startswith("test_train[ddp-2-tiny-fp32]")], output
+    assert leftovers(mark) == []

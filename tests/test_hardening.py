@@ -303,3 +303,28 @@ def test_report_refuses_existing_outputs_beside_the_html_unless_forced(real_resu
     forced = report("--force")
     assert forced.returncode == 0, forced.stderr
     assert notes.read_text() != "my own notes\n" and (tmp_path / "notes.csv").exists()
+
+
+# -- item 12: a report over thousands of setups -------------------------------------------------------
+
+
+def test_charts_over_many_setups_keep_the_fastest_and_say_so():
+    pd = pytest.importorskip("pandas", reason="the report needs the report extra: pip install 'gpusizer[report]'")
+    from reports import figures
+
+    count = 5000
+    plot = pd.DataFrame({"machine": [f"m{i}" for i in range(count)], "series": [f"s{i}" for i in range(count)],
+                         "samples_per_s": [float(i) for i in range(count)],
+                         "time_h": [float(count - i) for i in range(count)]})
+    lines, note = figures._cap_series(plot)
+    assert len(lines) == figures.MAX_SERIES and set(lines["series"]) == {f"s{i}" for i in range(4940, 5000)}
+    assert f"showing the {figures.MAX_SERIES} setup series with the fastest setups of {count}" in note
+    points, note, grey = figures._grey_other_machines(plot)
+    assert len(points) == count  # every setup is still a point
+    assert points["machine"].nunique() == figures.MAX_COLOURED_MACHINES + 1
+    others = f"other machines ({count - figures.MAX_COLOURED_MACHINES})"
+    assert grey == {others: "#bbbbbb"} and others in note
+    assert set(points.loc[points["machine"] != others, "machine"]) == {f"m{i}" for i in range(4976, 5000)}
+    small = plot.head(10)
+    kept, note = figures._cap_series(small)
+    assert kept is small and note is None and figures._grey_other_machines(small)[1] is None
