@@ -1,6 +1,6 @@
 """Run the one rank inside the pytest process: ``single`` and ``dp`` (which drives every GPU from one process).
 
-Each round runs on a thread of its own so that ``--round-timeout-s`` holds here too: a round that
+The rounds run on a training thread of the case's own so that ``--round-timeout-s`` holds here too: a round that
 never ends (a stuck kernel, a deadlock) cannot be interrupted from outside, so at the deadline the
 case fails as hung, naming where the training thread is, and the thread is abandoned with all of the
 case's state. Nothing of it is reused: the next case builds a fresh TrainingWorker; the process-wide
@@ -10,6 +10,7 @@ switches the abandoned one had set are put back.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import time
@@ -39,19 +40,43 @@ def _fire_fault(rounds: int) -> None:
     fault.fire_if_due(0, rounds)
 
 
-class _Round(threading.Thread):
-    def __init__(self, worker: TrainingWorker, steps: int, round_number: int) -> None:
-        super().__init__(name=f"gpusizer-round-{round_number}", daemon=True)
-        self.worker, self.steps, self.round_number = worker, steps, round_number
+class _TrainingThread(threading.Thread):
+    """The case's one training thread: runs each round it is handed. One thread for the whole case, so
+    its per-thread CUDA state (current device, cuBLAS handle) is set up once, outside the rounds."""
+
+    def __init__(self, worker: TrainingWorker, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.worker = worker
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._done = threading.Event()
+        self.round_number = 0
         self.seconds: float | None = None
         self.error: BaseException | None = None
 
+    def request(self, steps: int, round_number: int) -> None:
+        self.round_number, self.seconds, self.error = round_number, None, None
+        self._done.clear()
+        self._requests.put(steps)
+
+    def wait(self, timeout_s: float | None) -> bool:
+        return self._done.wait(timeout_s)
+
+    def stop(self) -> None:
+        self._requests.put(None)
+
     def run(self) -> None:
-        try:
-            _fire_fault(self.round_number)
-            self.seconds = self.worker.run_round(self.steps)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the controller's thread
-            self.error = error
+        device = self.worker.ctx.device
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)  # the current device is per thread
+        while (steps := self._requests.get()) is not None:
+            try:
+                _fire_fault(self.round_number)
+                self.seconds = self.worker.run_round(steps)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the controller's thread
+                self.error = error
+            self._done.set()
 
 
 def thread_stack(thread: threading.Thread) -> list[traceback.FrameSummary]:
@@ -70,31 +95,34 @@ class InProcessGroup:
         self.launch_s = 0.0
         self.threads_per_rank = self._worker.threads
         self.rounds_started = 0
+        self._thread = _TrainingThread(self._worker, name=f"gpusizer-train-{case.case_id}")
+        self._thread.start()
 
     def run_round(self, steps: int) -> list[float]:
         if self._worker is None:
             raise WorkerError(f"{self.case.case_id}: the training state was abandoned after a hung round")
         self.rounds_started += 1
-        round_thread = _Round(self._worker, steps, self.rounds_started)
-        round_thread.start()
+        round_thread = self._thread
+        round_thread.request(steps, self.rounds_started)
         try:
-            round_thread.join(self.round_timeout_s)
+            finished = round_thread.wait(self.round_timeout_s)
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM, SIGHUP reach this (main) thread only: the round runs on, so its state is
             # left to it rather than torn down under it; the process is about to end anyway.
             self._release(round_thread)
             raise
-        if round_thread.is_alive():
+        if not finished:
             self._abandon(round_thread)
         if round_thread.error is not None:
             raise round_thread.error
         return [round_thread.seconds]
 
-    def _abandon(self, round_thread: _Round) -> None:
+    def _abandon(self, round_thread: _TrainingThread) -> None:
         """The round is past its deadline: fail the case as hung, naming the training thread's frame."""
         stack = thread_stack(round_thread)
         self._release(round_thread)
-        print(f"--- stack of the hung training thread ({round_thread.name}) ---", file=sys.stderr)
+        print(f"--- stack of the hung training thread ({round_thread.name}, round {self.rounds_started}) ---",
+              file=sys.stderr)
         print("".join(traceback.format_list(stack)), file=sys.stderr)
         where = (f"{stack[-1].name} ({os.path.basename(stack[-1].filename)}:{stack[-1].lineno})"
                  if stack else "unknown code")
@@ -102,7 +130,7 @@ class InProcessGroup:
                           f"(--round-timeout-s {self.round_timeout_s:g}); training thread in {where}; "
                           "its state is abandoned, later cases start afresh")
 
-    def _release(self, round_thread: _Round) -> None:
+    def _release(self, round_thread: _TrainingThread) -> None:
         """Leave the case's state to a round thread that did not end; never touch it again."""
         worker, self._worker = self._worker, None
         ABANDONED.append(round_thread)
@@ -123,6 +151,8 @@ class InProcessGroup:
 
     def close(self) -> None:
         if self._worker is not None:
+            self._thread.stop()  # idle between rounds: it ends at once
+            self._thread.join(timeout=10.0)
             self._worker.close()
             self._worker = None
 
