@@ -149,6 +149,7 @@ class Listener:
         self.sock.bind((host, 0))
         self.sock.listen(64)
         self.address = "{}:{}".format(*self.sock.getsockname())
+        self.dropped: list[str] = []  # why each connection that failed the check was dropped (for diagnosis)
 
     def env(self) -> dict[str, str]:
         """What a worker needs to connect back."""
@@ -176,7 +177,8 @@ class Listener:
                 raise ValueError("malformed hello")
             if not hmac.compare_digest(claimed, proof(self.token, nonce, rank)):
                 raise ValueError("bad proof")
-        except (ChannelClosed, ChannelTimeout, ValueError, OSError):
+        except (ChannelClosed, ChannelTimeout, ValueError, OSError) as error:
+            self.dropped.append(f"{type(error).__name__}: {error}"[:200])
             conn.close()
             return None
         return conn, hello

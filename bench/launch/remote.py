@@ -247,7 +247,10 @@ class RemoteGroup:
         code = self._tree.returncode()
         if code is not None:
             last = [line for line in self._tree.log_text().splitlines() if line.strip()][-1:] or ["no output"]
-            self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}")
+            # A rank whose hello was dropped (e.g. too slow to answer the challenge) exits without a word.
+            dropped = self._listener.dropped
+            why = f" ({len(dropped)} connection(s) dropped on the channel, last: {dropped[-1]})" if dropped else ""
+            self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}{why}")
 
     def _fail_ranks(self, problems: dict[int, str | None], phase: str) -> None:
         """Fail the case naming the rank that failed first, not the ones that followed it.
