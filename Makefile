@@ -30,7 +30,7 @@ bench: setup
 	else echo "make bench: this run wrote no result file in $(RESULTS_DIR)/, so no report"; fi; exit $$status
 
 report: setup
-	$(VPY) -m reports report $(RESULTS_DIR) -o $(REPORT_DIR)/all-results.html
+	$(VPY) -m reports report $(RESULTS_DIR) -o $(REPORT_DIR)/all-results.html --force
 
 horovod: setup
 	PYTHON=$(VPY) bash scripts/install-horovod.sh

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from bench import interrupts
 from bench.cases import build_cases
 from bench.devices import device_count, resolve_device_type
 from bench.options import add_options, options_from_config
@@ -26,7 +27,20 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     # Per-round data is what reports and regression checks are built on: always keep it.
     config.option.benchmark_save_data = True
+    check_results_dir(config, options.results_dir)
     config.stash[SESSION_KEY] = BenchSession(config, options)
+    interrupts.install()  # SIGTERM, SIGHUP: handled as Ctrl-C
+
+
+def check_results_dir(config: pytest.Config, results_dir: str) -> None:
+    """--results-dir must be a folder this run can create a file in, found before any case runs."""
+    if config.getoption("benchmark_json", None) is not None or config.option.collectonly:
+        return  # nothing is written there
+    from bench.results import writable_folder_problem
+
+    problem = writable_folder_problem(results_dir)
+    if problem:
+        raise pytest.UsageError(f"--results-dir {results_dir}: {problem}; allowed: a folder this run can write to")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
@@ -77,6 +91,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if session is not None and case is not None:
         report = outcome.get_result()
         session.on_report(case, report)
+        if session.write_error is not None:
+            item.session.shouldstop = session.write_error  # nothing more could be saved: end cleanly
         progress = getattr(session, "progress", None)
         if report.when == "teardown" and progress is not None:
             terminal = item.config.pluginmanager.get_plugin("terminalreporter")
@@ -109,6 +125,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     bench_session = session.config.stash.get(SESSION_KEY, None)
     if bench_session is not None:
         bench_session.settle(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        # A failed case's partial statistics stay out of pytest-benchmark's terminal table too.
+        benchmarks = getattr(getattr(session.config, "_benchmarksession", None), "benchmarks", None)
+        if benchmarks is not None:
+            benchmarks[:] = [bench for bench in benchmarks if not bench.has_error]
     yield
     if bench_session is not None:
         bench_session.finish()
@@ -120,6 +140,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from bench.launch.processes import kill_all
 
     kill_all()
+    interrupts.uninstall()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -119,6 +119,10 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         )
         add_case_facts(record, case, group)  # before close: the group still has the ranks' facts
         record.update(steps_per_round_requested=case.steps_per_round, round_sizing=sizing.as_dict())
+    except KeyboardInterrupt:
+        # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
+        getattr(group, "abort", group.close)()
+        raise
     finally:
         group.close()
     if verified is not None:

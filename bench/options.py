@@ -38,6 +38,13 @@ MAX_ROUND_SIZING_S = 3600.0  # upper end of --min-round-s / --warmup-s: an hour 
 # --quick: the smallest run that still exercises every strategy end to end.
 QUICK = {"presets": ("tiny",), "batch_size": 64, "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1}
 
+# Bounds of every numeric option (inclusive), checked at parse time: a value outside them passes no
+# type check yet fails every case (an infinite deadline, a seed torch cannot take). README says the same.
+MAX_COUNT = 1_000_000  # batch size, steps per round, rounds, warm-up rounds
+MAX_WORLD_SIZE = 4096
+MAX_SEED = 2**32 - 1  # each rank's data seed is seed * 100_003 + rank, which must stay within torch's 64 bits
+MIN_TIMEOUT_S, MAX_TIMEOUT_S = 0.001, 7 * 24 * 3600.0  # a week: any real launch or round is shorter
+
 
 def _strategy_names() -> tuple[str, ...]:
     from bench.strategies import REGISTRY  # late: the registry imports strategy modules
@@ -81,15 +88,18 @@ class BenchOptions:
         _check_member("--scaling", self.scaling, SCALING_CHOICES)
         for name in ("batch_size", "steps_per_round", "rounds"):
             _check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+            _check_range(f"--{name.replace('_', '-')}", getattr(self, name), 1, MAX_COUNT)
         for size in self.world_sizes or ():
             _check_positive("--world-sizes", size)
+            _check_range("--world-sizes", size, 1, MAX_WORLD_SIZE)
         if self.warmup_rounds < 0:
             raise ValueError(f"--warmup-rounds: {self.warmup_rounds!r} is negative; allowed: an integer >= 0")
+        _check_range("--warmup-rounds", self.warmup_rounds, 0, MAX_COUNT)
+        _check_range("--seed", self.seed, 0, MAX_SEED)
         for name in ("launch_timeout_s", "round_timeout_s", "ceiling_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)!r}; allowed: a number > 0")
-        if not math.isfinite(self.ceiling_timeout_s):
-            raise ValueError(f"--ceiling-timeout-s: {self.ceiling_timeout_s!r}; allowed: a finite number > 0")
+            _check_range(f"--{name.replace('_', '-')}", getattr(self, name), MIN_TIMEOUT_S, MAX_TIMEOUT_S)
         if self.price_per_hour is not None and not (math.isfinite(self.price_per_hour) and self.price_per_hour >= 0):
             raise ValueError(f"--price-per-hour: {self.price_per_hour!r}; allowed: a finite number >= 0")
         for name in ("min_round_s", "warmup_s"):
@@ -140,10 +150,18 @@ def _check_positive(option: str, value: int) -> None:
         raise ValueError(f"{option}: {value!r} is not a positive integer; allowed: an integer >= 1")
 
 
+def _check_range(option: str, value: float, lo: float, hi: float) -> None:
+    """A finite value within [lo, hi], else a ValueError naming the option, the value and the range."""
+    finite = not isinstance(value, float) or math.isfinite(value)  # an int of any size is finite
+    if not (finite and lo <= value <= hi):
+        raise ValueError(f"{option}: {value!r} is out of range; allowed: {lo} to {hi}")
+
+
 def _split(raw: str | None) -> tuple[str, ...] | None:
     if raw is None or raw.strip() in ("", AUTO):
         return None
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+    # A value given twice is one case, not two under the same id: repeats are dropped, order kept.
+    return tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
 
 
 def _to_int(option: str, raw: str, allowed: str = "an integer >= 1") -> int:
@@ -166,19 +184,19 @@ OPTION_TABLE = (
     ("--strategies", "gs_strategies", AUTO,
      "comma-separated strategies; allowed: single, dp, ddp, horovod, fsdp; default: all (unavailable ones are skipped with the reason)"),
     ("--world-sizes", "gs_world_sizes", AUTO,
-     "comma-separated device counts (GPUs, or worker processes on CPU); default: 1,2,4,... up to the visible GPUs (CPU: up to 2)"),
+     f"comma-separated device counts (GPUs, or worker processes on CPU), each 1 to {MAX_WORLD_SIZE}; repeats dropped; default: 1,2,4,... up to the visible GPUs (CPU: up to 2)"),
     ("--presets", "gs_presets", AUTO,
      f"comma-separated model sizes; allowed: {', '.join(PRESETS)}; default: small on CPU, small,medium,large on GPU (tiny with --quick)"),
     ("--precisions", "gs_precisions", AUTO,
      f"comma-separated precisions; allowed: {', '.join(PRECISIONS)}; default: fp32 on CPU, fp32,bf16 on GPU"),
     ("--batch-size", "gs_batch_size", AUTO,
-     f"samples per device per step (integer >= 1); default: {DEFAULT_BATCH_SIZE} ({QUICK['batch_size']} with --quick)"),
+     f"samples per device per step (integer 1 to {MAX_COUNT}); default: {DEFAULT_BATCH_SIZE} ({QUICK['batch_size']} with --quick)"),
     ("--steps-per-round", "gs_steps_per_round", AUTO,
-     f"training steps K in one timed round (integer >= 1); default: {DEFAULT_STEPS_PER_ROUND} ({QUICK['steps_per_round']} with --quick)"),
+     f"training steps K in one timed round (integer 1 to {MAX_COUNT}); default: {DEFAULT_STEPS_PER_ROUND} ({QUICK['steps_per_round']} with --quick)"),
     ("--rounds", "gs_rounds", AUTO,
-     f"measured rounds R per case (integer >= 1); default: {DEFAULT_ROUNDS} ({QUICK['rounds']} with --quick)"),
+     f"measured rounds R per case (integer 1 to {MAX_COUNT}); default: {DEFAULT_ROUNDS} ({QUICK['rounds']} with --quick)"),
     ("--warmup-rounds", "gs_warmup_rounds", AUTO,
-     f"unmeasured rounds W before them (integer >= 0); default: {DEFAULT_WARMUP_ROUNDS} ({QUICK['warmup_rounds']} with --quick)"),
+     f"unmeasured rounds W before them (integer 0 to {MAX_COUNT}); default: {DEFAULT_WARMUP_ROUNDS} ({QUICK['warmup_rounds']} with --quick)"),
     ("--device", "gs_device", AUTO, "allowed: auto, cpu, cuda; default: auto (cuda when a GPU is visible)"),
     ("--scaling", "gs_scaling", "weak",
      "allowed: weak (per-device batch fixed), strong (global batch = --batch-size x smallest world size, fixed); default: weak"),
@@ -189,16 +207,16 @@ OPTION_TABLE = (
     ("--warmup-s", "gs_warmup_s", AUTO,
      (f"seconds of unmeasured warm-up (and at least --warmup-rounds rounds; allowed: 0 to {MAX_ROUND_SIZING_S:g}); "
       f"default: {DEFAULT_WARMUP_S['cuda']:g} on GPU, {DEFAULT_WARMUP_S['cpu']:g} on CPU")),
-    ("--seed", "gs_seed", "0", "seed of the initial weights and the synthetic data; default: 0"),
+    ("--seed", "gs_seed", "0", f"seed of the initial weights and the synthetic data (integer 0 to {MAX_SEED}); default: 0"),
     ("--results-dir", "gs_results_dir", "results",
      "folder for the result file <UTC time>_<host>.json (ignored with --benchmark-json); default: results"),
     ("--launch-timeout-s", "gs_launch_timeout_s", "120",
-     "seconds the workers of one case may take to start; default: 120"),
+     f"seconds the workers of one case may take to start ({MIN_TIMEOUT_S} to {MAX_TIMEOUT_S:.0f}); default: 120"),
     ("--round-timeout-s", "gs_round_timeout_s", "600",
-     "seconds one round may take before the case fails; default: 600"),
+     f"seconds one round may take before the case fails ({MIN_TIMEOUT_S} to {MAX_TIMEOUT_S:.0f}); default: 600"),
     ("--ceiling-timeout-s", "gs_ceiling_timeout_s", f"{DEFAULT_CEILING_TIMEOUT_S:g}",
      (f"seconds the all-reduce ceiling at a world size may take; past it (or when it fails) every case of "
-      f"that world size is skipped (a number > 0); default: {DEFAULT_CEILING_TIMEOUT_S:g}")),
+      f"that world size is skipped ({MIN_TIMEOUT_S} to {MAX_TIMEOUT_S:.0f}); default: {DEFAULT_CEILING_TIMEOUT_S:g}")),
 )
 
 
@@ -229,7 +247,7 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
     world_sizes = _split(get("gs_world_sizes"))
     return BenchOptions(
         strategies=_split(get("gs_strategies")) or _strategy_names(),
-        world_sizes=tuple(_to_int("--world-sizes", w) for w in world_sizes) if world_sizes else None,
+        world_sizes=tuple(dict.fromkeys(_to_int("--world-sizes", w) for w in world_sizes)) if world_sizes else None,
         presets=_split(get("gs_presets")),
         precisions=_split(get("gs_precisions")),
         batch_size=int_or("gs_batch_size", "--batch-size", QUICK["batch_size"] if quick else DEFAULT_BATCH_SIZE),
@@ -242,7 +260,7 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         scaling=get("gs_scaling"),
         quick=quick,
         verify=bool(get("gs_verify")),
-        seed=_to_int("--seed", get("gs_seed"), allowed="any integer"),
+        seed=_to_int("--seed", get("gs_seed"), allowed=f"an integer 0 to {MAX_SEED}"),
         results_dir=get("gs_results_dir"),
         launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),
         round_timeout_s=_to_float("--round-timeout-s", get("gs_round_timeout_s")),

@@ -28,6 +28,9 @@ def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions) -> str
         failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
         benchmark.has_error = True
     except (WorkerError, VerifyError) as error:
+        # A case that failed after some rounds were timed keeps no statistics: neither in the terminal
+        # table nor in the result file (pytest-benchmark marks only failures inside the timed function).
+        benchmark.has_error = True
         # Already one line naming the rank or the difference; a traceback into the harness adds nothing.
         text = str(error)
         if is_out_of_memory(text):

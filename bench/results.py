@@ -23,13 +23,30 @@ def _json_default(value):
     return identity() if callable(identity) else repr(value)
 
 
+def writable_folder_problem(directory: str | os.PathLike) -> str | None:
+    """Why no file can be created in ``directory`` (made if missing), or None. Tried for real, by
+    creating and removing a temporary file: permission bits say nothing for root or a read-only mount."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        return "is a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".gpusizer-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        return f"cannot create a file there ({error.strerror or error})"
+    return None
+
+
 class ResultFile:
     """A result file this run owns. The name is claimed with O_EXCL, so an existing file (from
     another run, or a concurrent one) is never touched: a taken name gets a -1, -2 ... suffix."""
 
-    def __init__(self, directory: str | os.PathLike, name: str | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike, name: str | None = None, exact: bool = False) -> None:
         self.directory = Path(directory)
         self.name = name or default_result_name()
+        self.exact = exact  # --benchmark-json: that very name or nothing, never a suffixed one
         self.path: Path | None = None
 
     def claim(self) -> Path:
@@ -42,6 +59,8 @@ class ResultFile:
                 try:
                     os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
                 except FileExistsError:
+                    if self.exact:
+                        raise FileExistsError(f"{candidate} appeared during the run; it is left untouched") from None
                     attempt += 1
                     continue
                 self.path = candidate
@@ -53,6 +72,7 @@ class ResultFile:
         path = self.claim()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o644)  # as documented: readable by others, unlike mkstemp's private 0600
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(payload, handle, indent=2, ensure_ascii=True, default=_json_default)
                 handle.write("\n")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
+from bench import interrupts
 from bench.cases import BenchCase
 from bench.options import BenchOptions
 from bench.record import SCHEMA_VERSION
@@ -33,9 +37,17 @@ class BenchSession:
         self.cases: dict[str, dict] = {}
         self._machine_info = None
         self._commit_info = None
-        self.result_file = ResultFile(options.results_dir)
+        json_output = config.getoption("benchmark_json", None)
+        if json_output is not None:
+            # --benchmark-json: that file (refused at parse time when it exists, bench/json_guard.py)
+            # gets the same per-case rewrites as results/; pytest-benchmark writes it once more at the end.
+            json_path = Path(str(getattr(json_output, "name", json_output)))
+            self.result_file = ResultFile(json_path.parent, json_path.name, exact=True)
+        else:
+            self.result_file = ResultFile(options.results_dir)
         self.complete = False
         self.unstable_line: str | None = None
+        self.write_error: str | None = None  # set once a write failed; the run then stops
 
     # -- case outcomes ---------------------------------------------------------------------
 
@@ -63,8 +75,8 @@ class BenchSession:
 
     @property
     def writes_own_file(self) -> bool:
-        # --benchmark-json: pytest-benchmark writes that file itself; --collect-only runs nothing.
-        return not (self.config.getoption("benchmark_json") or self.config.option.collectonly)
+        # --collect-only runs nothing, so it writes nothing.
+        return not self.config.option.collectonly
 
     def payload(self) -> dict:
         hook, benchmark_session = self.config.hook, self.config._benchmarksession
@@ -83,15 +95,24 @@ class BenchSession:
         return payload
 
     def write(self) -> None:
-        if self.writes_own_file:
+        if not self.writes_own_file or self.write_error is not None:
+            return
+        try:
             self.result_file.write(self.payload())
+        except OSError as error:
+            # The folder became unwritable (removed, read-only, full): say so in one line and stop the
+            # run; the file as last written stays, with every case finished before.
+            where = self.result_file.path or self.result_file.directory
+            kept = f"; {self.result_file.path} keeps the cases finished before" if self.result_file.path else ""
+            self.write_error = f"gpusizer: cannot write the result file {where}: {error.strerror or error}{kept}"
+            print(self.write_error, file=sys.stderr)
 
     def settle(self, interrupted: bool) -> None:
         """The run is over: say so, and what became of a case cut short."""
         for entry in self.cases.values():
             if entry["status"] == "running":
                 # Reported as failed (the record's three statuses), with why, rather than lost.
-                entry.update(status="failed", reason="interrupted (Ctrl-C) before this case finished")
+                entry.update(status="failed", reason=f"interrupted ({interrupts.cause()}) before this case finished")
         self.complete = not interrupted
         if not interrupted:
             self._close_stability()
@@ -123,7 +144,13 @@ class BenchSession:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         if self.unstable_line:
             terminal.write_line(self.unstable_line)
-        if self.result_file.path is not None:
-            terminal.write_line(f"gpusizer: {summary}; result file: {self.result_file.path}")
-        else:
-            terminal.write_line(f"gpusizer: {summary}; result file: {self.config.getoption('benchmark_json').name}")
+        if self.write_error is not None:
+            terminal.write_line(f"gpusizer: {summary}; {self.write_error}")
+            return
+        # Before any case finished (Ctrl-C in the first case) nothing has claimed the name yet; the
+        # summary is printed just before the final write, so claim it now to name it.
+        try:
+            path = self.result_file.path or (self.result_file.claim() if self.writes_own_file else None)
+        except OSError as error:
+            path = f"none ({self.result_file.directory}: {error.strerror or error})"
+        terminal.write_line(f"gpusizer: {summary}; result file: {path}")

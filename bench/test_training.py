@@ -14,9 +14,10 @@ def test_train(benchmark, case, bench_options):
         pytest.skip(reason)
     try:
         failure = measure_or_failure(case, benchmark, bench_options)
-    except KeyboardInterrupt:
-        # pytest-benchmark marks a benchmark failed on Exception only; an interrupted one would enter
-        # the result file written at exit with no record (or break it with no rounds at all).
+    except BaseException:
+        # Any failure not turned into one line (and Ctrl-C, SIGTERM, SIGHUP): pytest-benchmark marks a
+        # benchmark failed on Exception only; an interrupted one would enter the result file written at
+        # exit with no record (or break it with no rounds at all).
         benchmark.has_error = True
         raise
     if failure is not None:

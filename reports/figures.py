@@ -15,6 +15,10 @@ import pandas as pd
 
 MAX_BARS = 60  # beyond this a bar or box chart is unreadable; the table has every setup
 MAX_PANELS = 24  # machines drawn side by side; beyond this the panels are too small to read
+# Above these the charts keep the fastest and say so (the table and the CSV always have every setup):
+# a report over thousands of setups must stay a file a browser opens, built in seconds.
+MAX_SERIES = 60  # lines (setup series) in a line chart, over all its panels
+MAX_COLOURED_MACHINES = 24  # machines with a colour of their own in the cost-time scatter; the rest are grey
 GIB = 1024.0**3
 # Log axes get labelled ticks at 1, 2 and 5 of every decade (plotly's "D2"), readable without hovering.
 LOG_AXIS = {"type": "log", "dtick": "D2"}
@@ -47,7 +51,7 @@ def throughput_chart(data: pd.DataFrame) -> Chart:
         return Chart("throughput", title, None, "no passed cases")
     plot = data.assign(err_plus=data["samples_per_s_high"] - data["samples_per_s"],
                        err_minus=data["samples_per_s"] - data["samples_per_s_low"])
-    plot, note = _cap_machines(plot)
+    plot, note = _cap_series(*_cap_machines(plot))
     figure = _faceted_lines(plot, "samples_per_s", "throughput (samples/s, log scale)", log_y=True,  # spans decades
                             errors=("err_plus", "err_minus"))
     return Chart("throughput", title, _finish(figure, title, plot), note)
@@ -58,7 +62,7 @@ def scaling_chart(data: pd.DataFrame) -> Chart:
     plot = data[np.isfinite(data["scaling_efficiency"].to_numpy(dtype=float))]
     if plot.empty or (plot["world_size"] <= 1).all():
         return Chart("scaling", title, None, "not drawn: needs a 1-device run and a multi-device run on one machine")
-    plot, note = _cap_machines(plot.assign(efficiency_pct=plot["scaling_efficiency"] * 100.0))
+    plot, note = _cap_series(*_cap_machines(plot.assign(efficiency_pct=plot["scaling_efficiency"] * 100.0)))
     figure = _faceted_lines(plot, "efficiency_pct", "scaling efficiency (%)",
                             reference_lines=((100.0, "dot", "gray"), (105.0, "dash", "red")))
     return Chart("scaling", title, _finish(figure, title, plot),
@@ -128,7 +132,9 @@ def cost_time_chart(data: pd.DataFrame, target_samples: float, currency: str | N
     plot = plot.assign(time_h=plot["time_to_target_s"] / 3600.0,
                        time_err_plus=(plot["time_to_target_s_high"] - plot["time_to_target_s"]) / 3600.0,
                        time_err_minus=(plot["time_to_target_s"] - plot["time_to_target_s_low"]) / 3600.0)
+    plot, note, grey = _grey_other_machines(plot)
     figure = px.scatter(plot, x="time_h", y="cost_to_target", color="machine", symbol="preset",
+                        color_discrete_map=grey,
                         error_x="time_err_plus", error_x_minus="time_err_minus", hover_name="label",
                         log_x=True, log_y=True,
                         labels={"time_h": f"time to train {target_samples:,.0f} samples (h, log scale)",
@@ -144,7 +150,7 @@ def cost_time_chart(data: pd.DataFrame, target_samples: float, currency: str | N
                                     text=names, textposition="top right", textfont={"size": 11},
                                     line={"color": "black", "width": 3}, marker={"size": 9, "color": "black"},
                                     name=f"frontier ({preset})", hoverinfo="skip"))
-    return Chart("cost_time", title, _finish(figure, title, plot))
+    return Chart("cost_time", title, _finish(figure, title, plot), note)
 
 
 def energy_chart(data: pd.DataFrame) -> Chart:
@@ -219,6 +225,28 @@ def _cap_machines(plot: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     kept = plot[plot["machine"].isin(machines[:MAX_PANELS])]
     return kept, (f"showing the {MAX_PANELS} machines with the fastest setups of {len(machines)}; "
                   f"the table lists all")
+
+
+def _cap_series(plot: pd.DataFrame, note: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """At most MAX_SERIES lines: the series with the fastest setups (one trace per series and panel)."""
+    series = plot.groupby("series")["samples_per_s"].max().sort_values(ascending=False).index
+    if len(series) <= MAX_SERIES:
+        return plot, note
+    kept = plot[plot["series"].isin(series[:MAX_SERIES])]
+    capped = f"showing the {MAX_SERIES} setup series with the fastest setups of {len(series)}; the table lists all"
+    return kept, f"{note}; {capped}" if note else capped
+
+
+def _grey_other_machines(plot: pd.DataFrame) -> tuple[pd.DataFrame, str | None, dict]:
+    """Every setup stays a point; beyond MAX_COLOURED_MACHINES only the machines with the fastest setups
+    keep a colour (and a legend entry), the others are pooled as one grey group."""
+    machines = plot.groupby("machine")["time_h"].min().sort_values().index
+    if len(machines) <= MAX_COLOURED_MACHINES:
+        return plot, None, {}
+    others = f"other machines ({len(machines) - MAX_COLOURED_MACHINES})"
+    pooled = plot.assign(machine=plot["machine"].where(plot["machine"].isin(machines[:MAX_COLOURED_MACHINES]), others))
+    return pooled, (f"every setup is a point; the {MAX_COLOURED_MACHINES} machines with the fastest setups of "
+                    f"{len(machines)} have a colour each, the rest are pooled in grey as '{others}'"), {others: "#bbbbbb"}
 
 
 def _cap(plot: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:

@@ -98,6 +98,11 @@ RUN_COLUMNS: dict[str, str] = {
 
 # Record keys a case cannot be understood without, and the JSON types they must have.
 _NUMBER = (int, float)
+# Plausibility bounds that keep arithmetic finite: counts beyond 2**53 are not exact as floats (and
+# 10**400 overflows one), and a round of K training steps takes far longer than a nanosecond
+# (1e-320 s would make the throughput infinite).
+MAX_COUNT = 2**53
+MIN_ROUND_S = 1e-9
 REQUIRED_RECORD_KEYS: dict[str, tuple[type, ...]] = {
     "case_id": (str,),
     "strategy": (str,),
@@ -208,6 +213,9 @@ def read_json(path: str) -> object:
             from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise InputError(f"file {path}: is nested too deeply to be a result file; expected a result JSON "
+                         f"from `pytest bench/`") from None
     except json.JSONDecodeError as error:
         # A parse error at the very end of the text (or a string never closed) means the file stops
         # early: a copy cut short, rather than something that was never JSON.
@@ -325,13 +333,13 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         value = record.get(key)
         if value is None:
             raise InputError(f"{where}: the record has no {key!r}; see docs/record.md for the required keys")
-        if isinstance(value, bool) or not isinstance(value, types) or (isinstance(value, float) and
-                                                                       not math.isfinite(value)):
+        if isinstance(value, bool) or not isinstance(value, types) or (types is _NUMBER and
+                                                                       not _is_number(value)):
             kind = " or ".join(t.__name__ for t in types)
             raise InputError(f"{where}: {key!r} is {value!r}; expected a finite {kind}")
     for key in ("world_size", "per_device_batch_size", "global_batch_size", "steps_per_round"):
-        if record[key] < 1:
-            raise InputError(f"{where}: {key!r} is {record[key]!r}; expected an integer >= 1")
+        if not 1 <= record[key] <= MAX_COUNT:
+            raise InputError(f"{where}: {key!r} is {record[key]!r:.40}; expected an integer 1 to 2**53")
     if record["peak_flops_per_s"] <= 0:
         raise InputError(f"{where}: 'peak_flops_per_s' is {record['peak_flops_per_s']!r}; expected a number > 0")
 
@@ -376,7 +384,7 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         "controller_round_times_s": controller_s,
         "worker_round_times_s": worker_s,
         "flops_per_sample": float(record["flops_per_sample"]),
-        "num_params": record.get("num_params") if isinstance(record.get("num_params"), int) else None,
+        "num_params": _int_or(record.get("num_params"), None),
         "peak_flops_per_s": float(record["peak_flops_per_s"]),
         "compute_devices": _int_or(record.get("compute_devices"), record["world_size"] if device_type == "cuda" else 1),
         "launch_s": _number_or_nan(record.get("launch_s")),
@@ -401,8 +409,8 @@ def _round_times(where: str, raw: object, name: str) -> list[float] | None:
     if not isinstance(raw, list) or not raw:
         raise InputError(f"{where}: {name} is {type(raw).__name__} {raw!r:.40}; expected a non-empty list of seconds")
     for value in raw:
-        if not _is_number(value) or value <= 0:
-            raise InputError(f"{where}: {name} holds {value!r}; expected round times in seconds > 0")
+        if not _is_number(value) or value < MIN_ROUND_S:
+            raise InputError(f"{where}: {name} holds {value!r:.40}; expected round times in seconds >= {MIN_ROUND_S:g}")
     return [float(value) for value in raw]
 
 
@@ -423,7 +431,7 @@ def _outcome_rows(path: str, section: dict | None, cases: list[dict], machine: s
         row = {key: entry.get(key) for key in OUTCOME_COLUMNS}
         row.update(run_id=path, machine=machine, reason=_text(entry.get("reason")))
         for key in ("world_size", "per_device_batch_size"):
-            row[key] = row[key] if isinstance(row[key], int) and not isinstance(row[key], bool) else None
+            row[key] = _int_or(row[key], None)
         rows.append(row)
     return rows
 
@@ -444,15 +452,20 @@ def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, _NUMBER) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _number_or_nan(value: object) -> float:
     return float(value) if _is_number(value) else math.nan
 
 
-def _int_or(value: object, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else default
+def _int_or(value: object, default: int | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT else default
 
 
 def _text(value: object) -> str | None:

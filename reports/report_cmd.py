@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="HTML",
                         help=f"the HTML report; the .md summary and .csv table are written beside it "
                              f"(default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the HTML, .md and .csv outputs where they exist (without it, any existing one "
+                             "is refused before anything is written)")
     parser.add_argument("--target-samples", type=_positive_number("--target-samples"),
                         default=float(DEFAULT_TARGET_SAMPLES), metavar="N",
                         help=f"samples of a training run to cost and time (default: {DEFAULT_TARGET_SAMPLES:.0e})")
@@ -59,14 +62,20 @@ def output_paths(html_path: str) -> dict[str, Path]:
     return {"html": html_file, "markdown": html_file.with_suffix(".md"), "csv": html_file.with_suffix(".csv")}
 
 
-def check_outputs(outputs: dict[str, Path], input_files: list[str]) -> None:
-    """Refuse to write over an input (or anything that is not a plain file) before any work is done."""
+def check_outputs(outputs: dict[str, Path], input_files: list[str], force: bool = False) -> None:
+    """Refuse to write over an input (or anything that is not a plain file) before any work is done.
+
+    One rule for all three files: one that exists is refused unless --force, since `-o notes.html`
+    also writes notes.md and notes.csv, which may well be the user's own files."""
     inputs = {os.path.realpath(path) for path in input_files}
     for path in outputs.values():
         if os.path.realpath(path) in inputs:
             raise InputError(f"output {path}: is one of the input files; choose another -o so inputs stay untouched")
         if path.exists() and not path.is_file():
             raise InputError(f"output {path}: exists and is not a file; allowed: a new or existing file path")
+        if path.exists() and not force:
+            raise InputError(f"output {path}: exists; -o {outputs['html']} writes {', '.join(map(str, outputs.values()))}: "
+                             f"give --force to replace them, or another -o")
 
 
 def missing_packages() -> list[str]:
@@ -93,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.budget is not None and not args.prices:
         raise InputError("--budget: needs --prices (a budget can only be checked against priced setups)")
     input_files = expand_paths(args.paths)
-    check_outputs(outputs, input_files + ([args.prices] if args.prices else []))
+    check_outputs(outputs, input_files + ([args.prices] if args.prices else []), force=args.force)
     results = load_results(input_files)
     for ignored in results.ignored:
         print(f"ignored: {ignored}: it measured nothing (every case skipped or failed)")

@@ -98,5 +98,21 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
     print("%s: outside GPU busy %s %% (%s); peak end/start %s; unstable: %s" % (r["case_id"],
           r.get("outside_busy_pct"), r.get("outside_busy_reason"), r.get("peak_end_over_start"), r.get("unstable_reasons")))' "$main" || status=1
 fi
+# In-process rounds (single, dp) run on a thread of their own so --round-timeout-s holds there too; on a
+# GPU that thread must train on the same device (current device, CUDA events, autocast are per thread).
+# A hung fp32 round must fail as hung and the bf16 case after it pass on fresh state.
+hang_dir=$(mktemp -d)
+GPUSIZER_FAULT=rank0:hang@round2 timeout --kill-after=30 300 "$PY" -m pytest bench/ -q -p no:cacheprovider \
+    --device cuda --strategies single --world-sizes 1 --precisions fp32,bf16 --presets small \
+    --round-timeout-s 20 --results-dir "$hang_dir" >/dev/null 2>&1 || true
+"$PY" - "$hang_dir" <<'PYEOF' || status=1
+import glob, json, sys
+cases = {c["case_id"]: c for c in json.load(open(glob.glob(sys.argv[1] + "/*.json")[0]))["gpusizer"]["cases"]}
+hung, after = cases["single-1-small-fp32"], cases["single-1-small-bf16"]
+ok = "hung: no answer in round 2" in (hung["reason"] or "") and after["status"] == "passed"
+print(f"in-process hang on cuda: {'ok' if ok else 'FAILED'}: {hung['reason']}; next case {after['status']}")
+sys.exit(0 if ok else 1)
+PYEOF
+rm -rf "$hang_dir"
 echo "result files: $main $oom $release"
 exit "$status"

@@ -54,9 +54,9 @@ def leftovers(mark: str, grace_s: float = 10.0) -> list[str]:
     return alive
 
 
-def start_bench(tmp_path: Path, fault: str, *args: str) -> tuple[subprocess.Popen, str]:
+def start_bench(tmp_path: Path, fault: str, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     mark = uuid.uuid4().hex
-    env = {**os.environ, MARK_ENV: mark, "GPUSIZER_FAULT": fault}
+    env = {**os.environ, **(env or {}), MARK_ENV: mark, "GPUSIZER_FAULT": fault}
     command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q", "--quick",
                "--device", "cpu", "--results-dir", str(tmp_path / "results"), *args]
     proc = subprocess.Popen([*SIGINT_RESTORED, *command], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -66,9 +66,10 @@ def start_bench(tmp_path: Path, fault: str, *args: str) -> tuple[subprocess.Pope
 
 # A test suite started in the background by a non-interactive shell (as CI may be) inherits SIGINT
 # ignored, and Python then installs no KeyboardInterrupt handler. Reset it before exec'ing pytest, so
-# Ctrl-C reaches `pytest bench/` as it would from a terminal.
+# Ctrl-C reaches `pytest bench/` as it would from a terminal (SIGHUP too: under nohup it is ignored).
 SIGINT_RESTORED = [sys.executable, "-c",
                    ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                    "signal.signal(signal.SIGHUP, signal.SIG_DFL); "
                    "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
@@ -121,6 +122,8 @@ def test_killed_worker_fails_only_its_case_naming_rank_and_cause(tmp_path, strat
     assert data["gpusizer"]["complete"] is True
     assert leftovers(mark) == []
     assert time.monotonic() - began < RUN_TIMEOUT_S
+    # The failed case's partial statistics are not in pytest-benchmark's terminal table either.
+    assert not [line for line in output.splitlines() if line.startswith(f"test_train[{strategy}-2-tiny-fp32]")]
 
 
 def test_hung_worker_fails_its_case_at_the_round_deadline_naming_where_it_hangs(tmp_path):
@@ -153,22 +156,53 @@ def test_worker_exception_reaches_the_case_as_one_line(tmp_path):
     assert leftovers(mark) == []
 
 
-def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
-    skip_unless_available("ddp")
-    # Case 1 (world size 1) finishes; case 2 hangs in its first measured round, with a deadline far away.
+def worker_processes(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in marked_processes(mark):
+        try:
+            if proc.cmdline()[1:] == ["-u", "-m", "bench.launch.worker_main"]:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _is_launcher_or_rank(proc: psutil.Process) -> bool:
+    try:
+        command = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "torch.distributed.run" in command or "bench.launch.worker_main" in command
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} (parent {proc.ppid()}): {' '.join(proc.cmdline())}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
+def start_until_second_case_hangs(tmp_path: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`pytest bench/` whose case 1 (ddp, world size 1) has finished and whose case 2 (world size 2)
+    hangs in its first measured round, with a deadline far away."""
     proc, mark = start_bench(tmp_path, "rank1:hang@round2", "--strategies", "ddp", "--world-sizes", "1,2",
-                             "--round-timeout-s", "600")
+                             "--round-timeout-s", "600", env=env)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
         data = result_file(tmp_path)
-        workers = [p for p in marked_processes(mark) if p.cmdline()[1:] == ["-u", "-m", "bench.launch.worker_main"]]
-        if data and "ddp-1-tiny-fp32" in measured_ids(data) and len(workers) == 2:
+        if data and "ddp-1-tiny-fp32" in measured_ids(data) and len(worker_processes(mark)) == 2:
             break
         time.sleep(0.5)
     else:
         proc.send_signal(signal.SIGINT)
         pytest.fail(f"the second case never started:\n{finish(proc, timeout_s=60)[-3000:]}")
     time.sleep(3)  # let the second case reach its hanging round
+    return proc, mark
+
+
+def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
+    skip_unless_available("ddp")
+    proc, mark = start_until_second_case_hangs(tmp_path)
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
     # Between rounds a clean close may take up to CLOSE_TIMEOUT_S (30 s) plus reaping; on a loaded
@@ -184,6 +218,90 @@ def test_ctrl_c_leaves_no_process_and_keeps_finished_cases(tmp_path):
     assert cases_by_id(data)["ddp-2-tiny-fp32"]["status"] == "failed"
     assert "interrupted" in cases_by_id(data)["ddp-2-tiny-fp32"]["reason"]
     assert data["gpusizer"]["complete"] is False
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_end_the_run_like_ctrl_c(tmp_path, signal_number):
+    """A CI cancel (SIGTERM) or a closed terminal (SIGHUP) mid-case: every worker tree is gone within
+    10 s, the finished case is kept, the cut one is marked interrupted, no temporary file is left."""
+    skip_unless_available("ddp")
+    temp = tmp_path / "tmp"  # the run's temporary files land here, so leftovers are this run's own
+    temp.mkdir()
+    proc, mark = start_until_second_case_hangs(tmp_path, env={"TMPDIR": str(temp)})
+    tree = {p.pid: p for p in marked_processes(mark) if _is_launcher_or_rank(p)}
+    assert len(tree) >= 3, "expected torchrun and its 2 ranks"  # 2 ranks + torchrun
+    signalled = time.monotonic()
+    proc.send_signal(signal_number)
+    _, alive = psutil.wait_procs(list(tree.values()), timeout=10.0)
+    assert alive == [], f"alive 10 s after {signal_number.name}: {[_describe(p) for p in alive]}"
+    output = finish(proc, timeout_s=120)
+    assert time.monotonic() - signalled < 120
+    assert proc.returncode == 2, output  # pytest's "interrupted", as for Ctrl-C
+    assert leftovers(mark) == []
+    data = result_file(tmp_path)
+    cases = cases_by_id(data)
+    assert "ddp-1-tiny-fp32" in measured_ids(data) and cases["ddp-1-tiny-fp32"]["status"] == "passed"
+    assert cases["ddp-2-tiny-fp32"]["status"] == "failed"
+    assert f"interrupted ({signal_number.name})" in cases["ddp-2-tiny-fp32"]["reason"]
+    assert data["gpusizer"]["complete"] is False
+    # Launcher logs, stack dumps and torchrun's own temporary folders are all removed.
+    assert sorted(path.name for path in temp.iterdir()) == []
+
+
+def test_in_process_round_past_its_deadline_fails_as_hung_and_the_run_goes_on(tmp_path):
+    """single runs in the pytest process: a round that never ends fails its case at --round-timeout-s
+    with the training thread's frame, and the next in-process case runs on fresh state."""
+    round_timeout_s = 3
+    proc, mark = start_bench(tmp_path, "rank0:hang@round2", "--strategies", "single", "--presets", "tiny,small",
+                             "--round-timeout-s", str(round_timeout_s))
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    data = result_file(tmp_path)
+    cases = cases_by_id(data)
+    hung = cases["single-1-tiny-fp32"]
+    assert hung["status"] == "failed"
+    assert f"hung: no answer in round 2 (--round-timeout-s {round_timeout_s})" in hung["reason"], hung["reason"]
+    assert "training thread in fire_if_due (worker_main.py:" in hung["reason"], hung["reason"]
+    assert "--- stack of the hung training thread" in output  # the whole stack, in the case's output
+    assert cases["single-1-small-fp32"]["status"] == "passed"
+    assert measured_ids(data) == {"single-1-small-fp32"}
+    assert data["gpusizer"]["complete"] is True
+    assert leftovers(mark) == []
+
+
+def test_ctrl_c_in_the_first_case_ends_as_interrupted_with_the_case_in_the_file(tmp_path):
+    """Before any case finished no result file name is claimed yet; the summary must still name it."""
+    skip_unless_available("ddp")
+    proc, mark = start_bench(tmp_path, "rank1:hang@round2", "--strategies", "ddp", "--world-sizes", "2",
+                             "--round-timeout-s", "600")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None and len(worker_processes(mark)) < 2:
+        time.sleep(0.5)
+    time.sleep(3)  # into the hanging round
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, timeout_s=120)
+    assert proc.returncode == 2, output
+    assert "AttributeError" not in output and "INTERNALERROR" not in output, output
+    data = result_file(tmp_path)
+    assert f"result file: {next((tmp_path / 'results').glob('*.json'))}" in output
+    case = cases_by_id(data)["ddp-2-tiny-fp32"]
+    assert case["status"] == "failed" and "interrupted (Ctrl-C)" in case["reason"]
+    assert data["gpusizer"]["complete"] is False and data["benchmarks"] == []
+    assert leftovers(mark) == []
+
+
+def test_a_case_failing_after_measured_rounds_keeps_no_partial_statistics(tmp_path):
+    """Round 1 is the warm-up, round 2 is measured, round 3 raises: the one measured round is neither
+    in pytest-benchmark's terminal table nor in the result file."""
+    skip_unless_available("ddp")
+    proc, mark = start_bench(tmp_path, "rank1:raise@round3", "--strategies", "ddp", "--world-sizes", "2")
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    data = result_file(tmp_path)
+    assert "rank 1 failed in round 3" in cases_by_id(data)["ddp-2-tiny-fp32"]["reason"]
+    assert data["benchmarks"] == []
+    assert not [line for line in output.splitlines() if line.startswith("test_train[ddp-2-tiny-fp32]")], output
+    assert leftovers(mark) == []
 
 
 def test_out_of_memory_in_process_and_in_a_rank_fails_only_its_case_in_one_line(tmp_path):
@@ -207,6 +325,7 @@ def test_out_of_memory_in_process_and_in_a_rank_fails_only_its_case_in_one_line(
     assert cases["ddp-1-tiny-fp32"]["status"] == "passed", cases["ddp-1-tiny-fp32"]["reason"]
     assert measured_ids(data) == {"ddp-1-tiny-fp32"}
     assert leftovers(mark) == []
+
 
 
 @pytest.mark.parametrize("kind", ["hang", "fail"])
@@ -233,3 +352,4 @@ def test_a_broken_interconnect_skips_every_case_of_its_world_size_at_once(tmp_pa
     # covers pytest's and torch's start-up on a busy 2-core machine.
     assert elapsed_s < 100, elapsed_s
     assert leftovers(mark) == []
+

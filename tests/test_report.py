@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from reports.analyse import summarise
+from reports.errors import InputError
 from reports.load import CASE_COLUMNS, hardware_fingerprint, load_results
 from reports.prices import load_prices
 from reports.recommend import dominance_ranks, recommend
@@ -332,6 +333,18 @@ def test_strings_from_result_files_are_escaped(real_result_files, tmp_path):
 # -- bad input -----------------------------------------------------------------------------------
 
 
+def _with_first_record(data: dict, **changes) -> dict:
+    data = json.loads(json.dumps(data))
+    data["benchmarks"][0]["extra_info"].update(changes)
+    return data
+
+
+def _with_first_stats(data: dict, round_times_s: list) -> dict:
+    data = json.loads(json.dumps(data))
+    data["benchmarks"][0]["stats"]["data"] = round_times_s
+    return data
+
+
 def _bad_inputs(real: str, folder: Path) -> dict:
     good = json.loads(Path(real).read_text())
     made = {
@@ -344,6 +357,10 @@ def _bad_inputs(real: str, folder: Path) -> dict:
         "not-benchmark": (json.dumps({"name": "package", "version": "1.0"}), "not a pytest-benchmark result"),
         "future-schema": (json.dumps({**good, "gpusizer": {**good["gpusizer"], "schema_version": 99}}),
                           "unknown schema_version 99"),
+        "deeply-nested": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        "huge-batch": (json.dumps(_with_first_record(good, global_batch_size=10**400)), "expected an integer 1 to 2**53"),
+        "huge-flops": (json.dumps(_with_first_record(good, flops_per_sample=10**400)), "expected a finite"),
+        "subnormal-round": (json.dumps(_with_first_stats(good, [1e-320])), "expected round times in seconds >= 1e-09"),
     }
     cases = {}
     for name, (text, message) in made.items():
@@ -405,6 +422,15 @@ def test_an_output_path_that_is_an_input_is_refused(real_result_files, tmp_path)
     result = run_report(source, "-o", source)
     assert result.returncode == 2 and "is one of the input files" in result.stderr
     assert digest([source]) == before
+
+
+def test_a_prices_error_names_the_line_of_the_file_not_the_row(tmp_path):
+    prices = tmp_path / "prices.csv"
+    # Line 1 a comment, line 2 the header, line 3 blank, line 4 a good row, line 5 another comment, line 6 bad.
+    prices.write_text("# my prices\nmatch,price_per_hour,per,source,date\n\nA10G,1.0,gpu,x,2026-01-01\n"
+                      "# the next one is wrong\nH100,-2.0,gpu,x,2026-01-01\n")
+    with pytest.raises(InputError, match=r"prices\.csv: line 6\b"):
+        load_prices(str(prices))
 
 
 def test_the_example_prices_file_loads_and_says_it_is_an_example():

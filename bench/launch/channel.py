@@ -8,7 +8,8 @@ controller needs to notice a hung or dead rank. Parameters travel as an optional
 Authentication: the controller makes a random token per case and passes it to the workers in the
 environment (``GPUSIZER_TOKEN``); it never goes over the socket. On connect the controller sends a
 random nonce and the worker must answer ``HMAC-SHA256(token, nonce || rank)``. A connection that
-fails the check is dropped before any message of it is read.
+fails the check is dropped before any message of it is read. The hello itself is bounded (4 KiB, no
+payload, nesting depth 8) and only its rank (a small integer) and proof (a string) are looked at.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ ADDRESS_ENV = "GPUSIZER_CHANNEL"  # "127.0.0.1:<port>"
 TOKEN_ENV = "GPUSIZER_TOKEN"  # hex
 NONCE_BYTES = 32
 MAX_HEADER_BYTES = 1 << 20
+MAX_PAYLOAD_BYTES = (1 << 32) - 1  # what the length field can say (rank 0's parameters travel as the payload)
+# Before the proof checks out, a peer is anybody on this host: its hello is small, flat and has no
+# payload, and nothing in it is interpreted beyond the proof.
+MAX_HELLO_BYTES = 4096
+MAX_JSON_DEPTH = 8
+MAX_RANK = 1 << 20
+_RECV_CHUNK_BYTES = 1 << 20
 _LENGTHS = struct.Struct("!II")  # header bytes, payload bytes
 
 
@@ -65,7 +73,8 @@ class Connection:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([self.sock], [], [], left)[0]:
                     raise ChannelTimeout("no message before the deadline")
-            chunk = self.sock.recv(max(1 << 16, count - len(self._buffer)))
+            # Bounded reads: a claimed length is never allocated up front.
+            chunk = self.sock.recv(min(_RECV_CHUNK_BYTES, max(1 << 16, count - len(self._buffer))))
             if not chunk:
                 raise ChannelClosed("connection closed by the peer")
             self._buffer += chunk
@@ -75,16 +84,60 @@ class Connection:
     def has_buffered(self) -> bool:
         return bool(self._buffer)
 
-    def recv(self, deadline: float | None = None) -> tuple[dict, bytes]:
+    def recv(self, deadline: float | None = None, max_header_bytes: int = MAX_HEADER_BYTES,
+             max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[dict, bytes]:
         header_len, payload_len = _LENGTHS.unpack(self._read_exactly(_LENGTHS.size, deadline))
-        if header_len > MAX_HEADER_BYTES:
-            raise ChannelClosed(f"message header of {header_len} bytes is not from a gpusizer worker")
-        message = json.loads(self._read_exactly(header_len, deadline))
+        if header_len > max_header_bytes or payload_len > max_payload_bytes:
+            raise ChannelClosed(f"message of {header_len} + {payload_len} bytes is not from a gpusizer worker")
+        message = parse_message(self._read_exactly(header_len, deadline))
         payload = self._read_exactly(payload_len, deadline) if payload_len else b""
         return message, payload
 
     def close(self) -> None:
         self.sock.close()  # idempotent
+
+
+def json_depth(text: bytes) -> int:
+    """How deeply brackets nest, outside strings: checked before json.loads, which recurses."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def parse_message(header: bytes) -> dict:
+    """A message is a JSON object of plain values: anything else closes the connection."""
+    if json_depth(header) > MAX_JSON_DEPTH:
+        raise ChannelClosed(f"message nested deeper than {MAX_JSON_DEPTH} is not from a gpusizer worker")
+    try:
+        message = json.loads(header)
+    except (ValueError, RecursionError):
+        raise ChannelClosed("message is not JSON; not from a gpusizer worker") from None
+    if not isinstance(message, dict):
+        raise ChannelClosed("message is not a JSON object; not from a gpusizer worker")
+    return message
+
+
+def hello_rank(hello: dict) -> int | None:
+    """The rank a hello claims, when it is a plain small integer (what the proof was computed over)."""
+    rank = hello.get("rank")
+    if type(rank) is not int or not 0 <= rank < MAX_RANK:  # bool, float (1e999 is inf) and huge ints are out
+        return None
+    return rank
 
 
 class Listener:
@@ -96,6 +149,7 @@ class Listener:
         self.sock.bind((host, 0))
         self.sock.listen(64)
         self.address = "{}:{}".format(*self.sock.getsockname())
+        self.dropped: list[str] = []  # why each connection that failed the check was dropped (for diagnosis)
 
     def env(self) -> dict[str, str]:
         """What a worker needs to connect back."""
@@ -116,11 +170,15 @@ class Listener:
         try:
             conn.send({"nonce": nonce.hex()})
             # A client that stays silent must not hold up the others for long.
-            hello, _ = conn.recv(min(deadline, time.monotonic() + 10.0))
-            rank = int(hello["rank"])
-            if not hmac.compare_digest(str(hello.get("proof", "")), proof(self.token, nonce, rank)):
+            hello, _ = conn.recv(min(deadline, time.monotonic() + 10.0), max_header_bytes=MAX_HELLO_BYTES,
+                                 max_payload_bytes=0)
+            rank, claimed = hello_rank(hello), hello.get("proof")
+            if rank is None or not isinstance(claimed, str) or not claimed.isascii():
+                raise ValueError("malformed hello")
+            if not hmac.compare_digest(claimed, proof(self.token, nonce, rank)):
                 raise ValueError("bad proof")
-        except (ChannelClosed, ChannelTimeout, ValueError, KeyError, TypeError, OSError):
+        except (ChannelClosed, ChannelTimeout, ValueError, OSError) as error:
+            self.dropped.append(f"{type(error).__name__}: {error}"[:200])
             conn.close()
             return None
         return conn, hello

@@ -112,6 +112,9 @@ class RemoteGroup:
             CASE_ENV: json.dumps(dataclasses.asdict(case)),
             RANK_ENV: ",".join(spec.rank_env),
             DUMP_DIR_ENV: str(self._dump_dir),
+            # The launcher's and the ranks' own temporary files (torchrun's torchelastic_* folders) go
+            # in this case's folder, removed with it: a tree killed by SIGKILL cannot clean up after itself.
+            "TMPDIR": str(self._dump_dir),
             # Each rank's share of the cores; torch would otherwise start one thread per core in every rank.
             "OMP_NUM_THREADS": str(self.threads_per_rank),
             "PYTHONUNBUFFERED": "1",
@@ -178,6 +181,10 @@ class RemoteGroup:
                 except OSError:
                     pass
             self._tree.wait(CLOSE_TIMEOUT_S)
+        self._kill()
+
+    def abort(self) -> None:
+        """Kill and reap every rank now, without asking for a clean exit (Ctrl-C, SIGTERM, SIGHUP)."""
         self._kill()
 
     # -- internals -----------------------------------------------------------------------------
@@ -250,7 +257,10 @@ class RemoteGroup:
         code = self._tree.returncode()
         if code is not None:
             last = [line for line in self._tree.log_text().splitlines() if line.strip()][-1:] or ["no output"]
-            self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}")
+            # A rank whose hello was dropped (e.g. too slow to answer the challenge) exits without a word.
+            dropped = self._listener.dropped
+            why = f" ({len(dropped)} connection(s) dropped on the channel, last: {dropped[-1]})" if dropped else ""
+            self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}{why}")
 
     def _fail_ranks(self, problems: dict[int, str | None], phase: str) -> None:
         """Fail the case naming the rank that failed first, not the ones that followed it.
@@ -341,6 +351,4 @@ class RemoteGroup:
             conn.close()
         self._listener.close()
         self._tree.kill()
-        for dump in self._dump_dir.glob("*"):
-            dump.unlink()
-        self._dump_dir.rmdir()
+        shutil.rmtree(self._dump_dir, ignore_errors=True)  # stack dumps and the ranks' temporary files
