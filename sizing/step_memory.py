@@ -1,0 +1,33 @@
+"""The memory of one training step on one device, broken down by what holds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The parts every method reports; strategies add their own (buckets, all-gather buffers, ...).
+BASE_PARTS = ("parameters", "gradients", "optimizer_state", "activations", "autocast_weight_copies",
+              "temporaries", "data")
+METHODS = ("trace", "formula")
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Bytes live on one device at the step's high-water mark, by part."""
+
+    method: str
+    parts_bytes: dict = field(default_factory=dict)
+    peak_phase: str = "backward"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"StepMemory.method: {self.method!r}; allowed: {', '.join(METHODS)}")
+        for name, value in self.parts_bytes.items():
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"StepMemory.parts_bytes[{name!r}]: {value!r}; allowed: an integer >= 0")
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.parts_bytes.values())
+
+    def with_parts(self, **changes: int) -> StepMemory:
+        return StepMemory(self.method, {**self.parts_bytes, **changes}, self.peak_phase)
