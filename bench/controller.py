@@ -10,6 +10,7 @@ from bench.bandwidth import allreduce_ceiling
 from bench.cases import BenchCase
 from bench.devices import cuda_unavailable_reason, device_count, device_name
 from bench.launch import LAUNCHERS, WorkerGroup
+from bench.memory_model import memory_record
 from bench.options import BenchOptions
 from bench.peak import matmul_peak_flops_per_s
 from bench.record import build_record, slowest_rank_per_round
@@ -84,6 +85,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             telemetry=telemetry,
             extra_flags=telemetry_flags(telemetry),
         )
+        record.update(memory_record(case, group))  # predicted beside measured peak, after the timed rounds
     finally:
         group.close()
     if verified is not None:

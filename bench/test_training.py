@@ -9,12 +9,16 @@ from bench.launch.remote import WorkerError
 from bench.verify import VerifyError
 
 
-def test_train(benchmark, case, bench_options):
+def test_train(benchmark, case, bench_options, sizing_options):
     reason = skip_reason(case)
     if reason:
         pytest.skip(reason)
     try:
         measure_case(case, benchmark, bench_options)
+        if sizing_options.find_max_batch:
+            from bench.max_batch import find_max_batch  # after the case: its rank's memory is released
+
+            benchmark.extra_info.update(find_max_batch(case, sizing_options))
     except (WorkerError, VerifyError) as error:
         # Already one line naming the rank or the difference; a traceback into the harness adds nothing.
         pytest.fail(str(error), pytrace=False)

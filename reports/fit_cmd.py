@@ -112,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
 def render_text(config: ModelConfig, gpus, rows: list[dict], fsdp: list[dict]) -> str:
     from sizing.units import format_bytes
 
-    lines = [f"model {config.input_size} x {config.hidden_size} x {config.depth} x {config.output_size} "
+    title = (f"model {config.input_size} x {config.hidden_size} x {config.depth} x {config.output_size} "
              f"({config.num_params / 1e9:.3g} B parameters); peak per device from a trace of train_step "
-             "(formula beside it); fits = under 85 % of memory",
-             "",
-             f"{'gpu':<14} {'memory':>9} {'strategy':<8} {'prec':<5} {'world':>5} {'batch':>6} {'peak':>10} "
-             f"{'formula':>10}  {'verdict':<13} {'max batch':>9}"]
+             "(formula beside it); fits = under 85 % of memory; max batch = largest predicted within memory")
+    header = (f"{'gpu':<14} {'memory':>9} {'strategy':<8} {'prec':<5} {'world':>5} {'batch':>6} {'peak':>10} "
+              f"{'formula':>10}  {'verdict':<13} {'max batch':>9}")
+    lines = [title, "", header]
     for row in rows:
         lines.append(
             f"{row['gpu']:<14} {format_bytes(row['gpu_memory_bytes']):>9} {row['strategy']:<8} {row['precision']:<5} "

@@ -24,7 +24,8 @@ PHASES = ("before", "forward", "backward", "optimizer")
 
 
 class Ledger(TorchDispatchMode):
-    def __init__(self, limit_bytes: int | None = None, healthy_scalars: bool = False) -> None:
+    def __init__(self, limit_bytes: int | None = None, healthy_scalars: bool = False,
+                 keep_history: bool = False) -> None:
         super().__init__()
         self.limit_bytes = limit_bytes
         # Fake tensors have no values: GradScaler's "any inf?" .item() is answered "none", as in a healthy step.
@@ -35,6 +36,9 @@ class Ledger(TorchDispatchMode):
         self.peak_bytes = 0
         self.peak_live: dict[int, tuple[int, str, str]] = {}
         self.peak_phase = "before"
+        # Every moment's live set: a strategy that shards some parts moves the high-water mark elsewhere
+        # (FSDP: from the end of backward to the activations' peak), so the prediction needs all of them.
+        self.history: list[tuple[str, dict]] | None = [] if keep_history else None
         self.weight_ids: set[int] = set()  # storages of parameters, for telling autocast copies apart
 
     def adopt(self, tensors, phase: str = "before") -> None:
@@ -62,6 +66,8 @@ class Ledger(TorchDispatchMode):
             self.live_bytes -= nbytes
 
     def _check_peak(self) -> None:
+        if self.history is not None:
+            self.history.append((self.phase, dict(self.live)))
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes = self.live_bytes
             self.peak_live = dict(self.live)

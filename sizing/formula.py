@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from reference_model import ModelConfig
 from reference_model.data import DEFAULT_POOL_BATCHES
-from sizing.step_memory import StepMemory
+from sizing.step_memory import StepMemory, StepTimeline
 
 FP32_BYTES = 4
 LOW_PRECISION_BYTES = 2
@@ -30,7 +30,7 @@ def data_pool_bytes(config: ModelConfig, batch_size: int) -> int:
     return DEFAULT_POOL_BATCHES * batch_size * (config.input_size * FP32_BYTES + TARGET_BYTES)
 
 
-def formula_step(config: ModelConfig, precision: str, batch_size: int) -> StepMemory:
+def formula_step(config: ModelConfig, precision: str, batch_size: int) -> StepTimeline:
     b, hidden, depth = batch_size, config.hidden_size, config.depth
     autocast = precision in AUTOCAST_PRECISIONS
     e = LOW_PRECISION_BYTES if autocast else FP32_BYTES
@@ -51,8 +51,8 @@ def formula_step(config: ModelConfig, precision: str, batch_size: int) -> StepMe
         "end of backward": {"gradients": params,
                             "temporaries": max(b * first_out * e, first_in * first_out * e if autocast else 0)},
     }
-    phase, peak = max(moments.items(), key=lambda item: sum(item[1].values()))
-    parts = {"parameters": params, "gradients": 0, "optimizer_state": 0, "activations": 0,
-             "autocast_weight_copies": 0, "temporaries": 0, "data": data_pool_bytes(config, b)}
-    parts.update(peak)
-    return StepMemory("formula", parts, "forward" if phase == "forward" else "backward")
+    always = {"parameters": params, "gradients": 0, "optimizer_state": 0, "activations": 0,
+              "autocast_weight_copies": 0, "temporaries": 0, "data": data_pool_bytes(config, b)}
+    return StepTimeline("formula", tuple(
+        StepMemory("formula", {**always, **parts}, "forward" if moment == "forward" else "backward")
+        for moment, parts in moments.items()))

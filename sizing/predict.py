@@ -19,8 +19,9 @@ def predict(workload: Workload, method: str = "trace") -> StepMemory:
         raise ValueError(f"method: {method!r}; allowed: {', '.join(STEP_METHODS)}")
     strategy = STRATEGY_MEMORY[workload.strategy]
     batch = strategy.process_batch_size(workload.per_device_batch_size, workload.world_size)
-    step = STEP_METHODS[method](workload.config, workload.precision, batch)
-    return strategy.per_device(step, workload.config, workload.world_size, workload.per_device_batch_size)
+    timeline = STEP_METHODS[method](workload.config, workload.precision, batch)
+    return timeline.peak(lambda moment: strategy.per_device(moment, workload.config, workload.world_size,
+                                                            workload.per_device_batch_size))
 
 
 def verdict(peak_bytes: int, memory_bytes: int) -> str:
@@ -53,12 +54,18 @@ def max_batch_size(workload: Workload, memory_bytes: int, method: str = "formula
 
 def min_fsdp_world_size(workload: Workload, memory_bytes: int, limit: int = 4096) -> int | None:
     """The smallest world size at which FSDP brings this workload within ``memory_bytes``; None up to ``limit``."""
-    step = trace_step(workload.config, workload.precision, workload.per_device_batch_size)
-    fsdp = STRATEGY_MEMORY["fsdp"]
-    for world_size in range(1, limit + 1):
-        if fsdp.per_device(step, workload.config, world_size, workload.per_device_batch_size).peak_bytes <= memory_bytes:
-            return world_size
-    return None
+    def fits(world_size: int) -> bool:
+        sized = Workload(workload.config, workload.precision, "fsdp", world_size, workload.per_device_batch_size)
+        return predict(sized).peak_bytes <= memory_bytes
+
+    # More shards never need more memory per device: bisect.
+    if not fits(limit):
+        return None
+    low, high = 0, limit  # low does not fit (0: nothing below 1), high fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
 
 
 def _with_batch(workload: Workload, batch: int) -> Workload:

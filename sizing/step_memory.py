@@ -31,3 +31,19 @@ class StepMemory:
 
     def with_parts(self, **changes: int) -> StepMemory:
         return StepMemory(self.method, {**self.parts_bytes, **changes}, self.peak_phase)
+
+
+@dataclass(frozen=True)
+class StepTimeline:
+    """The step's memory at each moment that may be its high-water mark, by part."""
+
+    method: str
+    moments: tuple = ()  # of StepMemory
+
+    def __post_init__(self) -> None:
+        if not self.moments or not all(isinstance(m, StepMemory) for m in self.moments):
+            raise ValueError("StepTimeline.moments: needs at least one StepMemory")
+
+    def peak(self, transform=lambda moment: moment) -> StepMemory:
+        """The largest moment after ``transform`` (a strategy's effect on one device)."""
+        return max((transform(moment) for moment in self.moments), key=lambda m: m.peak_bytes)

@@ -18,7 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from reference_model import ModelConfig, Precision, TrainState, build_model, make_batches, make_optimizer, train_step
 from sizing.accounting import Ledger
-from sizing.step_memory import StepMemory
+from sizing.step_memory import BASE_PARTS, StepMemory, StepTimeline
 
 
 def _fake_parameters(model: nn.Module) -> None:
@@ -40,8 +40,9 @@ def _state_tensors(state: TrainState) -> list[torch.Tensor]:
 
 
 def run_accounted_step(state: TrainState, inputs: torch.Tensor, targets: torch.Tensor,
-                       ledger: Ledger, data: list[torch.Tensor]) -> dict:
-    """One train_step under ``ledger``; returns the parts live at its high-water mark.
+                       ledger: Ledger, data: list[torch.Tensor]) -> list[tuple[str, dict]]:
+    """One train_step under ``ledger``; returns (phase, parts) live at its high-water mark, then at every
+    recorded moment when the ledger keeps its history.
 
     Works on fake and on real tensors. The phase is set by hooks on the root module and the optimizer.
     """
@@ -74,9 +75,13 @@ def run_accounted_step(state: TrainState, inputs: torch.Tensor, targets: torch.T
     grad_ids = ledger.storage_ids(p.grad for p in params if p.grad is not None)
     opt_ids = ledger.storage_ids(_state_tensors(state))
     data_ids = ledger.storage_ids(data)
-    parts = {name: 0 for name in ("parameters", "gradients", "optimizer_state", "activations",
-                                  "autocast_weight_copies", "temporaries", "data")}
-    for key, (nbytes, phase, op) in ledger.peak_live.items():
+    sets = [(ledger.peak_phase, ledger.peak_live)] + list(ledger.history or ())
+    return [(phase, _classify(live, param_ids, grad_ids, opt_ids, data_ids)) for phase, live in sets]
+
+
+def _classify(live: dict, param_ids: set, grad_ids: set, opt_ids: set, data_ids: set) -> dict:
+    parts = dict.fromkeys(BASE_PARTS, 0)
+    for key, (nbytes, phase, op) in live.items():
         if key in param_ids:
             part = "parameters"
         elif key in grad_ids:
@@ -96,7 +101,7 @@ def run_accounted_step(state: TrainState, inputs: torch.Tensor, targets: torch.T
 
 
 @functools.lru_cache(maxsize=64)
-def trace_step(config: ModelConfig, precision: str, batch_size: int) -> StepMemory:
+def trace_step(config: ModelConfig, precision: str, batch_size: int) -> StepTimeline:
     """Peak memory of the second train_step (the first creates optimizer and scaler state) for one
     process feeding ``batch_size`` samples, with the benchmark's pool of synthetic batches resident."""
     with torch.device("meta"):
@@ -108,7 +113,7 @@ def trace_step(config: ModelConfig, precision: str, batch_size: int) -> StepMemo
         state = TrainState(model, make_optimizer(model), prec, prec.make_grad_scaler())
         with Ledger(healthy_scalars=True):
             train_step(state, *batches[0])  # warm-up: optimizer and scaler state now exist
-        ledger = Ledger(healthy_scalars=True)
+        ledger = Ledger(healthy_scalars=True, keep_history=True)
         data = [t for pair in batches for t in pair]
-        parts = run_accounted_step(state, *batches[1], ledger=ledger, data=data)
-    return StepMemory("trace", parts, ledger.peak_phase)
+        moments = run_accounted_step(state, *batches[1], ledger=ledger, data=data)
+    return StepTimeline("trace", tuple(StepMemory("trace", parts, phase) for phase, parts in moments))

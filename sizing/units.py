@@ -26,7 +26,7 @@ def parse_bytes(option: str, raw: str) -> int:
     return int(value)
 
 
-def format_bytes(value: int | float) -> str:
+def format_bytes(value: float) -> str:
     """Binary units, three significant figures: what GPU memory is usually quoted in."""
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(value) >= size:

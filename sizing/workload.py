@@ -23,7 +23,7 @@ class Workload:
         from sizing.strategies import STRATEGY_MEMORY  # late: that module imports this one
 
         if not isinstance(self.config, ModelConfig):
-            raise ValueError(f"Workload.config must be a ModelConfig, got {self.config!r}")
+            raise TypeError(f"Workload.config must be a ModelConfig, got {self.config!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"Workload.precision: {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.strategy not in STRATEGY_MEMORY:
@@ -34,19 +34,19 @@ class Workload:
                 raise ValueError(f"Workload.{name}: {value!r}; allowed: an integer >= 1")
 
 
-def config_for_params(num_params: int | float) -> ModelConfig:
-    """The square MLP (all widths equal, depth 1..) nearest ``num_params``: the width is a multiple
-    of 128 and the depth grows with size the way the presets do (about one hidden layer per 2^{0.6} x)."""
+def config_for_params(num_params: float) -> ModelConfig:
+    """The square MLP (input = hidden = output width, a multiple of 128) nearest ``num_params``.
+
+    Every depth from 1 to 64 is tried with its nearest width; the shallowest shape within 1 % of the
+    best is kept, since wide layers are what the presets grow.
+    """
     if not (isinstance(num_params, (int, float)) and math.isfinite(num_params) and 1 <= num_params <= MAX_PARAMS):
         raise ValueError(f"--params: {num_params!r}; allowed: a number of parameters from 1 to {MAX_PARAMS:.0e}")
-    best, best_error = None, math.inf
+    shapes = []
     for depth in range(1, 65):
-        layers = depth + 1  # depth hidden layers -> depth + 1 Linear layers of width x width
-        width = math.sqrt(num_params / layers)
-        for candidate in {max(WIDTH_MULTIPLE, round(width / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)}:
-            config = ModelConfig(candidate, candidate, depth, candidate)
-            error = abs(config.num_params - num_params) / num_params
-            # Prefer the shallowest shape within 1 % of the best: wide layers are what the presets grow.
-            if error < best_error - 0.01:
-                best, best_error = config, error
-    return best
+        width = math.sqrt(num_params / (depth + 1))  # depth + 1 Linear layers of width x width
+        width = max(WIDTH_MULTIPLE, round(width / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+        config = ModelConfig(width, width, depth, width)
+        shapes.append((abs(config.num_params - num_params) / num_params, depth, config))
+    best_error = min(error for error, _, _ in shapes)
+    return min((depth, config) for error, depth, config in shapes if error <= best_error + 0.01)[1]
