@@ -16,7 +16,9 @@ COLUMNS = ("case_id", "machine", "predicted_peak_bytes", "measured_step_peak_byt
 
 
 def _gib(value: float) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value / 2**30:.3g} GiB"
+    from sizing.units import format_bytes
+
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format_bytes(value)
 
 
 def _present(value) -> bool:

@@ -37,4 +37,6 @@ if [ ! -s "$out" ]; then
 fi
 "$PY" scripts/gpu_check_table.py "$out" || status=1
 echo "result file: $out"
+# Memory model on the GPU (issue 13): predicted vs measured peak within 10 %, --find-max-batch vs real OOM.
+PYTHON="$PY" bash scripts/gpu-check-memory.sh || status=1
 exit "$status"

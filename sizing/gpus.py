@@ -31,7 +31,7 @@ class GPU:
 _TABLE = (
     GPU("H100-80GB", 80 * GB, "HBM3", "NVIDIA H100 Tensor Core GPU datasheet (H100 SXM 80GB), 2023"),
     GPU("H100-94GB-NVL", 94 * GB, "HBM3", "NVIDIA H100 Tensor Core GPU datasheet (H100 NVL 94GB), 2023"),
-    GPU("H200-141GB", 141 * GB, "HBM3e", "NVIDIA H200 Tensor Core GPU datasheet, Nov 2024"),
+    GPU("H200-141GB", 141 * GB, "HBM3e", "NVIDIA H200 Tensor Core GPU datasheet (H200 SXM 141GB), 2024"),
     GPU("A100-40GB", 40 * GB, "HBM2", "NVIDIA A100 Tensor Core GPU datasheet (A100 40GB PCIe/SXM), Jun 2021"),
     GPU("A100-80GB", 80 * GB, "HBM2e", "NVIDIA A100 Tensor Core GPU datasheet (A100 80GB PCIe/SXM), Jun 2021"),
     GPU("L4", 24 * GB, "GDDR6", "NVIDIA L4 Tensor Core GPU datasheet, 2023"),

@@ -173,3 +173,20 @@ def test_find_max_batch_records_batch_peak_and_throughput(pytester):
     assert single["measured_step_peak_bytes"] == single["predicted_peak_bytes"]
     assert records["ddp"]["max_per_device_batch_size"] is None and "in-process" in records["ddp"]["max_batch_reason"]
     assert records["ddp"]["measured_step_peak_bytes"] is None
+
+
+def test_report_memory_section_shows_error_and_fit_table():
+    pd = pytest.importorskip("pandas", reason="the report extra (pandas) is not installed")
+    from reports import memory_section
+
+    predicted = predict(Workload(PRESETS["small"], "fp32", "single", 1, 256)).peak_bytes
+    cases = pd.DataFrame([{"machine": "m1", "case_id": "single-1-small-fp32", "preset": "small", "strategy": "single",
+                           "world_size": 1, "precision": "fp32", "per_device_batch_size": 256,
+                           "predicted_peak_bytes": float(predicted), "measured_step_peak_bytes": predicted / 1.05,
+                           "max_per_device_batch_size": 42000.0, "max_batch_samples_per_s": 1234.5}])
+    rows = memory_section.comparison_rows(cases)
+    assert rows[0]["error"] == "+5.0%" and rows[0]["max batch"] == "42000"
+    gpus = (GPUS["L4"], GPUS["A10G"])
+    markdown = memory_section.render_markdown(cases, gpus)
+    assert "| workload | predicted peak | L4 | A10G |" in markdown and "fits" in markdown
+    assert "Would it fit" in memory_section.render_html(cases, gpus)
