@@ -12,8 +12,10 @@ import argparse
 import json
 import math
 
-from reference_model import PRECISIONS, PRESETS, ModelConfig
 from reports.errors import InputError
+
+# reference_model (and so torch) is imported when `fit` runs, not when the gpusizer parser is built:
+# `gpusizer report` and `compare` do not need torch.
 
 DEFAULT_WORLD_SIZE = 8  # one typical GPU node
 DEFAULT_BATCH_SIZE = 256  # per device, as pytest bench/ uses by default
@@ -46,13 +48,17 @@ def _params(raw: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     shape = parser.add_argument_group("the model (one of: --preset, --params, or all four of --input/--hidden/--depth/--output)")
-    shape.add_argument("--preset", choices=tuple(PRESETS), help="a benchmark preset")
+    shape.add_argument("--preset", metavar="NAME", help="a benchmark preset: tiny, small, medium, large or xl "
+                                                         "(README's Presets table)")
     shape.add_argument("--params", type=_params, metavar="N", help="the square MLP nearest N parameters (e.g. 7e9)")
     for name in ("input", "hidden", "depth", "output"):
         shape.add_argument(f"--{name}", type=_positive_int(f"--{name}"), metavar="N")
-    parser.add_argument("--gpus", metavar="NAMES", help="comma-separated GPU names (default: all known)")
+    from sizing.gpus import GPUS
+
+    parser.add_argument("--gpus", metavar="NAMES",
+                        help=f"comma-separated GPU names; known: {', '.join(GPUS)} (default: all)")
     parser.add_argument("--strategies", metavar="NAMES", help="comma-separated strategies (default: all)")
-    parser.add_argument("--precisions", metavar="NAMES", help=f"comma-separated; allowed: {', '.join(PRECISIONS)} "
+    parser.add_argument("--precisions", metavar="NAMES", help="comma-separated; allowed: fp32, tf32, bf16, fp16 "
                                                               "(default: all)")
     parser.add_argument("--world-size", type=_positive_int("--world-size"), default=DEFAULT_WORLD_SIZE, metavar="N",
                         help=f"devices of dp, ddp, horovod, fsdp (single is one); default {DEFAULT_WORLD_SIZE}")
@@ -61,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the table as JSON instead of text")
 
 
-def model_config(args: argparse.Namespace) -> ModelConfig:
+def model_config(args: argparse.Namespace):
+    from reference_model import PRESETS, ModelConfig
     from sizing.workload import config_for_params
 
     dims = [getattr(args, name) for name in ("input", "hidden", "depth", "output")]
@@ -69,6 +76,8 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     if sum(given) != 1:
         raise InputError("the model: give exactly one of --preset, --params, or --input/--hidden/--depth/--output")
     if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise InputError(f"--preset: unknown value {args.preset!r}; allowed: {', '.join(PRESETS)}")
         return PRESETS[args.preset]
     if args.params is not None:
         return config_for_params(args.params)
@@ -88,6 +97,7 @@ def _names(option: str, raw: str | None, allowed: tuple[str, ...]) -> tuple[str,
 
 
 def run(args: argparse.Namespace) -> int:
+    from reference_model import PRECISIONS
     from sizing.fit import fit_rows, fsdp_rows
     from sizing.gpus import GPUS, parse_gpu_names
     from sizing.strategies import STRATEGY_MEMORY
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_text(config: ModelConfig, gpus, rows: list[dict], fsdp: list[dict]) -> str:
+def render_text(config, gpus, rows: list[dict], fsdp: list[dict]) -> str:
     from sizing.units import format_bytes
 
     title = (f"model {config.input_size} x {config.hidden_size} x {config.depth} x {config.output_size} "

@@ -9,8 +9,6 @@ from __future__ import annotations
 import html
 import math
 
-from reference_model import PRESETS
-
 COLUMNS = ("case_id", "machine", "predicted_peak_bytes", "measured_step_peak_bytes", "max_per_device_batch_size",
            "max_batch_samples_per_s")
 
@@ -46,6 +44,7 @@ def comparison_rows(cases) -> list[dict]:
 
 def fit_table_rows(cases, gpus) -> list[dict]:
     """Each distinct measured workload (preset, strategy, world size, precision, batch) against each GPU."""
+    from reference_model import PRESETS
     from sizing.predict import predict, verdict
     from sizing.workload import Workload
 

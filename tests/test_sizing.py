@@ -122,8 +122,10 @@ def test_fit_text_names_sources_and_verdicts(capsys):
         (["fit", "--params", "many"], "--params 'many' is not a number"),
         (["fit", "--preset", "small", "--gpus", "H100-80GB,B300"], "unknown GPU 'B300'; known: H100-80GB"),
         (["fit", "--preset", "small", "--params", "1e9"], "give exactly one of --preset, --params"),
+        (["fit", "--preset", "huge"], "--preset: unknown value 'huge'; allowed: tiny, small"),
         (["fit", "--input", "128"], "needs all four of --input, --hidden, --depth and --output"),
         (["fit", "--preset", "small", "--strategies", "zero"], "--strategies: unknown value 'zero'"),
+        (["report", "none.json", "--fit-gpus", "H100-80GB,B200"], "--fit-gpus: unknown GPU 'B200'; known: H100-80GB"),
     ],
 )
 def test_fit_bad_input_is_one_line_exit_2(capsys, args, message):
