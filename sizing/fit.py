@@ -8,11 +8,9 @@ from sizing.predict import max_batch_size, min_fsdp_world_size, predict, verdict
 from sizing.strategies import STRATEGY_MEMORY
 from sizing.workload import Workload
 
-SINGLE_DEVICE_STRATEGIES = ("single",)  # one device by definition: sized at world size 1
-
 
 def strategy_world_size(strategy: str, world_size: int) -> int:
-    return 1 if strategy in SINGLE_DEVICE_STRATEGIES else world_size
+    return world_size if STRATEGY_MEMORY[strategy].multi_device else 1
 
 
 def fit_rows(config: ModelConfig, gpus: tuple[GPU, ...], strategies: tuple[str, ...], precisions: tuple[str, ...],

@@ -18,6 +18,7 @@ SHARDED_PARTS = ("parameters", "gradients", "optimizer_state")
 
 class StrategyMemory:
     name: ClassVar[str]
+    multi_device: ClassVar[bool] = True  # False: sized at world size 1 only (as bench's Strategy says)
 
     def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
         return per_device_batch_size
@@ -29,6 +30,7 @@ class StrategyMemory:
 
 class SingleMemory(StrategyMemory):
     name = "single"
+    multi_device = False
 
 
 class DDPMemory(StrategyMemory):
