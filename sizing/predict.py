@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from sizing.formula import formula_step
 from sizing.step_memory import StepMemory
 from sizing.strategies import STRATEGY_MEMORY
@@ -13,6 +15,7 @@ HEADROOM_FRACTION = 0.85  # under this share of memory: fits with headroom (allo
 MAX_SEARCH_BATCH = 2**31
 
 
+@functools.lru_cache(maxsize=4096)  # fit asks the same workload once per GPU
 def predict(workload: Workload, method: str = "trace") -> StepMemory:
     """The busiest device's memory at the step's high-water mark."""
     if method not in STEP_METHODS:

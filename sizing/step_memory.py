@@ -43,7 +43,19 @@ class StepTimeline:
     def __post_init__(self) -> None:
         if not self.moments or not all(isinstance(m, StepMemory) for m in self.moments):
             raise ValueError("StepTimeline.moments: needs at least one StepMemory")
+        # A strategy scales parts down or adds to them, never makes a part negative: a moment with no
+        # part above another moment's can never be the peak. Dropping those keeps predict() cheap.
+        object.__setattr__(self, "moments", _undominated(self.moments))
 
     def peak(self, transform=lambda moment: moment) -> StepMemory:
         """The largest moment after ``transform`` (a strategy's effect on one device)."""
         return max((transform(moment) for moment in self.moments), key=lambda m: m.peak_bytes)
+
+
+def _undominated(moments: tuple) -> tuple:
+    kept: list[StepMemory] = []
+    for moment in sorted(moments, key=lambda m: m.peak_bytes, reverse=True):
+        parts = moment.parts_bytes
+        if not any(all(parts.get(k, 0) <= other.parts_bytes.get(k, 0) for k in parts) for other in kept):
+            kept.append(moment)
+    return tuple(kept)
