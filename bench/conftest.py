@@ -11,18 +11,21 @@ from bench.cases import build_cases
 from bench.devices import device_count, resolve_device_type
 from bench.options import add_options, options_from_config
 from bench.session import BenchSession
+from bench.sizing_options import SIZING_KEY, add_sizing_options, sizing_options_from_config
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    add_sizing_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
         options = options_from_config(config)
+        config.stash[SIZING_KEY] = sizing_options_from_config(config)
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
     # Per-round data is what reports and regression checks are built on: always keep it.
@@ -81,6 +84,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def bench_options(request):
     return request.config.stash[SESSION_KEY].options
+
+
+@pytest.fixture
+def sizing_options(request):
+    return request.config.stash[SIZING_KEY]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,6 +13,7 @@ from bench.case_facts import add_case_facts
 from bench.cases import BenchCase
 from bench.devices import cuda_unavailable_reason, device_count, device_name
 from bench.launch import LAUNCHERS, WorkerGroup
+from bench.memory_model import memory_record
 from bench.options import BenchOptions
 from bench.out_of_memory import device_memory_bytes, too_large_reason
 from bench.peak import matmul_peak_flops_per_s
@@ -119,6 +120,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         )
         add_case_facts(record, case, group)  # before close: the group still has the ranks' facts
         record.update(steps_per_round_requested=case.steps_per_round, round_sizing=sizing.as_dict())
+        record.update(memory_record(case, group))  # predicted beside measured peak, after the timed rounds
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
         getattr(group, "abort", group.close)()

@@ -8,12 +8,16 @@ from bench.controller import interconnect_skip_reason, skip_reason
 from bench.outcome import measure_or_failure
 
 
-def test_train(benchmark, case, bench_options):
+def test_train(benchmark, case, bench_options, sizing_options):
     reason = skip_reason(case) or interconnect_skip_reason(case, bench_options.ceiling_timeout_s)
     if reason:
         pytest.skip(reason)
     try:
         failure = measure_or_failure(case, benchmark, bench_options)
+        if failure is None and sizing_options.find_max_batch:
+            from bench.max_batch import find_max_batch  # after the case: its rank's memory is released
+
+            benchmark.extra_info.update(find_max_batch(case, sizing_options))
     except BaseException:
         # Any failure not turned into one line (and Ctrl-C, SIGTERM, SIGHUP): pytest-benchmark marks a
         # benchmark failed on Exception only; an interrupted one would enter the result file written at

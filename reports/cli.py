@@ -12,6 +12,7 @@ from reports.errors import EXIT_BAD_INPUT, InputError
 SUBCOMMANDS = {
     "report": ("reports.report_cmd", "build the HTML/Markdown/CSV report from result files"),
     "compare": ("reports.compare_cmd", "regression verdict: compare a current run against a baseline"),
+    "fit": ("reports.fit_cmd", "will the model fit: GPUs x strategies x precisions, predicted peak memory per device"),
 }
 
 

@@ -69,6 +69,11 @@ CASE_COLUMNS: dict[str, str] = {
     "unstable_reasons": "object",  # the benchmark's one-line reasons for the "unstable" flag ([] when stable)
     "baseline_only": "boolean",
     "timing_gap_fraction": "float64",
+    # Memory sizing (issue 13): predicted beside measured step peak, and --find-max-batch's answer.
+    "predicted_peak_bytes": "float64",
+    "measured_step_peak_bytes": "float64",
+    "max_per_device_batch_size": "float64",
+    "max_batch_samples_per_s": "float64",
 }
 
 OUTCOME_COLUMNS: dict[str, str] = {
@@ -399,6 +404,8 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
                              if isinstance(reason, str)] if isinstance(record.get("unstable_reasons"), list) else [],
         "baseline_only": bool(baseline_only) if isinstance(baseline_only, bool) else record["strategy"] == "dp",
         "timing_gap_fraction": _number_or_nan(gap),
+        **{key: _number_or_nan(record.get(key)) for key in (
+            "predicted_peak_bytes", "measured_step_peak_bytes", "max_per_device_batch_size", "max_batch_samples_per_s")},
     }
     return row
 

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=_positive_number("--budget"), metavar="AMOUNT",
                         help="the most to spend on training the target samples, in the prices' currency (a total, "
                              "not per hour); adds the objective 'fastest within the budget'. Needs --prices")
+    parser.add_argument("--fit-gpus", metavar="NAMES",
+                        help="comma-separated GPU names (e.g. H100-80GB,L4,A10G): adds a table of whether each "
+                             "measured workload is predicted to fit them; `gpusizer fit --help` has the sizing")
 
 
 def output_paths(html_path: str) -> dict[str, Path]:
@@ -60,6 +63,17 @@ def output_paths(html_path: str) -> dict[str, Path]:
     if html_file.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"output {html_path}: the report is HTML; allowed: a file name ending in .html")
     return {"html": html_file, "markdown": html_file.with_suffix(".md"), "csv": html_file.with_suffix(".csv")}
+
+
+def _fit_gpus(raw: str | None):
+    if raw is None:
+        return None
+    from sizing.gpus import parse_gpu_names
+
+    try:
+        return parse_gpu_names("--fit-gpus", raw)
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 def check_outputs(outputs: dict[str, Path], input_files: list[str], force: bool = False) -> None:
@@ -99,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from reports.render import ReportContext, render_html, render_markdown, write_csv
 
     outputs = output_paths(args.output)
+    fit_gpus = _fit_gpus(args.fit_gpus)
     if args.budget is not None and not args.prices:
         raise InputError("--budget: needs --prices (a budget can only be checked against priced setups)")
     input_files = expand_paths(args.paths)
@@ -117,8 +132,15 @@ def run(args: argparse.Namespace) -> int:
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
-    write_text(outputs["html"], render_html(recommendation, charts, context))
-    write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name))
+    from reports import memory_section
+
+    page = render_html(recommendation, charts, context)
+    # The memory section is added before the method notes (or at the end of the body).
+    marker = "<h2>Method</h2>" if "<h2>Method</h2>" in page else "</body>"
+    page = page.replace(marker, memory_section.render_html(results.cases, fit_gpus) + "\n" + marker, 1)
+    write_text(outputs["html"], page)
+    write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name)
+               + memory_section.render_markdown(results.cases, fit_gpus))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)
     print(f"report: {outputs['html']}")

@@ -115,4 +115,6 @@ sys.exit(0 if ok else 1)
 PYEOF
 rm -rf "$hang_dir"
 echo "result files: $main $oom $release"
+# Memory model on the GPU (issue 13): predicted vs measured peak within 10 %, --find-max-batch vs real OOM.
+PYTHON="$PY" bash scripts/gpu-check-memory.sh || status=1
 exit "$status"

@@ -153,6 +153,11 @@ class InProcessGroup:
     def peak_memory_bytes(self) -> int:
         return self._worker.peak_memory_bytes()
 
+    @property
+    def accounting_worker(self) -> TrainingWorker | None:
+        # The rank itself, for the step-memory accounting of bench/memory_model.py (CPU).
+        return self._worker
+
     def parameters(self) -> list:
         return self._worker.parameters_snapshot()
 

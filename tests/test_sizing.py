@@ -1,0 +1,194 @@
+"""The memory model: trace and formula agree, the ledger counts and enforces, fit and --find-max-batch
+answer, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reference_model import PRECISIONS, PRESETS, Precision, TrainState, build_model, make_batches, make_optimizer
+from reports.cli import main as gpusizer
+from sizing.accounting import Ledger
+from sizing.gpus import GPUS
+from sizing.predict import max_batch_size, min_fsdp_world_size, predict, verdict
+from sizing.strategies import STRATEGY_MEMORY
+from sizing.trace import run_accounted_step, trace_step
+from sizing.units import parse_bytes
+from sizing.workload import Workload, config_for_params
+from tests.test_bench_harness import only_result_file, run_bench
+
+AGREEMENT = 0.10
+
+
+@pytest.mark.parametrize("preset", tuple(PRESETS))
+def test_trace_and_formula_agree_within_ten_percent(preset):
+    """Every preset x strategy x precision, at world sizes 1 and 8 and at the default and a large batch."""
+    worst = []
+    for precision in PRECISIONS:
+        for strategy in STRATEGY_MEMORY:
+            for world_size in (1, 8):
+                for batch in (256, 8192):
+                    workload = Workload(PRESETS[preset], precision, strategy, world_size, batch)
+                    traced, formula = predict(workload, "trace"), predict(workload, "formula")
+                    error = abs(formula.peak_bytes - traced.peak_bytes) / traced.peak_bytes
+                    worst.append((error, precision, strategy, world_size, batch))
+    assert max(worst)[0] <= AGREEMENT, max(worst)
+
+
+def test_trace_counts_parameters_gradients_and_data_exactly():
+    config = PRESETS["small"]
+    parts = trace_step(config, "fp32", 256).peak().parts_bytes
+    assert parts["parameters"] == config.num_params * 4
+    assert parts["gradients"] == config.num_params * 4  # the peak of a weight-heavy step: end of backward
+    assert parts["data"] == 4 * 256 * (config.input_size * 4 + 8)
+    bf16 = trace_step(config, "bf16", 8192).peak().parts_bytes
+    assert bf16["autocast_weight_copies"] > 0 and bf16["activations"] > 0
+
+
+def test_strategies_change_memory_as_they_should():
+    config = PRESETS["large"]
+    peak = {s: predict(Workload(config, "fp32", s, 8, 256)).peak_bytes for s in STRATEGY_MEMORY}
+    grads = config.num_params * 4
+    assert peak["ddp"] - peak["single"] == grads  # DDP's buckets: a second copy of the gradients
+    assert peak["fsdp"] < peak["single"] / 3  # parameters and gradients split 8 ways, plus three layers unsharded
+    fsdp = predict(Workload(config, "fp32", "fsdp", 8, 256)).parts_bytes
+    assert fsdp["parameters"] == -(-config.num_params * 4 // 8)
+    assert fsdp["fsdp_unsharded_parameters"] == 2 * (8192 * 8192 + 8192) * 4
+
+
+def test_ledger_on_real_tensors_matches_the_trace_and_enforces_a_limit():
+    config = PRESETS["small"]
+    model = build_model(config)
+    state = TrainState(model, make_optimizer(model), Precision("fp32", "cpu"))
+    batches = make_batches(config, 64, seed=0, rank=0, device="cpu")
+    data = [t for pair in batches for t in pair]
+    ledger = Ledger()
+    run_accounted_step(state, *batches[0], ledger=ledger, data=data)
+    assert ledger.peak_bytes == trace_step(config, "fp32", 64).peak().peak_bytes
+    with pytest.raises(torch.OutOfMemoryError, match="--max-memory"):
+        run_accounted_step(state, *batches[1], ledger=Ledger(limit_bytes=ledger.peak_bytes - 1), data=data)
+
+
+def test_max_batch_and_fsdp_world_size():
+    workload = Workload(PRESETS["small"], "fp32", "single", 1, 256)
+    limit = 2 * 2**30
+    batch = max_batch_size(workload, limit)
+    assert predict(Workload(workload.config, "fp32", "single", 1, batch), "formula").peak_bytes <= limit
+    assert predict(Workload(workload.config, "fp32", "single", 1, batch + 1), "formula").peak_bytes > limit
+    xl = Workload(PRESETS["xl"], "bf16", "fsdp", 1, 256)
+    size = min_fsdp_world_size(xl, GPUS["L4"].memory_bytes)
+    assert size is not None and size > 1
+    assert predict(Workload(xl.config, "bf16", "fsdp", size, 256)).peak_bytes <= GPUS["L4"].memory_bytes
+    assert predict(Workload(xl.config, "bf16", "fsdp", size - 1, 256)).peak_bytes > GPUS["L4"].memory_bytes
+    assert verdict(80, 100) == "fits" and verdict(90, 100) == "tight" and verdict(101, 100) == "does not fit"
+
+
+def test_params_gives_the_nearest_square_mlp():
+    config = config_for_params(7e9)
+    assert config.input_size == config.hidden_size == config.output_size
+    assert abs(config.num_params - 7e9) / 7e9 < 0.01
+    with pytest.raises(ValueError, match="--params"):
+        config_for_params(2e13)
+
+
+def test_every_gpu_has_memory_and_a_dated_source():
+    for gpu in GPUS.values():
+        assert gpu.memory_bytes >= 16 * 10**9
+        assert any(char.isdigit() for char in gpu.source.rsplit(",", 1)[-1]), gpu.source
+
+
+def test_fit_json_has_a_predicted_peak_per_row(capsys):
+    assert gpusizer(["fit", "--preset", "medium", "--gpus", "H100-80GB,L4", "--precisions", "fp32,bf16", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["rows"]) == 2 * 2 * len(STRATEGY_MEMORY)
+    assert all(row["predicted_peak_bytes"] > 0 and row["verdict"] == "fits" for row in data["rows"])
+    assert {row["gpu"] for row in data["fsdp_min_world_size"]} == {"H100-80GB", "L4"}
+
+
+def test_fit_text_names_sources_and_verdicts(capsys):
+    assert gpusizer(["fit", "--preset", "xl", "--gpus", "L4", "--precisions", "fp32", "--world-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit" in out and "NVIDIA L4 Tensor Core GPU datasheet" in out
+    assert "smallest FSDP world size" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "--params", "0"], "--params '0'; allowed: a number of parameters from 1 to 1e+13"),
+        (["fit", "--params", "2e13"], "--params '2e13'; allowed"),
+        (["fit", "--params", "many"], "--params 'many' is not a number"),
+        (["fit", "--preset", "small", "--gpus", "H100-80GB,B300"], "unknown GPU 'B300'; known: H100-80GB"),
+        (["fit", "--preset", "small", "--params", "1e9"], "give exactly one of --preset, --params"),
+        (["fit", "--preset", "huge"], "--preset: unknown value 'huge'; allowed: tiny, small"),
+        (["fit", "--input", "128"], "needs all four of --input, --hidden, --depth and --output"),
+        (["fit", "--preset", "small", "--strategies", "zero"], "--strategies: unknown value 'zero'"),
+        (["report", "none.json", "--fit-gpus", "H100-80GB,B200"], "--fit-gpus: unknown GPU 'B200'; known: H100-80GB"),
+    ],
+)
+def test_fit_bad_input_is_one_line_exit_2(capsys, args, message):
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(gpusizer(args))
+    assert exited.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_parse_bytes():
+    assert parse_bytes("--max-memory", "8GiB") == 8 * 2**30
+    assert parse_bytes("--max-memory", "80GB") == 80 * 10**9
+    for bad in ("0", "-1GiB", "lots", "8 parsecs", "0.1"):
+        with pytest.raises(ValueError, match="--max-memory"):
+            parse_bytes("--max-memory", bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--find-max-batch", "--max-memory", "lots"], "--max-memory: 'lots' is not a memory size"),
+        (["--find-max-batch", "--max-memory", "0"], "--max-memory: '0' is not positive"),
+        (["--max-memory", "2GiB"], "--max-memory: only used by --find-max-batch"),
+    ],
+)
+def test_bench_memory_options_bad_input_is_exit_4(pytester, args, message):
+    result = run_bench(pytester, *args)
+    assert result.ret == 4
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert len(errors) == 1 and message in errors[0], result.stderr.lines
+
+
+def test_find_max_batch_records_batch_peak_and_throughput(pytester):
+    """tiny on CPU under a 64 MiB stand-in device: the search ends where the real step stops fitting."""
+    limit = 64 * 2**20
+    result = run_bench(pytester, "--quick", "--strategies", "single,ddp", "--world-sizes", "1",
+                       "--find-max-batch", "--max-memory", "64MiB")
+    assert result.ret == 0, result.stdout.str()
+    records = {b["extra_info"]["strategy"]: b["extra_info"] for b in only_result_file(pytester.path / "results")["benchmarks"]}
+    single = records["single"]
+    batch = single["max_per_device_batch_size"]
+    assert batch > 64 and single["max_batch_peak_bytes"] <= limit and single["max_batch_samples_per_s"] > 0
+    failed = [t["per_device_batch_size"] for t in single["max_batch_tries"] if not t["fits"]]
+    assert failed and min(failed) - batch <= max(1, batch // 32)  # bisected to within 1/32
+    # Predicted beside measured at the case's own batch (CPU: the ledger over a real step).
+    assert single["measured_step_peak_bytes"] == single["predicted_peak_bytes"]
+    assert records["ddp"]["max_per_device_batch_size"] is None and "in-process" in records["ddp"]["max_batch_reason"]
+    assert records["ddp"]["measured_step_peak_bytes"] is None
+
+
+def test_report_memory_section_shows_error_and_fit_table():
+    pd = pytest.importorskip("pandas", reason="the report extra (pandas) is not installed")
+    from reports import memory_section
+
+    predicted = predict(Workload(PRESETS["small"], "fp32", "single", 1, 256)).peak_bytes
+    cases = pd.DataFrame([{"machine": "m1", "case_id": "single-1-small-fp32", "preset": "small", "strategy": "single",
+                           "world_size": 1, "precision": "fp32", "per_device_batch_size": 256,
+                           "predicted_peak_bytes": float(predicted), "measured_step_peak_bytes": predicted / 1.05,
+                           "max_per_device_batch_size": 42000.0, "max_batch_samples_per_s": 1234.5}])
+    rows = memory_section.comparison_rows(cases)
+    assert rows[0]["error"] == "+5.0%" and rows[0]["max batch"] == "42000"
+    gpus = (GPUS["L4"], GPUS["A10G"])
+    markdown = memory_section.render_markdown(cases, gpus)
+    assert "| workload | predicted peak | L4 | A10G |" in markdown and "fits" in markdown
+    assert "Would it fit" in memory_section.render_html(cases, gpus)
