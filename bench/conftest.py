@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Per-round data is what reports and regression checks are built on: always keep it.
     config.option.benchmark_save_data = True
     config.stash[SESSION_KEY] = BenchSession(config, options)
+    from bench.hosts import set_active_cluster
+
+    set_active_cluster(options.cluster)  # read by the multi-node launchers
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -26,7 +26,7 @@ def skip_reason(case: BenchCase) -> str | None:
         if reason:
             return reason
     available = device_count(case.device_type)
-    if case.world_size > available:
+    if case.world_size > available and not case.hosts:  # a multi-node case counts --hosts slots instead
         unit = "GPUs" if case.device_type == "cuda" else "CPU cores (one worker process each)"
         return f"world size {case.world_size} needs {case.world_size} {unit}; this machine has {available}"
     reason = REGISTRY[case.strategy].unavailable_reason(case.device_type, case.world_size, case.precision)
@@ -52,7 +52,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
     peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
     # Measured before launch, outside the rounds, once per session.
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
-    if case.world_size > 1:
+    if case.world_size > 1 and not case.hosts:
         # The communication ceiling between these devices; stored with the machine, not the case.
         allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.launch_timeout_s)
     launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
@@ -84,6 +84,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
             telemetry=telemetry,
             extra_flags=telemetry_flags(telemetry),
         )
+        record.update(getattr(group, "network", {}))  # multi-node: the interface and controller address used
     finally:
         group.close()
     if verified is not None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.devices import DEVICE_CHOICES
+from bench.hosts import Cluster
+from bench.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
 from reference_model import PRECISIONS, PRESETS
 
 SCALING_CHOICES = ("weak", "strong")
@@ -55,6 +57,8 @@ class BenchOptions:
     results_dir: str
     launch_timeout_s: float
     round_timeout_s: float
+    cluster: Cluster | None = None  # --hosts/--hostfile; None: this machine only
+    internode_gbps: tuple[float, ...] = ()  # the scaling projection's assumed inter-node link rates
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -170,6 +174,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="smoke run: preset tiny, batch 64, 5 steps x 3 rounds (each still overridable)")
     group.addoption("--verify", dest="gs_verify", action="store_true",
                     help="before measuring, check each strategy reaches the same weights as single (fp32)")
+    add_multinode_options(group)
 
 
 def options_from_config(config: pytest.Config) -> BenchOptions:
@@ -201,4 +206,6 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         results_dir=get("gs_results_dir"),
         launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),
         round_timeout_s=_to_float("--round-timeout-s", get("gs_round_timeout_s")),
+        cluster=cluster_from_config(get),
+        internode_gbps=internode_gbps_from_config(get),
     )

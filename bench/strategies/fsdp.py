@@ -12,6 +12,7 @@ from reference_model import TrainState, make_optimizer
 class FSDP(Strategy):
     name = "fsdp"
     launcher = "torchrun"
+    multi_node = True
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
         reason = process_group.backend_unavailable_reason(device_type)
