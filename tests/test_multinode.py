@@ -1,0 +1,130 @@
+"""Multi-node runs with two real hosts on this machine: two network namespaces joined by a veth pair,
+each with its own sshd (tests/netns_hosts.py). ``pytest bench/`` runs inside the first namespace,
+as it would on a cluster's first node, and reaches both hosts over ssh.
+
+Every test checks afterwards that nothing of the case is left running on either host.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netns_hosts import INTERFACE, TwoHosts, unavailable_reason
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_DEADLINE_S = 420
+QUICK = ("--quick", "--steps-per-round", "2", "--rounds", "2", "--warmup-rounds", "1")
+
+_REASON = unavailable_reason()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"multi-node tests: {_REASON}")
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory):
+    hosts = TwoHosts(tmp_path_factory.mktemp("multinode-hosts"))
+    try:
+        yield hosts.start()
+    finally:
+        hosts.close()
+
+
+def run_bench_on_first_host(hosts: TwoHosts, results_dir: Path, *args: str,
+                            env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """``pytest bench/`` in the first namespace, with the test's ssh key; returns it and its seconds."""
+    command = hosts.netns_command(
+        hosts.hosts[0], sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q",
+        "--results-dir", str(results_dir), "--ssh-identity-file", str(hosts.identity_file), *args)
+    run_env = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    run_env.update({"GPUSIZER_SSH_KNOWN_HOSTS": str(hosts.known_hosts), **(env or {})})
+    began = time.monotonic()
+    result = subprocess.run(command, cwd=REPO, env=run_env, capture_output=True, text=True,
+                            timeout=RUN_DEADLINE_S, check=False)
+    return result, time.monotonic() - began
+
+
+def both_hosts(hosts: TwoHosts, slots: int = 1) -> str:
+    return ",".join(f"{host.address}:{slots}" for host in hosts.hosts)
+
+
+def result_of(results_dir: Path) -> dict:
+    files = sorted(results_dir.glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def records(data: dict) -> dict[str, dict]:
+    return {bench["extra_info"]["case_id"]: bench["extra_info"] for bench in data["benchmarks"]}
+
+
+def assert_nothing_left(hosts: TwoHosts) -> None:
+    left = hosts.wait_until_clean()
+    assert not left, f"processes left running on the hosts after the run: {left}"
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(two_hosts, tmp_path_factory):
+    results = tmp_path_factory.mktemp("multinode-torchrun")
+    result, _ = run_bench_on_first_host(two_hosts, results, *QUICK, "--strategies", "ddp,fsdp",
+                                        "--world-sizes", "2", "--hosts", both_hosts(two_hosts))
+    left = two_hosts.wait_until_clean()
+    return result, results, left
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_multinode_torchrun_two_hosts(torchrun_run, two_hosts, strategy):
+    result, results, left = torchrun_run
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    record = records(result_of(results))[f"{strategy}-2-tiny-fp32-2nodes"]
+    assert record["nodes"] == 2
+    assert record["slots_per_node"] == [1, 1]
+    assert record["hosts"] == [f"{host.address}:1" for host in two_hosts.hosts]
+    assert record["network_interface"] == INTERFACE
+    assert record["controller_address"] == two_hosts.hosts[0].address
+    assert record["samples_per_s"] > 0
+    assert not left, f"processes left running on the hosts after the run: {left}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="Horovod is not installed: run `make horovod`")
+def test_multinode_horovod_two_hosts(two_hosts, tmp_path):
+    result, _ = run_bench_on_first_host(two_hosts, tmp_path, *QUICK, "--strategies", "horovod",
+                                        "--world-sizes", "2", "--hosts", both_hosts(two_hosts))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    record = records(result_of(tmp_path))["horovod-2-tiny-fp32-2nodes"]
+    assert record["nodes"] == 2 and record["network_interface"] == INTERFACE
+    assert_nothing_left(two_hosts)
+
+
+def test_multinode_unreachable_host_fails_its_cases_only(two_hosts, tmp_path):
+    # .9 is in the namespaces' own subnet and nobody has it: ssh cannot connect.
+    missing = "10.213.0.9"
+    launch_timeout_s = 60
+    result, seconds = run_bench_on_first_host(
+        two_hosts, tmp_path, *QUICK, "--strategies", "single,ddp", "--world-sizes", "1,2",
+        "--hosts", f"{two_hosts.hosts[0].address}:1,{missing}:1", "--launch-timeout-s", str(launch_timeout_s))
+    assert result.returncode == 1, result.stdout[-4000:]
+    cases = {case["case_id"]: case for case in result_of(tmp_path)["gpusizer"]["cases"]}
+    assert cases["single-1-tiny-fp32"]["status"] == "passed"  # the rest of the run goes on
+    failed = cases["ddp-2-tiny-fp32-2nodes"]
+    assert failed["status"] == "failed"
+    assert f"host {missing} unreachable" in failed["reason"], failed["reason"]
+    assert seconds < launch_timeout_s + 120  # within its deadline (plus the passing cases' time)
+    assert_nothing_left(two_hosts)
+
+
+def test_multinode_host_dying_mid_case_is_named_and_reaped(two_hosts, tmp_path):
+    result, _ = run_bench_on_first_host(
+        two_hosts, tmp_path, *QUICK, "--strategies", "ddp", "--world-sizes", "2", "--hosts", both_hosts(two_hosts),
+        env={"GPUSIZER_FAULT": "rank1:crash@round2"})
+    assert result.returncode == 1, result.stdout[-4000:]
+    [case] = result_of(tmp_path)["gpusizer"]["cases"]
+    assert case["status"] == "failed"
+    assert "rank 1" in case["reason"], case["reason"]
+    assert_nothing_left(two_hosts)
