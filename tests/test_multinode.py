@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from netns_hosts import INTERFACE, TwoHosts, unavailable_reason
 
 REPO = Path(__file__).resolve().parent.parent
