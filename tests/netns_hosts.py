@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ SUBNET = "10.213.0"  # private, and only ever inside the namespaces made here
 INTERFACE = "gs0"  # the same name on both hosts, as horovodrun wants a common interface
 COMMAND_TIMEOUT_S = 20
 SSHD_START_S = 20
+HOST_KEY_DIR = Path.home() / ".cache" / "gpusizer" / "multinode-test-host-keys"
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -65,6 +67,12 @@ class TwoHosts:
         self.hosts = [Host(names[0], f"{SUBNET}.1"), Host(names[1], f"{SUBNET}.2")]
         for host in self.hosts:
             _run(IP, "netns", "add", host.netns)
+            # `ip netns exec` mounts /etc/netns/<name>/hosts over /etc/hosts: there this machine's
+            # name resolves to the host's own address, as on a real node (Gloo looks the name up
+            # where it is given no interface, e.g. in Horovod's process-set contexts).
+            etc = Path("/etc/netns") / host.netns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(f"127.0.0.1 localhost\n{host.address} {socket.gethostname()}\n")
             _run(IP, "-n", host.netns, "link", "set", "lo", "up")
         ends = [f"gva{self.tag}", f"gvb{self.tag}"]
         _run(IP, "link", "add", ends[0], "type", "veth", "peer", "name", ends[1])
@@ -85,8 +93,12 @@ class TwoHosts:
         return self
 
     def _start_sshd(self, index: int, host: Host) -> subprocess.Popen:
-        host_key = self.root / f"host_key_{index}"
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+        # Kept across runs: horovodrun's own ssh records host keys in the user's known_hosts, where a
+        # new key per run would warn about a changed host identity every time.
+        host_key = HOST_KEY_DIR / f"host_key_{index}"
+        if not host_key.exists():
+            HOST_KEY_DIR.mkdir(parents=True, exist_ok=True)
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
         config = self.root / f"sshd_config_{index}"
         config.write_text("\n".join([
             "Port 22", f"ListenAddress {host.address}", f"HostKey {host_key}",
@@ -169,4 +181,5 @@ class TwoHosts:
                 except (ProcessLookupError, ValueError):
                     pass
             _run(IP, "netns", "del", host.netns, check=False)
+            shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
         _run(IP, "link", "del", f"gva{self.tag}", check=False)  # only exists if moving it failed
