@@ -63,6 +63,10 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     from bench.inventory import ceilings
 
     output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"] = ceilings()
+    from bench.multinode_bandwidth import measured_internode_ceilings
+
+    output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"]["allreduce_across_hosts"] = (
+        measured_internode_ceilings())
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:

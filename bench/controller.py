@@ -55,6 +55,10 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
     if case.world_size > 1 and not case.hosts:
         # The communication ceiling between these devices; stored with the machine, not the case.
         allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.launch_timeout_s)
+    elif case.hosts:  # multi-node: across the hosts and within the first one
+        from bench.multinode_bandwidth import multinode_ceilings
+
+        multinode_ceilings(case, options.cluster, timeout_s=options.launch_timeout_s)
     launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
     group = launcher(case, launch_timeout_s=options.launch_timeout_s, round_timeout_s=options.round_timeout_s)
     try:

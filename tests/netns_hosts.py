@@ -132,11 +132,25 @@ class TwoHosts:
     def netns_command(host: Host, *command: str) -> list[str]:
         return [IP, "netns", "exec", host.netns, *command]
 
-    def shape(self, rate_mbit: float) -> None:
-        """Limit the link both ways (tc netem rate on each veth end)."""
+    def shape(self, rate_mbit: float) -> str:
+        """Limit the link both ways (an egress qdisc on each veth end): netem's rate, or where this
+        kernel has no netem (sch_netem not built), a token bucket (tbf) at the same rate.
+        Returns the qdisc used."""
+        used = ""
         for host in self.hosts:
-            _run(TC, "-n", host.netns, "qdisc", "replace", "dev", INTERFACE, "root", "netem",
-                 "rate", f"{rate_mbit}mbit")
+            base = [TC, "-n", host.netns, "qdisc", "replace", "dev", INTERFACE, "root"]
+            netem = _run(*base, "netem", "rate", f"{rate_mbit}mbit", "limit", "10000", check=False)
+            if netem.returncode == 0:
+                used = "netem"
+                continue
+            # burst: a few packets' worth at this rate; latency: the queue a TCP window may fill.
+            _run(*base, "tbf", "rate", f"{rate_mbit}mbit", "burst", "64kb", "latency", "500ms")
+            used = "tbf"
+        return used
+
+    def unshape(self) -> None:
+        for host in self.hosts:
+            _run(TC, "-n", host.netns, "qdisc", "del", "dev", INTERFACE, "root", check=False)
 
     def processes_left(self) -> dict[str, list[str]]:
         """Per namespace, the processes in it other than its sshd listener."""

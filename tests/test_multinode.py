@@ -88,6 +88,8 @@ def test_multinode_torchrun_two_hosts(torchrun_run, two_hosts, strategy):
     assert record["network_interface"] == INTERFACE
     assert record["controller_address"] == two_hosts.hosts[0].address
     assert record["samples_per_s"] > 0
+    [across] = result_of(results)["machine_info"]["gpusizer"]["ceilings"]["allreduce_across_hosts"]
+    assert across["nodes"] == 2 and across["busbw_bytes_per_s"] > 0, across
     assert not left, f"processes left running on the hosts after the run: {left}"
 
 
@@ -126,4 +128,48 @@ def test_multinode_host_dying_mid_case_is_named_and_reaped(two_hosts, tmp_path):
     [case] = result_of(tmp_path)["gpusizer"]["cases"]
     assert case["status"] == "failed"
     assert "rank 1" in case["reason"], case["reason"]
+    assert_nothing_left(two_hosts)
+
+
+MEASURE_ACROSS_HOSTS = """
+import json, sys
+from bench.hosts import Cluster, Host
+from bench.multinode_bandwidth import internode_allreduce_ceiling
+from bench.cases import BenchCase
+hosts = tuple(Host(name, 1) for name in sys.argv[1].split(","))
+cluster = Cluster(hosts, ssh_identity_file=sys.argv[2])
+case = BenchCase(strategy="ddp", world_size=len(hosts), preset="tiny", precision="fp32", device_type="cpu",
+                 per_device_batch_size=1, scaling="weak", steps_per_round=1, rounds=1, warmup_rounds=0,
+                 hosts=tuple(h.spec() for h in hosts))
+print("RESULT " + json.dumps(internode_allreduce_ceiling(case, cluster, timeout_s=150)))
+"""
+
+
+def measure_across_hosts(hosts: TwoHosts) -> dict:
+    command = hosts.netns_command(hosts.hosts[0], sys.executable, "-c", MEASURE_ACROSS_HOSTS,
+                                  ",".join(host.address for host in hosts.hosts), str(hosts.identity_file))
+    env = {**os.environ, "GPUSIZER_SSH_KNOWN_HOSTS": str(hosts.known_hosts)}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def test_multinode_bandwidth_across_hosts_follows_the_shaped_link(two_hosts):
+    measured = {}
+    try:
+        for rate_mbit in (100, 400):
+            qdisc = two_hosts.shape(rate_mbit)
+            entry = measure_across_hosts(two_hosts)
+            assert entry["reason"] is None, entry["reason"]
+            assert entry["scope"] == "across hosts" and entry["nodes"] == 2
+            measured[rate_mbit] = entry["busbw_bytes_per_s"]
+    finally:
+        two_hosts.unshape()
+    # Bus bandwidth of a 2-rank ring is the per-link rate: it cannot beat the shaped link (10% for
+    # the shaper's burst), and a 4x faster link must show clearly more of it.
+    for rate_mbit, busbw in measured.items():
+        link_bytes_per_s = rate_mbit * 1e6 / 8
+        assert 0.3 * link_bytes_per_s < busbw <= 1.1 * link_bytes_per_s, (qdisc, measured)
+    assert measured[400] > 1.5 * measured[100], (qdisc, measured)
     assert_nothing_left(two_hosts)
