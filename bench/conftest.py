@@ -58,6 +58,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         output_json["gpusizer"] = session.summary_section()
+        output_json["gpusizer"]["internode_gbps"] = list(session.options.internode_gbps)  # for the projection
     # Ceilings (matmul peaks, all-reduce bandwidth) are measured as cases run, after machine_info
     # was first taken: refresh them on every write.
     from bench.inventory import ceilings

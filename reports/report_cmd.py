@@ -106,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
-    write_text(outputs["html"], render_html(recommendation, charts, context))
+    from reports.load import read_json
+    from reports.projection import projections_from_payloads, render_projection_html
+
+    projection_html = render_projection_html(projections_from_payloads([read_json(path) for path in input_files]))
+    write_text(outputs["html"], render_html(recommendation, charts, context, extra_sections=projection_html))
     write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)
