@@ -100,9 +100,25 @@ def fit_overlap(compute_s: float, comm_s: list[float], measured_s: list[float]) 
     return 1.0 - min(max(exposed, 0.0), 1.0)
 
 
-def project(records: list[dict], ceilings: dict, internode_gbps: tuple[float, ...]) -> list[Projection]:
-    """One projection per strategy/preset/precision/batch that has a world-size-1 case and at least
-    one multi-device case with a measured bus bandwidth (weak scaling only)."""
+def fit_compute_and_overlap(comm_s: list[float], measured_s: list[float]) -> tuple[float, float]:
+    """Least squares of ``measured = compute + (1 - overlap) * comm`` for both unknowns (needs points
+    at different communication times), overlap within 0..1."""
+    mean_c, mean_m = statistics.fmean(comm_s), statistics.fmean(measured_s)
+    exposed = (sum((c - mean_c) * (m - mean_m) for c, m in zip(comm_s, measured_s))
+               / sum((c - mean_c) ** 2 for c in comm_s))
+    exposed = min(max(exposed, 0.0), 1.0)
+    return statistics.fmean(m - exposed * c for c, m in zip(comm_s, measured_s)), 1.0 - exposed
+
+
+# Points this far apart in communication time pin down compute and overlap together.
+DISTINCT_COMM_RATIO = 2.0
+
+
+def project(records: list[dict], ceilings: dict | None, internode_gbps: tuple[float, ...]) -> list[Projection]:
+    """One projection per strategy/preset/precision/batch with at least one multi-device case with a
+    measured bus bandwidth (weak scaling only). Compute per step: fitted together with the overlap
+    when the cases ran at clearly different communication times (e.g. one link at two rates), else
+    the world-size-1 case's step. A record may carry its own ``_busbw_bytes_per_s`` (pooled runs)."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if record.get("scaling") == "weak" and record.get("round_times_s"):
@@ -110,26 +126,35 @@ def project(records: list[dict], ceilings: dict, internode_gbps: tuple[float, ..
     projections = []
     for key, group in sorted(groups.items()):
         base = [r for r in group if r["world_size"] == 1]
-        multi = [(r, _busbw(r, ceilings)) for r in group if r["world_size"] > 1]
+        multi = [(r, r.get("_busbw_bytes_per_s") or _busbw(r, ceilings or {})) for r in group if r["world_size"] > 1]
         multi = [(r, bw) for r, bw in multi if bw]
-        if not base or not multi:
+        if not multi:
             continue
-        projections.append(_project_group(key, base[0], multi, ceilings, internode_gbps))
+        projection = _project_group(key, base[0] if base else None, multi, ceilings or {}, internode_gbps)
+        if projection is not None:
+            projections.append(projection)
     return projections
 
 
-def _project_group(key, base: dict, multi: list[tuple[dict, float]], ceilings: dict,
-                   internode_gbps: tuple[float, ...]) -> Projection:
+def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceilings: dict,
+                   internode_gbps: tuple[float, ...]) -> Projection | None:
     strategy, preset, precision, batch, device_type = key
-    compute_s = step_s(base)
-    gradient_bytes = int(base["num_params"]) * GRADIENT_BYTES_PER_PARAM
+    gradient_bytes = int(multi[0][0]["num_params"]) * GRADIENT_BYTES_PER_PARAM
     comm = [ring_comm_s(r["world_size"], gradient_bytes, bw) for r, bw in multi]
     measured = [step_s(r) for r, _ in multi]
-    overlap = fit_overlap(compute_s, comm, measured)
+    if max(comm) >= DISTINCT_COMM_RATIO * min(comm):
+        compute_s, overlap = fit_compute_and_overlap(comm, measured)
+        compute_from = "fitted"
+    elif base is not None:
+        compute_s = step_s(base)
+        overlap = fit_overlap(compute_s, comm, measured)
+        compute_from = f"measured at world size 1 ({base['case_id']})"
+    else:
+        return None
     points = tuple(
         MeasuredPoint(r["case_id"], r["world_size"], r.get("nodes", 1), bw, m, compute_s + (1 - overlap) * c)
         for (r, bw), c, m in zip(multi, comm, measured))
-    label = f"{strategy} / {preset} / {precision} / batch {batch} per device ({device_type})"
+    label = f"{strategy} / {preset} / {precision} / batch {batch} per device ({device_type}); compute {compute_from}"
     worst = max(points, key=lambda p: p.error)
     if worst.error > MAX_MODEL_ERROR:
         reason = (f"not projected: the model is off by {worst.error:.0%} at {worst.case_id} "
@@ -142,6 +167,9 @@ def _project_group(key, base: dict, multi: list[tuple[dict, float]], ceilings: d
     within = next((e.get("busbw_bytes_per_s") for e in ceilings.get("allreduce", [])
                    if (e.get("device_type"), e.get("world_size")) == (device_type, slots)), None)
     rows = []
+    if compute_s <= 0:
+        return Projection(label, 0.0, gradient_bytes, overlap, points, (),
+                          "not projected: the fitted compute time per step is not positive")
     for nodes in PROJECTED_NODES:
         devices = nodes * slots
         if devices < 2:
@@ -156,17 +184,24 @@ def _project_group(key, base: dict, multi: list[tuple[dict, float]], ceilings: d
 
 
 def projections_from_payloads(payloads: list[dict]) -> list[Projection]:
-    """Every run's projections (each run uses its own machine's measured bandwidths)."""
-    found = []
+    """Projections from the runs' cases pooled, each case with the bus bandwidth its own run measured
+    (the within-one-host bandwidth for the projected one-node row: the last run's)."""
+    pooled, rates, ceilings = [], set(), {}
     for payload in payloads:
-        records = [b.get("extra_info", {}) for b in payload.get("benchmarks", [])]
-        ceilings = payload.get("machine_info", {}).get("gpusizer", {}).get("ceilings", {})
-        rates = tuple(payload.get("gpusizer", {}).get("internode_gbps", ()))
-        try:
-            found += project([r for r in records if "round_times_s" in r], ceilings, rates)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            continue  # a file without the keys the model needs (older schema): no projection from it
-    return found
+        ceilings = payload.get("machine_info", {}).get("gpusizer", {}).get("ceilings", {}) or {}
+        rates |= set(payload.get("gpusizer", {}).get("internode_gbps", ()) or ())
+        for bench in payload.get("benchmarks", []):
+            record = bench.get("extra_info", {})
+            if "round_times_s" not in record:
+                continue
+            try:
+                pooled.append({**record, "_busbw_bytes_per_s": _busbw(record, ceilings)})
+            except (KeyError, TypeError, ValueError):
+                continue  # a record without the keys the model needs (older schema)
+    try:
+        return project(pooled, ceilings, tuple(sorted(rates)))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return []  # files without what the model needs: no projection rather than a broken report
 
 
 def render_projection_html(projections: list[Projection]) -> str:

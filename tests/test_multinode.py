@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from netns_hosts import INTERFACE, TwoHosts, unavailable_reason
+
+from reports.projection import render_projection_html
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DEADLINE_S = 420
@@ -173,3 +176,47 @@ def test_multinode_bandwidth_across_hosts_follows_the_shaped_link(two_hosts):
         assert 0.3 * link_bytes_per_s < busbw <= 1.1 * link_bytes_per_s, (qdisc, measured)
     assert measured[400] > 1.5 * measured[100], (qdisc, measured)
     assert_nothing_left(two_hosts)
+
+
+def test_multinode_projection_checked_against_shaped_rates(two_hosts, tmp_path):
+    """Fit the model (compute and overlap) on 2-node runs over the bare link and over a 25 Mbit/s one,
+    project the step time at the bus bandwidth a 100 Mbit/s link measured, and compare with the
+    2-node run over that link: a point the model never saw."""
+    from reports.projection import MAX_MODEL_ERROR, project, projections_from_payloads
+
+    runs = {}
+    try:
+        for rate_mbit in (None, 25, 100):
+            if rate_mbit:
+                two_hosts.shape(rate_mbit)
+            results = tmp_path / f"{rate_mbit or 'bare'}"
+            result, _ = run_bench_on_first_host(
+                two_hosts, results, "--quick", "--steps-per-round", "5", "--rounds", "3", "--warmup-rounds", "1",
+                "--strategies", "ddp", "--world-sizes", "2", "--hosts", both_hosts(two_hosts),
+                "--internode-gbps", "0.1,1")
+            assert result.returncode == 0, result.stdout[-4000:]
+            runs[rate_mbit] = result_of(results)
+    finally:
+        two_hosts.unshape()
+    assert_nothing_left(two_hosts)
+    [fitted] = projections_from_payloads([runs[None], runs[25]])
+    assert "compute fitted" in fitted.label and len(fitted.points) == 2
+    assert "PROJECTION" in render_projection_html([fitted])
+    if fitted.withheld_reason and "--internode-gbps" not in fitted.withheld_reason:
+        # The model refused itself: then it must really be off at a measured point.
+        assert max(p.error for p in fitted.points) > MAX_MODEL_ERROR
+    check = records(runs[100])["ddp-2-tiny-fp32-2nodes"]
+    [check_ceiling] = runs[100]["machine_info"]["gpusizer"]["ceilings"]["allreduce_across_hosts"]
+    gbps = check_ceiling["busbw_bytes_per_s"] * 8 / 1e9
+    compute_s, overlap = fitted.compute_s, fitted.overlap
+    from reports.projection import ring_comm_s
+
+    projected_s = compute_s + (1 - overlap) * ring_comm_s(2, fitted.gradient_bytes, gbps * 1e9 / 8)
+    measured_s = statistics.median(check["round_times_s"]) / check["steps_per_round"]
+    error = abs(projected_s - measured_s) / measured_s
+    print(f"projection at {gbps:.3g} Gbit/s: {projected_s * 1e3:.3g} ms/step, measured {measured_s * 1e3:.3g} "
+          f"ms/step (error {error:.0%}); fit: compute {compute_s * 1e3:.3g} ms, overlap {overlap:.0%}, errors "
+          f"{[round(p.error, 3) for p in fitted.points]}; load {os.getloadavg()[0]:.1f}")
+    assert project([], None, (gbps,)) == []
+    if fitted.withheld_reason is None:
+        assert error <= 2 * MAX_MODEL_ERROR, (projected_s, measured_s)

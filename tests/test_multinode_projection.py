@@ -47,3 +47,14 @@ def test_multinode_projection_withheld_when_the_model_misses_a_measured_point():
     assert max(p.error for p in proj.points) > MAX_MODEL_ERROR
     assert proj.rows == ()
     assert proj.withheld_reason.startswith("not projected: the model is off by")
+
+
+def test_multinode_projection_fits_compute_from_one_link_at_two_rates():
+    compute_s, overlap = 0.02, 0.4
+    hosts = ("a:1", "b:1")
+    points = [{**record(2, compute_s + (1 - overlap) * ring_comm_s(2, GRAD_BYTES, bw), 2, hosts),
+               "_busbw_bytes_per_s": bw} for bw in (50e6, 12.5e6)]
+    [proj] = project(points, {}, (1.0,))  # no world-size-1 case needed
+    assert proj.compute_s == pytest.approx(compute_s)
+    assert proj.overlap == pytest.approx(overlap)
+    assert "compute fitted" in proj.label
