@@ -74,6 +74,11 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
     from bench.inventory import machine_inventory  # late: may probe CUDA and NVML
 
     machine_info["gpusizer"] = machine_inventory()
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.options.cluster is not None:
+        from bench.multinode_inventory import hosts_inventory
+
+        machine_info["gpusizer"]["hosts"] = hosts_inventory(session.options.cluster)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -1,15 +1,18 @@
 """A scaling projection: step time and scaling efficiency at more devices and nodes than were measured.
 
-Model (ring all-reduce, per step): ``step_s = compute_s + (1 - overlap) * 2(N-1)/N * gradient_bytes / busbw``
+Model (ring all-reduce, per step):
+``step_s = compute_s + comm_s - overlap * min(compute_s, comm_s)``, ``comm_s = 2(N-1)/N * gradient_bytes / busbw``
 
-- ``compute_s``: the measured step time of the same strategy, preset, precision and per-device
-  batch at world size 1 (no communication; weak scaling keeps the per-device work the same);
+- ``compute_s``: fitted together with the overlap where cases ran at clearly different communication
+  times (one link at two rates), else the measured step of the same strategy, preset, precision and
+  per-device batch at world size 1 (weak scaling keeps the per-device work the same);
 - ``gradient_bytes``: 4 bytes (fp32 gradients) per parameter;
 - ``busbw``: the measured all-reduce bus bandwidth of the devices that ran (machine_info ceilings:
   within one host, or across the hosts for a multi-node case), and for the projection the
   inter-node bandwidth the user gave (``--internode-gbps``, Gbit/s of bus bandwidth);
-- ``overlap``: the fraction of the communication hidden behind compute, fitted (least squares) to
-  the multi-device cases that ran.
+- ``overlap``: the fraction of the shorter of compute and communication hidden behind the other
+  (0: they add up; 1: a step takes the longer of the two), fitted to the cases that ran (least
+  squares of the relative error).
 
 The model's error is shown at every measured point, and nothing is projected from a model whose
 error at any measured point exceeds MAX_MODEL_ERROR. It is a projection, labelled so everywhere.
@@ -94,20 +97,33 @@ def _busbw(record: dict, ceilings: dict) -> float | None:
     return None
 
 
+def model_step_s(compute_s: float, comm_s: float, overlap: float) -> float:
+    return compute_s + comm_s - overlap * min(compute_s, comm_s)
+
+
+OVERLAP_GRID = tuple(i / 100 for i in range(101))
+COMPUTE_GRID_POINTS = 400
+
+
+def _relative_sse(compute_s: float, overlap: float, comm_s: list[float], measured_s: list[float]) -> float:
+    return sum(((model_step_s(compute_s, c, overlap) - m) / m) ** 2 for c, m in zip(comm_s, measured_s))
+
+
 def fit_overlap(compute_s: float, comm_s: list[float], measured_s: list[float]) -> float:
-    """Least-squares ``overlap`` in ``measured = compute + (1 - overlap) * comm``, within 0..1."""
-    exposed = sum(c * (m - compute_s) for c, m in zip(comm_s, measured_s)) / sum(c * c for c in comm_s)
-    return 1.0 - min(max(exposed, 0.0), 1.0)
+    """The overlap (0..1, in steps of 0.01) that best fits the measured steps for a known compute time."""
+    return min(OVERLAP_GRID, key=lambda o: _relative_sse(compute_s, o, comm_s, measured_s))
 
 
 def fit_compute_and_overlap(comm_s: list[float], measured_s: list[float]) -> tuple[float, float]:
-    """Least squares of ``measured = compute + (1 - overlap) * comm`` for both unknowns (needs points
-    at different communication times), overlap within 0..1."""
-    mean_c, mean_m = statistics.fmean(comm_s), statistics.fmean(measured_s)
-    exposed = (sum((c - mean_c) * (m - mean_m) for c, m in zip(comm_s, measured_s))
-               / sum((c - mean_c) ** 2 for c in comm_s))
-    exposed = min(max(exposed, 0.0), 1.0)
-    return statistics.fmean(m - exposed * c for c, m in zip(comm_s, measured_s)), 1.0 - exposed
+    """Compute time and overlap together, on a grid (the model is piecewise linear in them); needs
+    points at clearly different communication times."""
+    top = max(measured_s)
+    best = (float("inf"), 0.0, 0.0)
+    for i in range(1, COMPUTE_GRID_POINTS + 1):
+        compute_s = top * i / COMPUTE_GRID_POINTS
+        overlap = fit_overlap(compute_s, comm_s, measured_s)
+        best = min(best, (_relative_sse(compute_s, overlap, comm_s, measured_s), compute_s, overlap))
+    return best[1], best[2]
 
 
 # Points this far apart in communication time pin down compute and overlap together.
@@ -152,7 +168,7 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
     else:
         return None
     points = tuple(
-        MeasuredPoint(r["case_id"], r["world_size"], r.get("nodes", 1), bw, m, compute_s + (1 - overlap) * c)
+        MeasuredPoint(r["case_id"], r["world_size"], r.get("nodes", 1), bw, m, model_step_s(compute_s, c, overlap))
         for (r, bw), c, m in zip(multi, comm, measured))
     label = f"{strategy} / {preset} / {precision} / batch {batch} per device ({device_type}); compute {compute_from}"
     worst = max(points, key=lambda p: p.error)
@@ -178,7 +194,7 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
         for gbps, busbw in rates:
             if not busbw:
                 continue
-            step = compute_s + (1 - overlap) * ring_comm_s(devices, gradient_bytes, busbw)
+            step = model_step_s(compute_s, ring_comm_s(devices, gradient_bytes, busbw), overlap)
             rows.append(ProjectedRow(nodes, devices, gbps, step, compute_s / step, devices * batch / step))
     return Projection(label, compute_s, gradient_bytes, overlap, points, tuple(rows), None)
 
@@ -210,8 +226,9 @@ def render_projection_html(projections: list[Projection]) -> str:
         return ""
     esc = html.escape
     parts = ["<h2>Scaling projection (a model, not a measurement)</h2>",
-             ('<p class="note">PROJECTION from a ring all-reduce model: step = compute + (1 - overlap) x '
-             "2(N-1)/N x gradient bytes / bus bandwidth, with the overlap fitted to the cases that ran. "
+             ('<p class="note">PROJECTION from a ring all-reduce model: step = compute + comm - overlap x '
+             "min(compute, comm), comm = 2(N-1)/N x gradient bytes / bus bandwidth, the overlap fitted to "
+             "the cases that ran. "
              f"Nothing is projected where the model is off by more than {MAX_MODEL_ERROR:.0%} at a measured "
              "point.</p>")]
     for proj in projections:

@@ -91,6 +91,9 @@ def test_multinode_torchrun_two_hosts(torchrun_run, two_hosts, strategy):
     assert record["network_interface"] == INTERFACE
     assert record["controller_address"] == two_hosts.hosts[0].address
     assert record["samples_per_s"] > 0
+    inventories = result_of(results)["machine_info"]["gpusizer"]["hosts"]
+    assert inventories[two_hosts.hosts[0].address] == {"local": True}
+    assert inventories[two_hosts.hosts[1].address]["cpu_cores"] >= 1, inventories
     [across] = result_of(results)["machine_info"]["gpusizer"]["ceilings"]["allreduce_across_hosts"]
     assert across["nodes"] == 2 and across["busbw_bytes_per_s"] > 0, across
     assert not left, f"processes left running on the hosts after the run: {left}"
@@ -209,9 +212,9 @@ def test_multinode_projection_checked_against_shaped_rates(two_hosts, tmp_path):
     [check_ceiling] = runs[100]["machine_info"]["gpusizer"]["ceilings"]["allreduce_across_hosts"]
     gbps = check_ceiling["busbw_bytes_per_s"] * 8 / 1e9
     compute_s, overlap = fitted.compute_s, fitted.overlap
-    from reports.projection import ring_comm_s
+    from reports.projection import model_step_s, ring_comm_s
 
-    projected_s = compute_s + (1 - overlap) * ring_comm_s(2, fitted.gradient_bytes, gbps * 1e9 / 8)
+    projected_s = model_step_s(compute_s, ring_comm_s(2, fitted.gradient_bytes, gbps * 1e9 / 8), overlap)
     measured_s = statistics.median(check["round_times_s"]) / check["steps_per_round"]
     error = abs(projected_s - measured_s) / measured_s
     print(f"projection at {gbps:.3g} Gbit/s: {projected_s * 1e3:.3g} ms/step, measured {measured_s * 1e3:.3g} "
