@@ -182,14 +182,15 @@ def test_multinode_bandwidth_across_hosts_follows_the_shaped_link(two_hosts):
 
 
 def test_multinode_projection_checked_against_shaped_rates(two_hosts, tmp_path):
-    """Fit the model (compute and overlap) on 2-node runs over the bare link and over a 25 Mbit/s one,
-    project the step time at the bus bandwidth a 100 Mbit/s link measured, and compare with the
-    2-node run over that link: a point the model never saw."""
+    """Fit the model (compute and overlap) on 2-node runs over the bare link and over a 10 Mbit/s one,
+    project the step time at the bus bandwidth a 25 Mbit/s link measured, and compare with the 2-node
+    run over that link: a point the model never saw. Slow links, so that communication, not the
+    compute time (which the shared machine's load moves from run to run), decides the step."""
     from reports.projection import MAX_MODEL_ERROR, project, projections_from_payloads
 
     runs = {}
     try:
-        for rate_mbit in (None, 25, 100):
+        for rate_mbit in (None, 10, 25):
             if rate_mbit:
                 two_hosts.shape(rate_mbit)
             results = tmp_path / f"{rate_mbit or 'bare'}"
@@ -202,14 +203,14 @@ def test_multinode_projection_checked_against_shaped_rates(two_hosts, tmp_path):
     finally:
         two_hosts.unshape()
     assert_nothing_left(two_hosts)
-    [fitted] = projections_from_payloads([runs[None], runs[25]])
+    [fitted] = projections_from_payloads([runs[None], runs[10]])
     assert "compute fitted" in fitted.label and len(fitted.points) == 2
     assert "PROJECTION" in render_projection_html([fitted])
     if fitted.withheld_reason and "--internode-gbps" not in fitted.withheld_reason:
         # The model refused itself: then it must really be off at a measured point.
         assert max(p.error for p in fitted.points) > MAX_MODEL_ERROR
-    check = records(runs[100])["ddp-2-tiny-fp32-2nodes"]
-    [check_ceiling] = runs[100]["machine_info"]["gpusizer"]["ceilings"]["allreduce_across_hosts"]
+    check = records(runs[25])["ddp-2-tiny-fp32-2nodes"]
+    [check_ceiling] = runs[25]["machine_info"]["gpusizer"]["ceilings"]["allreduce_across_hosts"]
     gbps = check_ceiling["busbw_bytes_per_s"] * 8 / 1e9
     compute_s, overlap = fitted.compute_s, fitted.overlap
     from reports.projection import model_step_s, ring_comm_s

@@ -19,7 +19,9 @@ from bench.hosts import Cluster, Host, default_controller_address, interface_of,
 from bench.launch.fanout import FANOUT_ENV
 from bench.launch.remote import WORKER_MODULE, WorkerError
 
-RDZV_PORT_RANGE = (29500, 29999)  # torchrun's customary ports; a random one so back-to-back cases never collide
+# torchrun's customary ports: a random one when the first host is another machine (a free one is
+# picked when it is this one), so back-to-back cases do not collide.
+RDZV_PORT_RANGE = (29500, 29999)
 SSH_CONNECT_TIMEOUT_S = 10
 
 
@@ -53,6 +55,15 @@ def network_info(address: str, hosts: tuple[Host, ...]) -> dict:
     return {"network_interface": interface_of(address) or "unknown", "controller_address": address}
 
 
+def _free_port(address: str) -> int:
+    """A port free right now on this machine (the first host), for the rendezvous store."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
 def ssh_settings(cluster: Cluster, launch_timeout_s: float) -> dict:
     return {"port": cluster.ssh_port, "identity_file": cluster.ssh_identity_file,
             "connect_timeout_s": max(1, min(SSH_CONNECT_TIMEOUT_S, math.ceil(launch_timeout_s))),
@@ -66,7 +77,8 @@ def torchrun_fanout_env(case: BenchCase, cluster: Cluster, launch_timeout_s: flo
     addresses = resolved_addresses(case, hosts)
     address = controller_address(case, cluster, hosts)
     here = set(local_addresses())
-    port = secrets.randbelow(RDZV_PORT_RANGE[1] - RDZV_PORT_RANGE[0]) + RDZV_PORT_RANGE[0]
+    port = _free_port(addresses[0]) if addresses[0] in here else (
+        secrets.randbelow(RDZV_PORT_RANGE[1] - RDZV_PORT_RANGE[0]) + RDZV_PORT_RANGE[0])
     rdzv_id = f"gpusizer-{secrets.token_hex(8)}"
     join_timeout_s = max(1, math.ceil(launch_timeout_s))
     nodes = []
