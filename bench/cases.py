@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.hosts import Cluster, place, powers_of_two_upto
 from bench.options import SCALING_CHOICES, BenchOptions
 from reference_model import PRECISIONS, ModelConfig, preset
 
@@ -23,8 +24,11 @@ class BenchCase:
     rounds: int
     warmup_rounds: int
     seed: int = 0
+    # Multi-node: "host:slots" of each host the ranks are placed on, in order; (): this machine only.
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts", tuple(self.hosts))  # a list after a JSON round trip
         preset(self.preset)  # raises ValueError naming the allowed presets
         if self.precision not in PRECISIONS:
             raise ValueError(f"BenchCase.precision: {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
@@ -50,6 +54,8 @@ class BenchCase:
     @property
     def case_id(self) -> str:
         suffix = "-strong" if self.scaling == "strong" else ""
+        if len(self.hosts) > 1:
+            suffix += f"-{len(self.hosts)}nodes"
         return f"{self.strategy}-{self.world_size}-{self.preset}-{self.precision}{suffix}"
 
     def identity(self) -> dict:
@@ -64,6 +70,8 @@ class BenchCase:
             "per_device_batch_size": self.per_device_batch_size,
             "global_batch_size": self.global_batch_size,
             "scaling": self.scaling,
+            **({"nodes": len(self.hosts), "hosts": list(self.hosts),
+                "slots_per_node": [int(spec.rsplit(":", 1)[1]) for spec in self.hosts]} if self.hosts else {}),
         }
 
 
@@ -76,7 +84,11 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
     """
     from bench.strategies import REGISTRY
 
-    world_sizes = options.resolved_world_sizes(device_type, available_devices)
+    cluster = options.cluster
+    if cluster is not None and not options.world_sizes:
+        world_sizes = powers_of_two_upto(cluster.total_slots)
+    else:
+        world_sizes = options.resolved_world_sizes(device_type, available_devices)
     # Strong scaling keeps the global batch fixed at what the smallest world size trains.
     strong_global_batch = options.batch_size * min(world_sizes)
     cases = []
@@ -106,6 +118,15 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
                             rounds=options.rounds,
                             warmup_rounds=options.warmup_rounds,
                             seed=options.seed,
+                            hosts=placement(cluster, strategy, world_size),
                         )
                     )
     return cases
+
+
+def placement(cluster: Cluster | None, strategy, world_size: int) -> tuple[str, ...]:
+    """Where a multi-node strategy's ranks go on --hosts ("host:slots" each); () runs on this machine
+    (no --hosts, a strategy that cannot span hosts, or more ranks than slots: skipped with the reason)."""
+    if cluster is None or not strategy.multi_node or world_size < 2:
+        return ()
+    return tuple(host.spec() for host in place(cluster.hosts, world_size))

@@ -33,6 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     check_results_dir(config, options.results_dir)
     config.stash[SESSION_KEY] = BenchSession(config, options)
     interrupts.install()  # SIGTERM, SIGHUP: handled as Ctrl-C
+    from bench.hosts import set_active_cluster
+
+    set_active_cluster(options.cluster)  # read by the multi-node launchers
 
 
 def check_results_dir(config: pytest.Config, results_dir: str) -> None:
@@ -113,17 +116,27 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         output_json["gpusizer"] = session.summary_section()
+        output_json["gpusizer"]["internode_gbps"] = list(session.options.internode_gbps)  # for the projection
     # Ceilings (matmul peaks, all-reduce bandwidth) are measured as cases run, after machine_info
     # was first taken: refresh them on every write.
     from bench.inventory import ceilings
 
     output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"] = ceilings()
+    from bench.multinode_bandwidth import measured_internode_ceilings
+
+    output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"]["allreduce_across_hosts"] = (
+        measured_internode_ceilings())
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:
     from bench.inventory import machine_inventory  # late: may probe CUDA and NVML
 
     machine_info["gpusizer"] = machine_inventory()
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.options.cluster is not None:
+        from bench.multinode_inventory import hosts_inventory
+
+        machine_info["gpusizer"]["hosts"] = hosts_inventory(session.options.cluster)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -33,7 +33,7 @@ def skip_reason(case: BenchCase) -> str | None:
         if reason:
             return reason
     available = device_count(case.device_type)
-    if case.world_size > available:
+    if case.world_size > available and not case.hosts:  # a multi-node case counts --hosts slots instead
         unit = "GPUs" if case.device_type == "cuda" else "CPU cores (one worker process each)"
         return f"world size {case.world_size} needs {case.world_size} {unit}; this machine has {available}"
     reason = REGISTRY[case.strategy].unavailable_reason(case.device_type, case.world_size, case.precision)
@@ -53,8 +53,8 @@ def interconnect_skip_reason(case: BenchCase, ceiling_timeout_s: float) -> str |
     kept: when it fails or does not answer within ``ceiling_timeout_s``, every case of that world
     size is skipped at once instead of each waiting for its launch or round deadline.
     """
-    if case.world_size < 2:
-        return None
+    if case.world_size < 2 or case.hosts:
+        return None  # multi-node cases measure their ceilings across the hosts (bench/multinode_bandwidth.py)
     ceiling = allreduce_ceiling(case.device_type, case.world_size, timeout_s=ceiling_timeout_s)
     if ceiling["reason"] is None:
         return None
@@ -81,8 +81,12 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
     # The communication ceiling between these devices (stored with the machine, not the case) was
     # measured by interconnect_skip_reason before this case; asked again here it is a cache hit.
-    if case.world_size > 1:
+    if case.world_size > 1 and not case.hosts:
         allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.ceiling_timeout_s)
+    elif case.hosts:  # multi-node: across the hosts and within the first one
+        from bench.multinode_bandwidth import multinode_ceilings
+
+        multinode_ceilings(case, options.cluster, timeout_s=options.ceiling_timeout_s)
     # --verify's reference trains single in this process: before the case's own memory is in use.
     reference = case_reference(case) if options.verify else None
     launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
@@ -121,6 +125,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         add_case_facts(record, case, group)  # before close: the group still has the ranks' facts
         record.update(steps_per_round_requested=case.steps_per_round, round_sizing=sizing.as_dict())
         record.update(memory_record(case, group))  # predicted beside measured peak, after the timed rounds
+        record.update(getattr(group, "network", {}))  # multi-node: the interface and controller address used
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
         getattr(group, "abort", group.close)()

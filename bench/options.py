@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.devices import DEVICE_CHOICES
+from bench.hosts import Cluster
+from bench.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
 from reference_model import PRECISIONS, PRESETS
 
 SCALING_CHOICES = ("weak", "strong")
@@ -77,6 +79,8 @@ class BenchOptions:
     ceiling_timeout_s: float = DEFAULT_CEILING_TIMEOUT_S
     plan: bool = False  # --plan: list and estimate, run nothing (bench/plan.py)
     price_per_hour: float | None = None  # --price-per-hour: the plan's cost
+    cluster: Cluster | None = None  # --hosts/--hostfile; None: this machine only
+    internode_gbps: tuple[float, ...] = ()  # the scaling projection's assumed inter-node link rates
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -233,6 +237,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="with --plan: the machine's price per hour (a number >= 0), to estimate the cost")
     group.addoption("--verify", dest="gs_verify", action="store_true",
                     help="before measuring, check each strategy reaches the same weights as single (fp32)")
+    add_multinode_options(group)
 
 
 def options_from_config(config: pytest.Config) -> BenchOptions:
@@ -269,6 +274,8 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         price_per_hour=None if get("gs_price_per_hour") is None else _price(get("gs_price_per_hour")),
         min_round_s=_seconds_or_auto("--min-round-s", get("gs_min_round_s")),
         warmup_s=_seconds_or_auto("--warmup-s", get("gs_warmup_s")),
+        cluster=cluster_from_config(get),
+        internode_gbps=internode_gbps_from_config(get),
     )
 
 

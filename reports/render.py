@@ -401,7 +401,9 @@ th { background: #f4f4f4; position: sticky; top: 0; } .pick { margin: .4em 0 .8e
 """
 
 
-def render_html(recommendation: Recommendation, charts: list[Chart], context: ReportContext) -> str:
+def render_html(recommendation: Recommendation, charts: list[Chart], context: ReportContext,
+                extra_sections: str = "") -> str:
+    """``extra_sections``: HTML of sections built elsewhere (the scaling projection), before the method."""
     from plotly.io import to_html
     from plotly.offline import get_plotlyjs
 
@@ -440,6 +442,7 @@ def render_html(recommendation: Recommendation, charts: list[Chart], context: Re
         ('<p class="note">Ranks as in the answer. Scaling efficiency is against the same '
         "machine's 1-device run; MFU against the matmul peak measured in the same session.</p>"),
         '<div class="scroll">' + _html_table(display_table(recommendation.setups, context.currency)) + "</div>",
+        extra_sections,
         "<h2>Method</h2>",
         _html_method(context),
         (f'<p id="gpusizer-status" class="note" data-plots-expected="{len(drawn)}" data-plots-drawn="0" '

@@ -133,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
     from reports import memory_section
+    from reports.load import read_json
+    from reports.projection import projections_from_payloads, render_projection_html
 
-    page = render_html(recommendation, charts, context)
-    # The memory section is added before the method notes (or at the end of the body).
-    marker = "<h2>Method</h2>" if "<h2>Method</h2>" in page else "</body>"
-    page = page.replace(marker, memory_section.render_html(results.cases, fit_gpus) + "\n" + marker, 1)
-    write_text(outputs["html"], page)
+    projection_html = render_projection_html(projections_from_payloads([read_json(path) for path in input_files]))
+    extra_sections = memory_section.render_html(results.cases, fit_gpus) + "\n" + projection_html
+    write_text(outputs["html"], render_html(recommendation, charts, context, extra_sections=extra_sections))
     write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name)
                + memory_section.render_markdown(results.cases, fit_gpus))
     with replacing(outputs["csv"]) as tmp:

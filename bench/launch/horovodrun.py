@@ -34,12 +34,38 @@ def horovodrun_exit_cause(log: str, rank: int) -> str | None:
 
 def launch_horovodrun(case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> RemoteGroup:
     bin_dir = str(horovodrun_path().parent)
+    command, channel_host, network = horovodrun_command(case.world_size, launch_timeout_s), "127.0.0.1", {}
+    if case.hosts:  # multi-node: horovodrun -H over the case's hosts, the channel on the address they reach
+        from bench.hosts import active_cluster
+        from bench.launch.multinode import case_hosts, horovodrun_multinode_args, network_info
+
+        host_args, channel_host = horovodrun_multinode_args(case, active_cluster())
+        command = _with_hosts(command, host_args)
+        network = network_info(channel_host, case_hosts(case))
     spec = LaunchSpec(
         name="horovodrun",
-        command=horovodrun_command(case.world_size, launch_timeout_s),
+        command=command,
         rank_env=("HOROVOD_RANK", "HOROVOD_LOCAL_RANK"),
         exit_cause=horovodrun_exit_cause,
         # horovodrun starts helpers by name: they must come from this environment.
         env={"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")},
+        channel_host=channel_host,
     )
-    return RemoteGroup(case, spec, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
+    group = RemoteGroup(case, spec, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
+    group.network = network
+    return group
+
+
+def _with_hosts(command: list[str], host_args: list[str]) -> list[str]:
+    """The one-machine command with its -H and --network-interface replaced by ``host_args``."""
+    out, skip = [], 0
+    for index, word in enumerate(command):
+        if skip:
+            skip -= 1
+            continue
+        if word in ("-H", "--network-interface"):
+            skip = 1
+            continue
+        out.append(word)
+    position = out.index("--gloo")
+    return out[:position] + host_args + out[position:]

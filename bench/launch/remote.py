@@ -65,6 +65,8 @@ class LaunchSpec:
     rank_env: tuple[str, str]  # the variables the launcher sets: global rank, local rank
     exit_cause: Callable[[str, int], str | None]  # (launcher log, rank) -> why that rank ended
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Where the channel listens: loopback, or for a multi-node case the address the hosts reach.
+    channel_host: str = "127.0.0.1"
 
 
 def describe_exit_code(code: int) -> str:
@@ -90,6 +92,12 @@ def innermost_frame(dump: str) -> tuple[str, bool] | None:
     waiting = any(part in path.replace("\\", "/") for part in COLLECTIVE_CODE)
     return f"{function} ({Path(path).name}:{line})", waiting
 
+def _is_local_peer(conn: Connection) -> bool:
+    peer = conn.sock.getpeername()[0]
+    return peer.startswith("127.") or peer in {addr.address for addrs in psutil.net_if_addrs().values()
+                                               for addr in addrs}
+
+
 class RemoteGroup:
     """The WorkerGroup of a launched case. Any failure kills the whole tree before it is raised."""
 
@@ -104,7 +112,7 @@ class RemoteGroup:
         self._in_flight = False
         self._closed = False
         self._dump_dir = Path(tempfile.mkdtemp(prefix="gpusizer-stacks-"))
-        self._listener = Listener()
+        self._listener = Listener(spec.channel_host)
         env = {
             **os.environ,
             **self._listener.env(),
@@ -204,6 +212,8 @@ class RemoteGroup:
             conn, hello = accepted
             rank = int(hello["rank"])
             self._conns[rank] = conn
+            if not _is_local_peer(conn):
+                continue  # a rank on another host: its pid means nothing here (node_main reaps it there)
             try:
                 self._procs[rank] = psutil.Process(int(hello["pid"]))
                 self._tree.extra_procs.append(self._procs[rank])

@@ -25,6 +25,8 @@ def torchrun_exit_cause(log: str, rank: int) -> str | None:
 
 
 def launch_torchrun(case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> RemoteGroup:
+    if case.hosts:
+        return _launch_multinode(case, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
     spec = LaunchSpec(
         name="torchrun",
         command=torchrun_command(case.world_size),
@@ -33,3 +35,23 @@ def launch_torchrun(case: BenchCase, *, launch_timeout_s: float, round_timeout_s
         env={"GLOO_SOCKET_IFNAME": "lo"} if case.device_type == "cpu" else {},  # stay on loopback
     )
     return RemoteGroup(case, spec, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
+
+
+def _launch_multinode(case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> RemoteGroup:
+    """torchrun --nnodes N on every host of ``case.hosts`` (over ssh), through bench.launch.fanout."""
+    from bench.hosts import active_cluster
+    from bench.launch.multinode import case_hosts, network_info, torchrun_fanout_env
+
+    cluster = active_cluster()
+    env, address = torchrun_fanout_env(case, cluster, launch_timeout_s)
+    spec = LaunchSpec(
+        name="torchrun",
+        command=[sys.executable, "-m", "bench.launch.fanout"],
+        rank_env=("RANK", "LOCAL_RANK"),
+        exit_cause=torchrun_exit_cause,
+        env=env,
+        channel_host=address,
+    )
+    group = RemoteGroup(case, spec, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
+    group.network = network_info(address, case_hosts(case))
+    return group

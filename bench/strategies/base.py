@@ -35,6 +35,7 @@ class Strategy:
     name: ClassVar[str]
     launcher: ClassVar[str] = "inprocess"  # key of bench.launch.LAUNCHERS
     multi_device: ClassVar[bool] = True  # False: world size 1 only
+    multi_node: ClassVar[bool] = False  # True: its launcher can spread the ranks over --hosts
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
     processes_per_case: ClassVar[str] = "one per rank"
     # True: weights, gradients and optimizer state are split over the ranks (bench/out_of_memory.py).

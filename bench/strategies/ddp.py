@@ -10,6 +10,7 @@ from reference_model import TrainState
 class DDP(Strategy):
     name = "ddp"
     launcher = "torchrun"
+    multi_node = True
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
         return process_group.backend_unavailable_reason(device_type)

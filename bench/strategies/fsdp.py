@@ -34,6 +34,7 @@ class FSDP(Strategy):
     name = "fsdp"
     launcher = "torchrun"
     shards_training_state = True  # fully_shard splits parameters, gradients and optimizer state
+    multi_node = True
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
         reason = process_group.backend_unavailable_reason(device_type)

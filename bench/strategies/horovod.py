@@ -30,6 +30,7 @@ def _accepting_set_to_none(horovod_zero_grad):
 class Horovod(Strategy):
     name = "horovod"
     launcher = "horovodrun"
+    multi_node = True
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
         from bench.launch.horovodrun import horovodrun_path

@@ -1,0 +1,113 @@
+"""The launcher process of a multi-node case: ``python -m bench.launch.fanout``.
+
+It starts bench.launch.node_main on every host (ssh, or directly on the controller's own host),
+hands each its plan over stdin, merges their output into its own with a ``[host]`` prefix, and
+exits when they are done. When a host's part ends with an error (ssh could not connect, the
+launcher there failed) it stops the others and its last line names that host, which becomes the
+case's one-line failure. Killing it (RemoteGroup does, on any failure) closes every host's stdin,
+and node_main then kills what runs there.
+
+The plan comes in the environment (``GPUSIZER_FANOUT``, JSON) so the token never reaches a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+FANOUT_ENV = "GPUSIZER_FANOUT"
+NODE_MODULE = "bench.launch.node_main"
+# What each host's launcher needs from the controller's environment; the rest is that host's own.
+FORWARD_PREFIXES = ("GPUSIZER_", "OMP_NUM_THREADS", "PYTHONUNBUFFERED", "GLOO_", "NCCL_", "TORCH_", "CUDA_VISIBLE_DEVICES")
+SSH_EXIT_CONNECT_FAILED = 255
+STOP_WAIT_S = 10.0
+
+
+def ssh_command(host: str, ssh: dict, remote: list[str]) -> list[str]:
+    command = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+               "-o", f"ConnectTimeout={int(ssh['connect_timeout_s'])}", "-o", "ServerAliveInterval=5",
+               "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+    if ssh.get("known_hosts_file"):
+        command += ["-o", f"UserKnownHostsFile={ssh['known_hosts_file']}"]
+    if ssh.get("port"):
+        command += ["-p", str(ssh["port"])]
+    if ssh.get("identity_file"):
+        command += ["-i", ssh["identity_file"], "-o", "IdentitiesOnly=yes"]
+    return command + [host, shlex.join(remote)]
+
+
+class Node:
+    def __init__(self, node: dict, plan: dict, env: dict[str, str]) -> None:
+        self.host = node["host"]
+        remote = [plan["python"], "-m", NODE_MODULE]
+        command = remote if node["local"] else ssh_command(self.host, plan["ssh"], remote)
+        self.last_line = ""
+        self.popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        line = json.dumps({"argv": node["argv"], "cwd": plan["cwd"], "env": env, "address": node["address"]})
+        self.popen.stdin.write(line.encode() + b"\n")
+        self.popen.stdin.flush()  # stdin stays open: its closing is the signal to stop
+        self.reader = threading.Thread(target=self._copy_output, daemon=True)
+        self.reader.start()
+
+    def _copy_output(self) -> None:
+        for raw in self.popen.stdout:
+            text = raw.decode(errors="replace").rstrip()
+            if text:
+                self.last_line = text
+            sys.stdout.write(f"[{self.host}] {text}\n")
+            sys.stdout.flush()
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                self.popen.stdin.close()  # node_main kills its tree on EOF
+            except OSError:
+                pass
+            try:
+                self.popen.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+
+
+def failure_line(node: Node, code: int) -> str:
+    if code == SSH_EXIT_CONNECT_FAILED:
+        return f"gpusizer: host {node.host} unreachable over ssh: {node.last_line or 'ssh exited with 255'}"
+    return f"gpusizer: host {node.host}: its launcher exited with code {code}: {node.last_line or 'no output'}"
+
+
+def main() -> int:
+    plan = json.loads(os.environ[FANOUT_ENV])
+    env = {key: value for key, value in os.environ.items() if key.startswith(FORWARD_PREFIXES) and key != FANOUT_ENV}
+    nodes: list[Node] = []
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stopping.set())
+    for node in plan["nodes"]:
+        nodes.append(Node(node, plan, env))
+    failed: tuple[Node, int] | None = None
+    while not stopping.is_set():
+        codes = [(node, node.popen.poll()) for node in nodes]
+        failed = next(((node, code) for node, code in codes if code not in (None, 0)), None)
+        if failed is not None or all(code == 0 for _, code in codes):
+            break
+        time.sleep(0.2)
+    for node in nodes:
+        node.stop()
+    for node in nodes:
+        node.reader.join(2.0)
+    if failed is not None:
+        print(failure_line(*failed), flush=True)
+        return failed[1]
+    return 1 if stopping.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""One host's end of a multi-node case: ``python -m bench.launch.node_main`` (over ssh, or directly
+on the controller's own host), started by bench.launch.fanout.
+
+Its first stdin line is JSON ``{"argv", "cwd", "env", "address"}``: the launcher to run here
+(torchrun), and the environment (the channel token among it, kept off every command line). It
+then runs the launcher in a session of its own and watches stdin: when it closes (the controller
+killed the fan-out, or ssh lost the connection) the whole tree here is killed, so a case never
+leaves processes behind on a host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import psutil
+
+KILL_WAIT_S = 10.0
+
+
+def _kill_tree(popen: subprocess.Popen) -> None:
+    try:
+        procs = psutil.Process(popen.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=KILL_WAIT_S)
+    try:
+        popen.wait(KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _interface_of(address: str) -> str | None:
+    import socket
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(addr.family == socket.AF_INET and addr.address == address for addr in addrs):
+            return name
+    return None
+
+
+def main() -> None:
+    plan = json.loads(sys.stdin.readline())
+    env = {**os.environ, **plan["env"]}
+    # gloo binds to the interface carrying this host's address as the controller named it.
+    interface = _interface_of(plan["address"])
+    if interface is not None:
+        env["GLOO_SOCKET_IFNAME"] = interface
+    dump_dir = env.get("GPUSIZER_DUMP_DIR")
+    if dump_dir:
+        os.makedirs(dump_dir, exist_ok=True)  # a separate host has no copy of the controller's temp folder
+    popen = subprocess.Popen(plan["argv"], cwd=plan["cwd"], env=env, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        while sys.stdin.buffer.read1(4096):
+            pass
+        stop.set()  # EOF: the controller's side is gone
+
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    while popen.poll() is None and not stop.wait(0.2):
+        pass
+    code = popen.poll()
+    if code is None:
+        _kill_tree(popen)
+        code = 1
+    else:
+        _kill_tree(popen)  # anything the launcher left behind
+    sys.stdout.flush()
+    os._exit(code if code >= 0 else 128 - code)
+
+
+if __name__ == "__main__":
+    main()

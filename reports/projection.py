@@ -1,0 +1,256 @@
+"""A scaling projection: step time and scaling efficiency at more devices and nodes than were measured.
+
+Model (ring all-reduce, per step):
+``step_s = compute_s + comm_s - overlap * min(compute_s, comm_s)``, ``comm_s = 2(N-1)/N * gradient_bytes / busbw``
+
+- ``compute_s``: fitted together with the overlap where cases ran at clearly different communication
+  times (one link at two rates), else the measured step of the same strategy, preset, precision and
+  per-device batch at world size 1 (weak scaling keeps the per-device work the same);
+- ``gradient_bytes``: 4 bytes (fp32 gradients) per parameter;
+- ``busbw``: the measured all-reduce bus bandwidth of the devices that ran (machine_info ceilings:
+  within one host, or across the hosts for a multi-node case), and for the projection the
+  inter-node bandwidth the user gave (``--internode-gbps``, Gbit/s of bus bandwidth);
+- ``overlap``: the fraction of the shorter of compute and communication hidden behind the other
+  (0: they add up; 1: a step takes the longer of the two), fitted to the cases that ran (least
+  squares of the relative error).
+
+The model's error is shown at every measured point, and nothing is projected from a model whose
+error at any measured point exceeds MAX_MODEL_ERROR. It is a projection, labelled so everywhere.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from dataclasses import dataclass
+
+MAX_MODEL_ERROR = 0.15
+GRADIENT_BYTES_PER_PARAM = 4
+PROJECTED_NODES = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    case_id: str
+    world_size: int
+    nodes: int
+    busbw_bytes_per_s: float
+    measured_step_s: float
+    predicted_step_s: float
+
+    @property
+    def error(self) -> float:
+        return abs(self.predicted_step_s - self.measured_step_s) / self.measured_step_s
+
+
+@dataclass(frozen=True)
+class ProjectedRow:
+    nodes: int
+    devices: int
+    internode_gbps: float | None  # None: one node, its measured within-host bandwidth
+    step_s: float
+    scaling_efficiency: float
+    samples_per_s: float
+
+
+@dataclass(frozen=True)
+class Projection:
+    label: str  # strategy / preset / precision / batch
+    compute_s: float
+    gradient_bytes: int
+    overlap: float
+    points: tuple[MeasuredPoint, ...]
+    rows: tuple[ProjectedRow, ...]
+    withheld_reason: str | None  # why nothing is projected (model error too large, no rates given)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap <= 1.0:
+            raise ValueError(f"Projection.overlap: {self.overlap!r}; allowed: 0..1")
+        if self.rows and self.withheld_reason:
+            raise ValueError("Projection: rows and a withheld reason together")
+
+
+def ring_comm_s(world_size: int, gradient_bytes: float, busbw_bytes_per_s: float) -> float:
+    return 2.0 * (world_size - 1) / world_size * gradient_bytes / busbw_bytes_per_s
+
+
+def step_s(record: dict) -> float:
+    return statistics.median(record["round_times_s"]) / record["steps_per_round"]
+
+
+def _group_key(record: dict) -> tuple:
+    return (record["strategy"], record["preset"], record["precision"], record["per_device_batch_size"],
+            record["device_type"])
+
+
+def _busbw(record: dict, ceilings: dict) -> float | None:
+    """The measured bus bandwidth the case's all-reduce ran at."""
+    if record.get("nodes", 1) > 1:
+        names = [spec.rsplit(":", 1)[0] for spec in record["hosts"]]
+        for entry in ceilings.get("allreduce_across_hosts", []):
+            if entry.get("hosts") == names and entry.get("busbw_bytes_per_s"):
+                return float(entry["busbw_bytes_per_s"])
+        return None
+    for entry in ceilings.get("allreduce", []):
+        if (entry.get("device_type"), entry.get("world_size")) == (record["device_type"], record["world_size"]):
+            return entry.get("busbw_bytes_per_s") or None
+    return None
+
+
+def model_step_s(compute_s: float, comm_s: float, overlap: float) -> float:
+    return compute_s + comm_s - overlap * min(compute_s, comm_s)
+
+
+OVERLAP_GRID = tuple(i / 100 for i in range(101))
+COMPUTE_GRID_POINTS = 400
+
+
+def _relative_sse(compute_s: float, overlap: float, comm_s: list[float], measured_s: list[float]) -> float:
+    return sum(((model_step_s(compute_s, c, overlap) - m) / m) ** 2 for c, m in zip(comm_s, measured_s))
+
+
+def fit_overlap(compute_s: float, comm_s: list[float], measured_s: list[float]) -> float:
+    """The overlap (0..1, in steps of 0.01) that best fits the measured steps for a known compute time."""
+    return min(OVERLAP_GRID, key=lambda o: _relative_sse(compute_s, o, comm_s, measured_s))
+
+
+def fit_compute_and_overlap(comm_s: list[float], measured_s: list[float]) -> tuple[float, float]:
+    """Compute time and overlap together, on a grid (the model is piecewise linear in them); needs
+    points at clearly different communication times."""
+    top = max(measured_s)
+    best = (float("inf"), 0.0, 0.0)
+    for i in range(1, COMPUTE_GRID_POINTS + 1):
+        compute_s = top * i / COMPUTE_GRID_POINTS
+        overlap = fit_overlap(compute_s, comm_s, measured_s)
+        best = min(best, (_relative_sse(compute_s, overlap, comm_s, measured_s), compute_s, overlap))
+    return best[1], best[2]
+
+
+# Points this far apart in communication time pin down compute and overlap together.
+DISTINCT_COMM_RATIO = 2.0
+
+
+def project(records: list[dict], ceilings: dict | None, internode_gbps: tuple[float, ...]) -> list[Projection]:
+    """One projection per strategy/preset/precision/batch with at least one multi-device case with a
+    measured bus bandwidth (weak scaling only). Compute per step: fitted together with the overlap
+    when the cases ran at clearly different communication times (e.g. one link at two rates), else
+    the world-size-1 case's step. A record may carry its own ``_busbw_bytes_per_s`` (pooled runs)."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if record.get("scaling") == "weak" and record.get("round_times_s"):
+            groups.setdefault(_group_key(record), []).append(record)
+    projections = []
+    for key, group in sorted(groups.items()):
+        base = [r for r in group if r["world_size"] == 1]
+        multi = [(r, r.get("_busbw_bytes_per_s") or _busbw(r, ceilings or {})) for r in group if r["world_size"] > 1]
+        multi = [(r, bw) for r, bw in multi if bw]
+        if not multi:
+            continue
+        projection = _project_group(key, base[0] if base else None, multi, ceilings or {}, internode_gbps)
+        if projection is not None:
+            projections.append(projection)
+    return projections
+
+
+def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceilings: dict,
+                   internode_gbps: tuple[float, ...]) -> Projection | None:
+    strategy, preset, precision, batch, device_type = key
+    gradient_bytes = int(multi[0][0]["num_params"]) * GRADIENT_BYTES_PER_PARAM
+    comm = [ring_comm_s(r["world_size"], gradient_bytes, bw) for r, bw in multi]
+    measured = [step_s(r) for r, _ in multi]
+    if max(comm) >= DISTINCT_COMM_RATIO * min(comm):
+        compute_s, overlap = fit_compute_and_overlap(comm, measured)
+        compute_from = "fitted"
+    elif base is not None:
+        compute_s = step_s(base)
+        overlap = fit_overlap(compute_s, comm, measured)
+        compute_from = f"measured at world size 1 ({base['case_id']})"
+    else:
+        return None
+    points = tuple(
+        MeasuredPoint(r["case_id"], r["world_size"], r.get("nodes", 1), bw, m, model_step_s(compute_s, c, overlap))
+        for (r, bw), c, m in zip(multi, comm, measured))
+    label = f"{strategy} / {preset} / {precision} / batch {batch} per device ({device_type}); compute {compute_from}"
+    worst = max(points, key=lambda p: p.error)
+    if worst.error > MAX_MODEL_ERROR:
+        reason = (f"not projected: the model is off by {worst.error:.0%} at {worst.case_id} "
+                  f"(more than {MAX_MODEL_ERROR:.0%})")
+        return Projection(label, compute_s, gradient_bytes, overlap, points, (), reason)
+    if not internode_gbps:
+        return Projection(label, compute_s, gradient_bytes, overlap, points, (),
+                          "not projected: no --internode-gbps was given for the run")
+    slots = max([max(r.get("slots_per_node", [r["world_size"]])) for r, _ in multi])
+    within = next((e.get("busbw_bytes_per_s") for e in ceilings.get("allreduce", [])
+                   if (e.get("device_type"), e.get("world_size")) == (device_type, slots)), None)
+    rows = []
+    if compute_s <= 0:
+        return Projection(label, 0.0, gradient_bytes, overlap, points, (),
+                          "not projected: the fitted compute time per step is not positive")
+    for nodes in PROJECTED_NODES:
+        devices = nodes * slots
+        if devices < 2:
+            continue
+        rates = [(None, within)] if nodes == 1 else [(gbps, gbps * 1e9 / 8) for gbps in internode_gbps]
+        for gbps, busbw in rates:
+            if not busbw:
+                continue
+            step = model_step_s(compute_s, ring_comm_s(devices, gradient_bytes, busbw), overlap)
+            rows.append(ProjectedRow(nodes, devices, gbps, step, compute_s / step, devices * batch / step))
+    return Projection(label, compute_s, gradient_bytes, overlap, points, tuple(rows), None)
+
+
+def projections_from_payloads(payloads: list[dict]) -> list[Projection]:
+    """Projections from the runs' cases pooled, each case with the bus bandwidth its own run measured
+    (the within-one-host bandwidth for the projected one-node row: the last run's)."""
+    pooled, rates, ceilings = [], set(), {}
+    for payload in payloads:
+        ceilings = payload.get("machine_info", {}).get("gpusizer", {}).get("ceilings", {}) or {}
+        rates |= set(payload.get("gpusizer", {}).get("internode_gbps", ()) or ())
+        for bench in payload.get("benchmarks", []):
+            record = bench.get("extra_info", {})
+            if "round_times_s" not in record:
+                continue
+            try:
+                pooled.append({**record, "_busbw_bytes_per_s": _busbw(record, ceilings)})
+            except (KeyError, TypeError, ValueError):
+                continue  # a record without the keys the model needs (older schema)
+    try:
+        return project(pooled, ceilings, tuple(sorted(rates)))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return []  # files without what the model needs: no projection rather than a broken report
+
+
+def render_projection_html(projections: list[Projection]) -> str:
+    """The report section; empty when there is nothing to project from."""
+    if not projections:
+        return ""
+    esc = html.escape
+    parts = ["<h2>Scaling projection (a model, not a measurement)</h2>",
+             ('<p class="note">PROJECTION from a ring all-reduce model: step = compute + comm - overlap x '
+             "min(compute, comm), comm = 2(N-1)/N x gradient bytes / bus bandwidth, the overlap fitted to "
+             "the cases that ran. "
+             f"Nothing is projected where the model is off by more than {MAX_MODEL_ERROR:.0%} at a measured "
+             "point.</p>")]
+    for proj in projections:
+        parts.append(f"<h3>{esc(proj.label)}: projection</h3>")
+        parts.append(f'<p class="note">compute {proj.compute_s * 1e3:.3g} ms/step, gradients '
+                     f"{proj.gradient_bytes / 1e6:.3g} MB, fitted overlap {proj.overlap:.0%}</p>")
+        parts.append("<table><tr><th>measured case</th><th>bus bandwidth</th><th>measured step</th>"
+                     "<th>model</th><th>model error</th></tr>")
+        for p in proj.points:
+            parts.append(f"<tr><td>{esc(p.case_id)}</td><td>{p.busbw_bytes_per_s / 1e9 * 8:.3g} Gbit/s</td>"
+                         f"<td>{p.measured_step_s * 1e3:.3g} ms</td><td>{p.predicted_step_s * 1e3:.3g} ms</td>"
+                         f"<td>{p.error:.1%}</td></tr>")
+        parts.append("</table>")
+        if proj.withheld_reason:
+            parts.append(f'<p class="note">{esc(proj.withheld_reason)}</p>')
+            continue
+        parts.append("<table><tr><th>nodes</th><th>devices</th><th>inter-node</th><th>projected step</th>"
+                     "<th>projected scaling efficiency</th><th>projected samples/s</th></tr>")
+        for row in proj.rows:
+            link = "within one host (measured)" if row.internode_gbps is None else f"{row.internode_gbps:g} Gbit/s"
+            parts.append(f"<tr><td>{row.nodes}</td><td>{row.devices}</td><td>{link}</td>"
+                         f"<td>{row.step_s * 1e3:.3g} ms</td><td>{row.scaling_efficiency:.0%}</td>"
+                         f"<td>{row.samples_per_s:.4g}</td></tr>")
+        parts.append("</table>")
+    return "\n".join(parts)

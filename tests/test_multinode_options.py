@@ -1,0 +1,91 @@
+"""Multi-node options: --hosts/--hostfile parsing, placement, and their one-line usage errors (exit 4).
+
+Named *multinode* so that `pytest tests/ -k multinode` selects them with the two-host tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cases import build_cases
+from bench.hosts import Cluster, Host, parse_hostfile, parse_hosts, place, powers_of_two_upto
+from bench.options import BenchOptions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_multinode_hosts_parse_like_horovodrun():
+    assert parse_hosts("host1:8,host2:8") == (Host("host1", 8), Host("host2", 8))
+    assert parse_hosts("10.0.0.1") == (Host("10.0.0.1", 1),)  # horovodrun: a bare host has one slot
+
+
+def test_multinode_hostfile_in_horovodrun_format(tmp_path):
+    path = tmp_path / "hosts"
+    path.write_text("# the cluster\nnode-a slots=4\n\nnode-b slots=2  # the small one\nnode-c\n")
+    assert parse_hostfile(str(path)) == (Host("node-a", 4), Host("node-b", 2), Host("node-c", 1))
+
+
+def test_multinode_placement_fills_hosts_in_order():
+    hosts = (Host("a", 2), Host("b", 2))
+    assert place(hosts, 1) == (Host("a", 1),)
+    assert place(hosts, 3) == (Host("a", 2), Host("b", 1))
+    assert place(hosts, 5) == ()
+    assert powers_of_two_upto(6) == (1, 2, 4, 6)
+
+
+def _options(**overrides) -> BenchOptions:
+    base = {"strategies": ("single", "dp", "ddp"), "world_sizes": None, "presets": ("tiny",), "precisions": ("fp32",),
+                "batch_size": 8, "steps_per_round": 1, "rounds": 1, "warmup_rounds": 0, "device": "cpu", "scaling": "weak",
+                "quick": False, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 10.0,
+                "round_timeout_s": 10.0}
+    return BenchOptions(**{**base, **overrides})
+
+
+def test_multinode_world_sizes_range_up_to_total_slots():
+    cases = build_cases(_options(cluster=Cluster((Host("a", 2), Host("b", 2)))), "cpu", 2)
+    by_id = {case.case_id: case for case in cases}
+    assert {case.world_size for case in cases if case.strategy == "ddp"} == {1, 2, 4}
+    assert by_id["ddp-4-tiny-fp32-2nodes"].hosts == ("a:2", "b:2")
+    assert by_id["ddp-4-tiny-fp32-2nodes"].identity()["slots_per_node"] == [2, 2]
+    assert by_id["ddp-2-tiny-fp32"].hosts == ("a:2",)  # fits the first host
+    assert by_id["dp-4-tiny-fp32"].hosts == ()  # one process cannot span hosts: this machine, skipped there
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hosts", "host1:8,host2"], None),  # valid (bare host = 1 slot): the control case
+        (["--hosts", "host1:8,:2"], "--hosts: malformed entry ':2'; allowed: host:slots"),
+        (["--hosts", "host1:0"], "--hosts: host 'host1' has slots '0', not a positive integer"),
+        (["--hosts", "host1:two"], "--hosts: host 'host1' has slots 'two', not a positive integer"),
+        (["--hosts", "host1:-1"], "--hosts: host 'host1' has slots '-1', not a positive integer"),
+        (["--hostfile", "/nonexistent/hosts"], "--hostfile: cannot read '/nonexistent/hosts'"),
+        (["--hosts", "a:1", "--internode-gbps", "0"], "--internode-gbps: '0' is not a positive number"),
+        (["--internode-gbps", "100,-5"], "--internode-gbps: '-5' is not a positive number"),
+        (["--hosts", "a:1", "--controller-address", "nowhere"], "--controller-address: 'nowhere' is not an IPv4"),
+        (["--controller-address", "10.0.0.1"], "--controller-address without --hosts or --hostfile"),
+    ],
+)
+def test_multinode_bad_options_are_one_line_usage_errors(tmp_path, args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "bench"), "-p", "no:cacheprovider", "--collect-only", "-q",
+         "--results-dir", str(tmp_path / "results"), *args],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    if message is None:
+        assert result.returncode == 0, result.stdout + result.stderr
+        return
+    assert result.returncode == 4, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "results").exists()
+
+
+def test_multinode_bad_hostfile_line_names_the_line(tmp_path):
+    path = tmp_path / "hosts"
+    path.write_text("node-a slots=2\nnode-b cpus=4\n")
+    with pytest.raises(ValueError, match=r"--hostfile: .*hosts:2: malformed line 'node-b cpus=4'"):
+        parse_hostfile(str(path))
