@@ -60,10 +60,6 @@ class Strategy:
         """Record keys this strategy measured in the rank while it trained (in-process strategies only)."""
         return {}
 
-    def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
-        """Samples each process feeds its model per step."""
-        return per_device_batch_size
-
     def rank_device(self, device_type: str, local_rank: int) -> torch.device:
         return torch.device(device_type, local_rank) if device_type == "cuda" else torch.device("cpu")
 
@@ -71,8 +67,7 @@ class Strategy:
                      ctx: RankContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's share of the global data. Together, the ranks of one step see exactly
         ``reference_model.global_batches`` (the correctness check trains ``single`` on that)."""
-        batch = self.process_batch_size(per_device_batch_size, ctx.world_size)
-        return make_batches(config, batch, seed=seed, rank=ctx.rank, device=ctx.device)
+        return make_batches(config, per_device_batch_size, seed=seed, rank=ctx.rank, device=ctx.device)
 
     def full_parameters(self, state: TrainState) -> list[torch.Tensor]:
         """The whole (unsharded) parameters as CPU fp32 copies; for sharded strategies every rank must call it."""

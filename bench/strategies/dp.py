@@ -31,9 +31,6 @@ class DataParallel(Strategy):
             return [ctx.device]
         return [torch.device("cuda", index) for index in range(ctx.world_size)]
 
-    def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
-        return per_device_batch_size * world_size  # the one process feeds all devices; DP scatters it
-
     def rank_batches(self, config: ModelConfig, per_device_batch_size: int, *, seed: int,
                      ctx: RankContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
         # The one process holds the whole global batch, exactly what the data-parallel ranks see together.
