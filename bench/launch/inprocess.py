@@ -22,6 +22,10 @@ class InProcessGroup:
         self._faults = [fault for fault in case_faults(case.case_id) if fault.kind == "oom"]
         self._rounds = 0
 
+    @property
+    def pids(self) -> list[int]:
+        return []  # the rank is the pytest process, which telemetry counts anyway
+
     def run_round(self, steps: int) -> list[float]:
         self._rounds += 1
         for fault in self._faults:

@@ -32,11 +32,9 @@ class Strategy:
     the pytest process and must stay cheap (no process groups, no CUDA context).
     """
 
-    name: ClassVar[str]
     launcher: ClassVar[str] = "inprocess"  # key of bench.launch.LAUNCHERS
     multi_device: ClassVar[bool] = True  # False: world size 1 only
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
-    processes_per_case: ClassVar[str] = "one per rank"
     # True: weights, gradients and optimizer state are split over the ranks (bench/out_of_memory.py).
     shards_training_state: ClassVar[bool] = False
 

@@ -8,7 +8,6 @@ from reference_model import TrainState
 
 
 class DDP(Strategy):
-    name = "ddp"
     launcher = "torchrun"
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:

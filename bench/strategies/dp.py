@@ -13,7 +13,6 @@ from reference_model import AutocastModule, ModelConfig, TrainState, global_batc
 
 
 class DataParallel(Strategy):
-    name = "dp"
     launcher = "inprocess"
     baseline_only = True  # PyTorch itself recommends DDP over it
 
