@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.options import SCALING_CHOICES, BenchOptions
+from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, ModelConfig, preset
 
 
@@ -74,8 +75,6 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
     appears at world size 1 only. Cases this machine cannot run are still made; they skip with
     the reason when they run, so the reason reaches the terminal and the result file.
     """
-    from bench.strategies import REGISTRY
-
     world_sizes = options.resolved_world_sizes(device_type, available_devices)
     # Strong scaling keeps the global batch fixed at what the smallest world size trains.
     strong_global_batch = options.batch_size * min(world_sizes)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.devices import DEVICE_CHOICES
+from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, PRESETS
 
 SCALING_CHOICES = ("weak", "strong")
@@ -40,8 +41,6 @@ QUICK = {"presets": ("tiny",), "batch_size": 64, "steps_per_round": 5, "rounds":
 
 
 def _strategy_names() -> tuple[str, ...]:
-    from bench.strategies import REGISTRY  # late: the registry imports strategy modules
-
     return tuple(REGISTRY)
 
 
