@@ -7,7 +7,7 @@ the validation message and the README say the same thing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -69,7 +69,6 @@ class BenchOptions:
     ceiling_timeout_s: float = DEFAULT_CEILING_TIMEOUT_S
     plan: bool = False  # --plan: list and estimate, run nothing (bench/plan.py)
     price_per_hour: float | None = None  # --price-per-hour: the plan's cost
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         allowed_strategies = _strategy_names()

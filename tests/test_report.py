@@ -210,7 +210,9 @@ def test_a_measured_dp_is_never_recommended_even_when_it_is_the_fastest(real_res
     # dp-2 and given rounds ten times shorter, which makes it the fastest setup by far.
     def measured_dp(data: dict) -> None:
         bench = entry(data, "ddp-2-tiny-fp32")
-        bench["extra_info"].update(strategy="dp", case_id="dp-2-tiny-fp32", launcher="inprocess")
+        # What bench/record.py writes for dp: the strategy's baseline_only, also as a flag.
+        bench["extra_info"].update(strategy="dp", case_id="dp-2-tiny-fp32", launcher="inprocess", baseline_only=True)
+        bench["extra_info"]["flags"] = [*bench["extra_info"]["flags"], "baseline_only"]
         bench["extra_info"]["round_times_s"] = [t / 10 for t in bench["extra_info"]["round_times_s"]]
         bench["stats"]["data"] = [t / 10 for t in bench["stats"]["data"]]
         # The run's case list: the skipped dp-2 is gone, the measured one passed.
@@ -397,3 +399,14 @@ def test_a_preset_measured_at_different_batches_is_warned_about():
                           "world_size": [1, 1]})
     (finding,) = _mixed_workload_findings(mixed)
     assert finding.kind == "mixed_workload" and "32 per device" in finding.detail and "64 per device" in finding.detail
+
+
+def test_a_missing_report_package_is_one_line_exit_2(monkeypatch, capsys):
+    # Which packages are installed is probed (find_spec); here the probe says plotly is missing.
+    from reports import cli, report_cmd
+
+    monkeypatch.setattr(report_cmd, "missing_packages", lambda: ["plotly"])
+    assert cli.main(["report", "results/"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "needs the Python package(s) 'plotly'" in lines[0]
+    assert "pip install 'gpusizer[report]'" in lines[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from bench.cases import BenchCase
 from bench.launch.worker_main import case_faults
 from bench.memory import release_cached_memory
@@ -12,11 +10,8 @@ from bench.worker import TrainingWorker
 
 class InProcessGroup:
     def __init__(self, case: BenchCase) -> None:
-        began = time.perf_counter()
         self._worker = TrainingWorker(case)
-        # Nothing is launched; building the model and data is set-up, not launch.
-        self.setup_s = time.perf_counter() - began
-        self.launch_s = 0.0
+        self.launch_s = 0.0  # nothing is launched; building the model and data is set-up, not launch
         self.threads_per_rank = self._worker.threads
         # The test hook: only an injected out-of-memory; a crash or hang here would end the whole run.
         self._faults = [fault for fault in case_faults(case.case_id) if fault.kind == "oom"]
