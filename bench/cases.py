@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bench.hosts import Cluster, place, powers_of_two_upto
 from bench.options import SCALING_CHOICES, BenchOptions
+from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, ModelConfig, preset
 
 
@@ -82,8 +83,6 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
     appears at world size 1 only. Cases this machine cannot run are still made; they skip with
     the reason when they run, so the reason reaches the terminal and the result file.
     """
-    from bench.strategies import REGISTRY
-
     cluster = options.cluster
     if cluster is not None and not options.world_sizes:
         world_sizes = powers_of_two_upto(cluster.total_slots)

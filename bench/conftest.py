@@ -1,3 +1,5 @@
+# The harness's entry point, not a test of the product: pytest only loads plugin code from a file of
+# this name. `pytest bench/` is the benchmark; the product's tests are in tests/.
 """pytest wiring of the benchmark: options, the case matrix, the result file and its path."""
 
 from __future__ import annotations

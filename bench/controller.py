@@ -18,7 +18,7 @@ from bench.options import BenchOptions
 from bench.out_of_memory import device_memory_bytes, too_large_reason
 from bench.peak import matmul_peak_flops_per_s
 from bench.record import build_record, slowest_rank_per_round
-from bench.sizing import size_rounds
+from bench.round_sizing import size_rounds
 from bench.strategies import REGISTRY
 from bench.telemetry import Sampler
 from bench.telemetry.flags import judged_telemetry_flags
@@ -103,8 +103,8 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
                              warmup_s=options.resolved_warmup_s(case.device_type))
         sized_case = dataclasses.replace(case, steps_per_round=sizing.steps_per_round)
         driver = RoundDriver(group, sized_case.steps_per_round)
-        # The ranks are children of this process; a launcher may also name their pids.
-        sampler = Sampler(case.device_type, list(range(case.world_size)), pids=tuple(getattr(group, "pids", ())))
+        # The ranks are children of this process; the launcher also names their pids.
+        sampler = Sampler(case.device_type, list(range(case.world_size)), pids=tuple(group.pids))
         with sampler:
             benchmark.pedantic(driver, rounds=case.rounds, warmup_rounds=0, iterations=1)
         peak_memory = group.peak_memory_bytes()

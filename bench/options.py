@@ -7,13 +7,14 @@ the validation message and the README say the same thing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from bench.devices import DEVICE_CHOICES
 from bench.hosts import Cluster
 from bench.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
+from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, PRESETS
 
 SCALING_CHOICES = ("weak", "strong")
@@ -27,7 +28,7 @@ DEFAULT_BATCH_SIZE = 256  # per device
 DEFAULT_STEPS_PER_ROUND = 10
 DEFAULT_ROUNDS = 10
 DEFAULT_WARMUP_ROUNDS = 2
-# Time-sized rounds (bench/sizing.py). On a GPU a 10-step round lasts milliseconds: shorter than one NVML
+# Time-sized rounds (bench/round_sizing.py). On a GPU a 10-step round lasts milliseconds: shorter than one NVML
 # sample (100 ms) and Hopper's 1 s power averaging, and the controller's IPC becomes a tenth of it. A CPU
 # round of the default preset already lasts long enough, so CPU keeps the plain step count.
 DEFAULT_MIN_ROUND_S = {"cpu": 0.0, "cuda": 1.0}
@@ -49,8 +50,6 @@ MIN_TIMEOUT_S, MAX_TIMEOUT_S = 0.001, 7 * 24 * 3600.0  # a week: any real launch
 
 
 def _strategy_names() -> tuple[str, ...]:
-    from bench.strategies import REGISTRY  # late: the registry imports strategy modules
-
     return tuple(REGISTRY)
 
 
@@ -81,7 +80,6 @@ class BenchOptions:
     price_per_hour: float | None = None  # --price-per-hour: the plan's cost
     cluster: Cluster | None = None  # --hosts/--hostfile; None: this machine only
     internode_gbps: tuple[float, ...] = ()  # the scaling projection's assumed inter-node link rates
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         allowed_strategies = _strategy_names()

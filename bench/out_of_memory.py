@@ -51,11 +51,9 @@ def state_bytes_per_memory(case: BenchCase) -> int:
 
 
 def does_not_fit(case: BenchCase, memory_bytes: int | None, detail: str | None = None) -> str:
-    from bench.strategies import REGISTRY
-
     memory = f"{memory_bytes / GIB:.1f} GiB" if memory_bytes else "memory unknown"
     # dp's batch is split over its GPUs: the batch named is what one device trains on, as everywhere.
-    line = (f"does not fit: {case.preset} {case.precision} {REGISTRY[case.strategy].name} at batch "
+    line = (f"does not fit: {case.preset} {case.precision} {case.strategy} at batch "
             f"{case.per_device_batch_size} on {_device_label(case.device_type)} ({memory})")
     return f"{line}; {detail}" if detail else line
 

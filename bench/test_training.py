@@ -1,3 +1,5 @@
+# The harness's entry point, not a test of the product: pytest collects benchmarks only from files
+# named test_*.py. Each "test" here measures one case; the product's tests are in tests/.
 """The benchmark: one test per case of the matrix (see bench/conftest.py for the options)."""
 
 from __future__ import annotations

@@ -39,8 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # subcommand not built yet
             # An optional package (the `report` extra) is missing: say how to get it, in one line,
             # when that subcommand is used; the other subcommands and --help still work.
             sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 from reports.errors import InputError
@@ -101,10 +100,9 @@ def missing_packages() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     missing = missing_packages()
-    if missing:
-        print(f"gpusizer report: needs {', '.join(missing)}: pip install 'gpusizer[report]' (or make setup)",
-              file=sys.stderr)
-        return 1
+    if missing:  # bad input like any other: exit 2, one line (the command's own imports need none of them)
+        raise InputError(f"needs the Python package(s) {', '.join(map(repr, missing))}: "
+                         f"pip install 'gpusizer[report]' (or make setup)")
     from reports.analyse import summarise
     from reports.figures import build_charts
     from reports.load import expand_paths, load_results

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of the memory model (issue 13): predicted vs measured peak (torch.cuda.max_memory_allocated)
-# for single and ddp at fp32 and bf16, and --find-max-batch against the GPU's real out-of-memory error.
+# for single, ddp and fsdp (its bf16 MixedPrecisionPolicy gathers in bf16) at fp32 and bf16, and --find-max-batch against the GPU's real out-of-memory error.
 # Prints one line per case; exit 1 when a prediction is off by more than 10 %, 2 without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +9,8 @@ PY=${PYTHON:-.venv/bin/python}
 "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "gpu-check-memory: no CUDA device" >&2; exit 2; }
 mkdir -p results
 out=results/gpu-check-memory-$(date -u +%Y%m%dT%H%M%SZ).json
-timeout --kill-after=30 "${GPU_CHECK_TIMEOUT_S:-900}" "$PY" -m pytest bench/ -q -p no:cacheprovider --device cuda \
-    --strategies single,ddp --world-sizes 1 --precisions fp32,bf16 --presets medium --rounds 3 --warmup-rounds 1 \
+timeout --kill-after=30 "${GPU_CHECK_MEMORY_TIMEOUT_S:-240}" "$PY" -m pytest bench/ -q -p no:cacheprovider --device cuda \
+    --strategies single,ddp,fsdp --world-sizes 1 --precisions fp32,bf16 --presets small --rounds 3 --warmup-rounds 1 \
     --find-max-batch --benchmark-json "$out" "$@" || true
 "$PY" - "$out" <<'PYEOF'
 import json, sys

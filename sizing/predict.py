@@ -24,7 +24,7 @@ def predict(workload: Workload, method: str = "trace") -> StepMemory:
     batch = strategy.process_batch_size(workload.per_device_batch_size, workload.world_size)
     timeline = STEP_METHODS[method](workload.config, workload.precision, batch)
     return timeline.peak(lambda moment: strategy.per_device(moment, workload.config, workload.world_size,
-                                                            workload.per_device_batch_size))
+                                                            workload.per_device_batch_size, workload.precision))
 
 
 def verdict(peak_bytes: int, memory_bytes: int) -> str:

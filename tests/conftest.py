@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.options import BenchOptions
+
 REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "bench"
+BENCH_DEADLINE_S = 300  # one `pytest bench/` run of a test; generous, the machine may be busy
 
 # Each configuration is a real `pytest bench/` run on this machine's CPU, chosen to be quick while
 # covering what the reports must handle: several strategies and device counts with a 1-device
@@ -73,3 +77,26 @@ def real_result_files(tmp_path_factory) -> list[str]:
             pytest.fail(f"`pytest bench/` run {name!r} wrote {len(found)} result files, expected 1:\n{log}")
         paths.append(str(found[0]))
     return paths
+
+
+@pytest.fixture
+def run_bench(pytester):
+    """``run_bench(*args)``: ``pytest bench/ ARGS`` as a user runs it, in a separate process started in
+    a fresh folder (``pytester.path``); returns pytest's ``RunResult`` (``ret``, ``stdout``, ``stderr``)."""
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess(str(BENCH_DIR), "-p", "no:cacheprovider", *args,
+                                             timeout=BENCH_DEADLINE_S)
+    return run
+
+
+@pytest.fixture
+def bench_options():
+    """``bench_options(**overrides)``: valid ``BenchOptions`` of a small CPU run (single, batch 8,
+    2 rounds of 2 steps); lists left None take the device's defaults."""
+    def make(**overrides) -> BenchOptions:
+        values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None,
+                  "batch_size": 8, "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu",
+                  "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
+                  "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
+        return BenchOptions(**{**values, **overrides})
+    return make

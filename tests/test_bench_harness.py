@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.cases import build_cases
-from bench.options import BenchOptions
 from bench.results import ResultFile
-
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
 # DESIGN.md's record table: every key must be in every benchmark's extra_info.
 RECORD_KEYS = {
@@ -23,18 +20,14 @@ RECORD_KEYS = {
 }
 
 
-def run_bench(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(str(BENCH_DIR), "-p", "no:cacheprovider", *args, timeout=300)
-
-
 def only_result_file(directory: Path) -> dict:
     files = sorted(directory.glob("*.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text())
 
 
-def test_quick_run_writes_a_complete_result_file(pytester):
-    result = run_bench(pytester, "--quick", "--strategies", "single", "--precisions", "fp32,tf32")
+def test_quick_run_writes_a_complete_result_file(pytester, run_bench):
+    result = run_bench("--quick", "--strategies", "single", "--precisions", "fp32,tf32")
     assert result.ret == 0, result.stdout.str()
     data = only_result_file(pytester.path / "results")
     result.stdout.fnmatch_lines(["*result file: results/*.json*"])
@@ -72,8 +65,8 @@ def test_existing_result_file_is_never_overwritten(tmp_path):
     assert json.loads(result_file.path.read_text()) == {"x": 1}
 
 
-def test_benchmark_json_option_is_respected(pytester):
-    result = run_bench(pytester, "--quick", "--strategies", "single", "--benchmark-json", "mine.json")
+def test_benchmark_json_option_is_respected(pytester, run_bench):
+    result = run_bench("--quick", "--strategies", "single", "--benchmark-json", "mine.json")
     assert result.ret == 0, result.stdout.str()
     data = json.loads((pytester.path / "mine.json").read_text())
     assert data["benchmarks"][0]["extra_info"]["schema_version"] == 1
@@ -92,14 +85,16 @@ def test_benchmark_json_option_is_respected(pytester):
         (["--batch-size", "lots"], "--batch-size: 'lots' is not a positive integer"),
         (["--world-sizes", "1,-2"], "--world-sizes: -2 is not a positive integer"),
         (["--world-sizes", "two"], "--world-sizes: 'two' is not a positive integer"),
+        (["--world-sizes", "0"], "--world-sizes: 0 is not a positive integer; allowed: an integer >= 1"),
+        (["--world-sizes", "2,x"], "--world-sizes: 'x' is not a positive integer; allowed: an integer >= 1"),
         (["--steps-per-round", "0"], "--steps-per-round: 0 is not a positive integer"),
         (["--rounds", "1.5"], "--rounds: '1.5' is not a positive integer"),
         (["--scaling", "diagonal"], "--scaling: unknown value 'diagonal'; allowed: weak, strong"),
         (["--device", "tpu"], "--device: unknown value 'tpu'; allowed: auto, cpu, cuda"),
     ],
 )
-def test_bad_input_is_a_one_line_usage_error(pytester, args, message):
-    result = run_bench(pytester, *args)
+def test_bad_input_is_a_one_line_usage_error(pytester, run_bench, args, message):
+    result = run_bench(*args)
     assert result.ret == 4
     errors = [line for line in result.stderr.lines if line.strip()]
     assert len(errors) == 1, result.stderr.lines
@@ -107,8 +102,8 @@ def test_bad_input_is_a_one_line_usage_error(pytester, args, message):
     assert not (pytester.path / "results").exists()
 
 
-def test_help_lists_every_option_with_allowed_values(pytester):
-    result = run_bench(pytester, "--help")
+def test_help_lists_every_option_with_allowed_values(run_bench):
+    result = run_bench("--help")
     assert result.ret == 0
     text = " ".join(result.stdout.str().split())  # argparse wraps long help lines
     for option in ("--strategies", "--world-sizes", "--presets", "--precisions", "--batch-size",
@@ -117,21 +112,13 @@ def test_help_lists_every_option_with_allowed_values(pytester):
     assert "allowed: tiny, small, medium, large, xl" in text
 
 
-def make_options(**overrides) -> BenchOptions:
-    values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "batch_size": 8,
-                  "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu", "scaling": "weak", "quick": False,
-                  "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
-    values.update(overrides)
-    return BenchOptions(**values)
-
-
-def test_matrix_has_single_only_at_world_size_one_and_readable_ids():
-    cases = build_cases(make_options(world_sizes=(1, 2, 4), presets=("tiny", "small")), "cpu", 2)
+def test_matrix_has_single_only_at_world_size_one_and_readable_ids(bench_options):
+    cases = build_cases(bench_options(world_sizes=(1, 2, 4), presets=("tiny", "small")), "cpu", 2)
     assert [c.case_id for c in cases] == ["single-1-tiny-fp32", "single-1-small-fp32"]
 
 
-def test_cpu_defaults():
-    options = make_options()
+def test_cpu_defaults(bench_options):
+    options = bench_options()
     assert options.resolved_presets("cpu") == ("small",)
     assert options.resolved_world_sizes("cpu", 16) == (1, 2)
     assert options.resolved_world_sizes("cuda", 8) == (1, 2, 4, 8)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +67,18 @@ def write_prices(path: Path, rows: list[tuple]) -> Path:
     return path
 
 
+def entry(data: dict, case_id: str) -> dict:
+    return next(b for b in data["benchmarks"] if b["extra_info"]["case_id"] == case_id)
+
+
+def set_round_times(bench: dict, *, ranks_s: list[float], controller_s: list[float], steps_per_round: int) -> None:
+    """Known round times in place of measured ones (the tests that do this say so)."""
+    bench["extra_info"]["round_times_s"] = list(ranks_s)
+    bench["extra_info"]["rounds"] = len(ranks_s)
+    bench["extra_info"]["steps_per_round"] = steps_per_round
+    bench["stats"]["data"] = list(controller_s)
+
+
 def digest(paths) -> dict:
     return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
 
@@ -87,14 +98,23 @@ def test_load_makes_one_typed_row_per_case_with_throughput_recomputed(real_resul
     for bench in raw["benchmarks"]:
         record = bench["extra_info"]
         row = cases[(cases["run_id"] == real_result_files[0]) & (cases["case_id"] == record["case_id"])].iloc[0]
-        # Throughput from the ranks' own round times; the controller's are kept beside them as the check.
-        expected = record["global_batch_size"] * record["steps_per_round"] / statistics.median(record["round_times_s"])
-        assert row["samples_per_s"] == pytest.approx(expected, rel=1e-12)
-        assert row["round_times_s"] == record["round_times_s"]
-        assert row["controller_round_times_s"] == bench["stats"]["data"]
+        assert row["round_times_s"] == record["round_times_s"]  # the ranks' own times: the measurement
+        assert row["controller_round_times_s"] == bench["stats"]["data"]  # the controller's: the check
         assert row["machine"] == raw["machine_info"]["node"]
     assert (cases["device_type"] == "cpu").all() and cases["gpu_name"].isna().all()
     assert cases["run_datetime"].notna().all()
+
+
+def test_throughput_is_the_batch_over_the_median_of_the_ranks_round_times(real_result_files, tmp_path):
+    # Round times set to known values (marked): the ranks' own times are the measurement, the
+    # controller's (stats.data) only check them. 64 samples x 2 steps / median 0.5 s = 256 samples/s.
+    def known_times(data: dict) -> None:
+        bench = entry(data, "single-1-tiny-fp32")
+        set_round_times(bench, ranks_s=[0.5, 0.25, 1.0], controller_s=[0.6, 0.3, 1.1], steps_per_round=2)
+    copy = copy_with(real_result_files[0], tmp_path / "known.json", known_times)
+    cases = load_results([str(copy)]).cases.set_index("case_id")
+    assert cases.loc["single-1-tiny-fp32", "global_batch_size"] == 64
+    assert cases.loc["single-1-tiny-fp32", "samples_per_s"] == pytest.approx(256.0, rel=1e-12)
 
 
 def test_outcomes_keep_skipped_and_failed_cases_with_their_reasons(real_result_files):
@@ -133,18 +153,28 @@ def test_hardware_fingerprint_of_a_cpu_machine_names_the_cpu(real_result_files):
 
 
 def test_scaling_efficiency_mfu_and_cost_follow_from_the_raw_numbers(real_result_files, tmp_path):
-    results = load_results(real_result_files[:2])
+    # Known numbers in place of measured ones (marked): single-1 trains 64 x 2 samples in 0.5 s
+    # rounds (256 samples/s), ddp-2 128 x 2 in 0.8 s rounds (320 samples/s); 1e6 FLOPs a sample
+    # against a 1e9 FLOP/s peak.
+    def known_numbers(data: dict) -> None:
+        for case_id, round_s in (("single-1-tiny-fp32", 0.5), ("ddp-2-tiny-fp32", 0.8)):
+            bench = entry(data, case_id)
+            set_round_times(bench, ranks_s=[round_s] * 3, controller_s=[round_s] * 3, steps_per_round=2)
+            bench["extra_info"]["flops_per_sample"] = 1e6
+            bench["extra_info"]["peak_flops_per_s"] = 1e9
+    copy = copy_with(real_result_files[0], tmp_path / "known.json", known_numbers)
+    results = load_results([str(copy)])
     rows = [(cpu_model(real_result_files[0]), "0.50", "instance", "USD", "test", "2026-11-28")]
     prices = load_prices(str(write_prices(tmp_path / "p.csv", rows)))
     setups = summarise(results, prices, target_samples=1e6).set_index("label")
-    cases = results.cases[results.cases["run_id"] == real_result_files[0]].set_index("case_id")
-    single, ddp2 = cases.loc["single-1-tiny-fp32"], cases.loc["ddp-2-tiny-fp32"]
     row = setups[(setups["strategy"] == "ddp") & (setups["world_size"] == 2)].iloc[0]
-    assert row["scaling_efficiency"] == pytest.approx(ddp2["samples_per_s"] / (2 * single["samples_per_s"]))
-    assert row["mfu"] == pytest.approx(ddp2["samples_per_s"] * ddp2["flops_per_sample"] / ddp2["peak_flops_per_s"])
-    # On a CPU the instance price is paid once, however many worker processes share it.
-    assert row["cost_per_million_samples"] == pytest.approx(0.50 / 3600 / ddp2["samples_per_s"] * 1e6)
-    assert row["time_to_target_s"] == pytest.approx(1e6 / ddp2["samples_per_s"])
+    assert row["samples_per_s"] == pytest.approx(320.0)
+    assert row["scaling_efficiency"] == pytest.approx(0.625)  # 320 / (2 x 256)
+    assert row["mfu"] == pytest.approx(0.32)  # 320 x 1e6 / 1e9
+    # On a CPU the instance price is paid once, however many worker processes share it:
+    # 0.50 USD/h / 3600 s/h / 320 samples/s x 1e6 samples.
+    assert row["cost_per_million_samples"] == pytest.approx(0.4340277777777778)
+    assert row["time_to_target_s"] == pytest.approx(3125.0)  # 1e6 samples / 320 samples/s
     assert row["samples_per_s_low"] <= row["samples_per_s"] <= row["samples_per_s_high"]
 
 
@@ -178,10 +208,35 @@ def test_dp_is_never_recommended_and_warnings_name_skips_and_failures(real_resul
     assert ignored.subject.startswith(real_result_files[2]) and "1 failed" in ignored.subject
     skipped = [f for f in recommendation.findings if f.kind == "skipped"]
     assert all(" on cpu" in f.subject for f in skipped)  # the id carries the device type
-    for pick in recommendation.picks:
-        assert pick.best is None or pick.best["strategy"] != "dp"
     cheapest = next(p for p in recommendation.picks if p.objective.key == "cheapest")
     assert cheapest.best is None and cheapest.not_judged == "no_prices"
+
+
+def test_a_measured_dp_is_never_recommended_even_when_it_is_the_fastest(real_result_files, tmp_path):
+    # dp is skipped on CPU, so a measured dp is made from the real ddp-2 record (marked): renamed to
+    # dp-2 and given rounds ten times shorter, which makes it the fastest setup by far.
+    def measured_dp(data: dict) -> None:
+        bench = entry(data, "ddp-2-tiny-fp32")
+        # What bench/record.py writes for dp: the strategy's baseline_only, also as a flag.
+        bench["extra_info"].update(strategy="dp", case_id="dp-2-tiny-fp32", launcher="inprocess", baseline_only=True)
+        bench["extra_info"]["flags"] = [*bench["extra_info"]["flags"], "baseline_only"]
+        bench["extra_info"]["round_times_s"] = [t / 10 for t in bench["extra_info"]["round_times_s"]]
+        bench["stats"]["data"] = [t / 10 for t in bench["stats"]["data"]]
+        # The run's case list: the skipped dp-2 is gone, the measured one passed.
+        cases = [c for c in data["gpusizer"]["cases"] if c["case_id"] != "dp-2-tiny-fp32"]
+        for case in cases:
+            if case["case_id"] == "ddp-2-tiny-fp32":
+                case["case_id"] = "dp-2-tiny-fp32"
+        data["gpusizer"]["cases"] = cases
+    copy = copy_with(real_result_files[0], tmp_path / "measured-dp.json", measured_dp)
+    results = load_results([str(copy)])
+    setups = summarise(results, None, TARGET_SAMPLES)
+    assert setups.iloc[setups["samples_per_s"].idxmax()]["strategy"] == "dp"  # the fastest: would win
+    recommendation = recommend(setups, results, priced=False)
+    fastest = next(p for p in recommendation.picks if p.objective.key == "fastest")
+    assert fastest.best is not None
+    for pick in recommendation.picks:
+        assert pick.best is None or pick.best["strategy"] != "dp"
 
 
 def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_path):
@@ -453,3 +508,14 @@ def test_a_preset_measured_at_different_batches_is_warned_about():
                           "world_size": [1, 1]})
     (finding,) = _mixed_workload_findings(mixed)
     assert finding.kind == "mixed_workload" and "32 per device" in finding.detail and "64 per device" in finding.detail
+
+
+def test_a_missing_report_package_is_one_line_exit_2(monkeypatch, capsys):
+    # Which packages are installed is probed (find_spec); here the probe says plotly is missing.
+    from reports import cli, report_cmd
+
+    monkeypatch.setattr(report_cmd, "missing_packages", lambda: ["plotly"])
+    assert cli.main(["report", "results/"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "needs the Python package(s) 'plotly'" in lines[0]
+    assert "pip install 'gpusizer[report]'" in lines[0]

@@ -1,4 +1,4 @@
-"""Time-sized rounds (bench/sizing.py): the calibration with a fake clock and round function, the
+"""Time-sized rounds (bench/round_sizing.py): the calibration with a fake clock and round function, the
 options, and a real `pytest bench/` run on CPU whose steps per round grew."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.options import BenchOptions
-from bench.sizing import MAX_STEPS_PER_ROUND, RoundSizing, calibrate, next_steps, size_rounds
+from bench.round_sizing import MAX_STEPS_PER_ROUND, RoundSizing, calibrate, next_steps, size_rounds
 from bench.telemetry.flags import MIN_TELEMETRY_SAMPLES, judged_telemetry_flags
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"

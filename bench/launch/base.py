@@ -13,6 +13,10 @@ class WorkerGroup(Protocol):
     launch_s: float
     threads_per_rank: int
 
+    @property
+    def pids(self) -> list[int]:
+        """Processes the ranks run in beyond the controller's own (for telemetry); none for in-process ranks."""
+
     def run_round(self, steps: int) -> list[float]:
         """Every rank runs ``steps`` steps; returns each rank's own seconds, in rank order."""
 

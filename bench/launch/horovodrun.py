@@ -6,15 +6,10 @@ import math
 import os
 import re
 import sys
-from pathlib import Path
 
 from bench.cases import BenchCase
 from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup, describe_exit_code
-
-
-def horovodrun_path() -> Path:
-    """The horovodrun installed beside this interpreter (the venv's bin), not whatever PATH finds first."""
-    return Path(sys.executable).parent / "horovodrun"
+from bench.strategies.horovod import horovodrun_path
 
 
 def horovodrun_command(world_size: int, launch_timeout_s: float) -> list[str]:

@@ -32,12 +32,10 @@ class Strategy:
     the pytest process and must stay cheap (no process groups, no CUDA context).
     """
 
-    name: ClassVar[str]
     launcher: ClassVar[str] = "inprocess"  # key of bench.launch.LAUNCHERS
     multi_device: ClassVar[bool] = True  # False: world size 1 only
     multi_node: ClassVar[bool] = False  # True: its launcher can spread the ranks over --hosts
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
-    processes_per_case: ClassVar[str] = "one per rank"
     # True: weights, gradients and optimizer state are split over the ranks (bench/out_of_memory.py).
     shards_training_state: ClassVar[bool] = False
 
@@ -61,10 +59,6 @@ class Strategy:
         """Record keys this strategy measured in the rank while it trained (in-process strategies only)."""
         return {}
 
-    def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
-        """Samples each process feeds its model per step."""
-        return per_device_batch_size
-
     def rank_device(self, device_type: str, local_rank: int) -> torch.device:
         return torch.device(device_type, local_rank) if device_type == "cuda" else torch.device("cpu")
 
@@ -72,8 +66,7 @@ class Strategy:
                      ctx: RankContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's share of the global data. Together, the ranks of one step see exactly
         ``reference_model.global_batches`` (the correctness check trains ``single`` on that)."""
-        batch = self.process_batch_size(per_device_batch_size, ctx.world_size)
-        return make_batches(config, batch, seed=seed, rank=ctx.rank, device=ctx.device)
+        return make_batches(config, per_device_batch_size, seed=seed, rank=ctx.rank, device=ctx.device)
 
     def full_parameters(self, state: TrainState) -> list[torch.Tensor]:
         """The whole (unsharded) parameters as CPU fp32 copies; for sharded strategies every rank must call it."""

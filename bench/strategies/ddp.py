@@ -8,7 +8,6 @@ from reference_model import TrainState
 
 
 class DDP(Strategy):
-    name = "ddp"
     launcher = "torchrun"
     multi_node = True
 

@@ -13,7 +13,6 @@ from reference_model import AutocastModule, ModelConfig, TrainState, global_batc
 
 
 class DataParallel(Strategy):
-    name = "dp"
     launcher = "inprocess"
     baseline_only = True  # PyTorch itself recommends DDP over it
 
@@ -30,9 +29,6 @@ class DataParallel(Strategy):
         if ctx.device.type != "cuda":
             return [ctx.device]
         return [torch.device("cuda", index) for index in range(ctx.world_size)]
-
-    def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
-        return per_device_batch_size * world_size  # the one process feeds all devices; DP scatters it
 
     def rank_batches(self, config: ModelConfig, per_device_batch_size: int, *, seed: int,
                      ctx: RankContext) -> list[tuple[torch.Tensor, torch.Tensor]]:

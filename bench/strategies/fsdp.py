@@ -31,7 +31,6 @@ def mixed_precision_policy(precision: str):
 
 
 class FSDP(Strategy):
-    name = "fsdp"
     launcher = "torchrun"
     shards_training_state = True  # fully_shard splits parameters, gradients and optimizer state
     multi_node = True

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from pathlib import Path
 
 from bench.strategies.base import RankContext, Strategy
 from reference_model import TrainState
 
 INSTALL_HINT = "run `make horovod` (PYTHON=.venv/bin/python scripts/install-horovod.sh)"
+
+
+def horovodrun_path() -> Path:
+    """The horovodrun installed beside this interpreter (the venv's bin), not whatever PATH finds first.
+    Here rather than in bench/launch/horovodrun.py: the launcher imports the strategies, not the reverse."""
+    return Path(sys.executable).parent / "horovodrun"
 
 
 def _accepting_set_to_none(horovod_zero_grad):
@@ -28,13 +36,10 @@ def _accepting_set_to_none(horovod_zero_grad):
 
 
 class Horovod(Strategy):
-    name = "horovod"
     launcher = "horovodrun"
     multi_node = True
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
-        from bench.launch.horovodrun import horovodrun_path
-
         if importlib.util.find_spec("horovod") is None:
             return f"Horovod is not installed: {INSTALL_HINT}"
         if not os.access(horovodrun_path(), os.X_OK):

@@ -6,6 +6,5 @@ from bench.strategies.base import Strategy
 
 
 class Single(Strategy):
-    name = "single"
     launcher = "inprocess"
     multi_device = False

@@ -16,6 +16,7 @@ from typing import Any
 from bench.telemetry.cpu import POWERCAP_ROOT, ProcessTree, Rapl
 from bench.telemetry.nvml import DeviceLost, DeviceRef, Nvml, cuda_device_refs, open_nvml, text
 from bench.telemetry.outside import OutsideLoad
+from bench.telemetry.summary import summarise
 
 DEFAULT_INTERVAL_S = 0.1
 JOIN_TIMEOUT_S = 5.0  # one tick is a few NVML and /proc reads: milliseconds, not seconds
@@ -219,8 +220,6 @@ class Sampler:
     # -- result ----------------------------------------------------------------------------
 
     def summary(self, *, samples_trained: int) -> dict:
-        from bench.telemetry.summary import summarise
-
         return summarise(self, samples_trained=samples_trained)
 
     @property

@@ -4,8 +4,10 @@ means, maxima, energy; what could not be measured is ``None`` with the reason ne
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
-from bench.telemetry.sampler import DeviceTrace, Sampler
+if TYPE_CHECKING:  # annotations only: the sampler imports this module to summarise itself
+    from bench.telemetry.sampler import DeviceTrace, Sampler
 
 # Clock-event reason bits (nvml.h, nvmlClocksEventReason*). Idle, application clocks and display
 # clocks are choices, not limits, and sync boost follows other GPUs: none of them count.
