@@ -105,14 +105,16 @@ def search(case: BenchCase, start: int, limit_bytes: int) -> tuple[int, list[dic
 
 def time_batch(case: BenchCase, batch: int) -> float:
     """Samples per second of this rank at ``batch``, over TIMED_STEPS steps after one warm-up step."""
-    worker = TrainingWorker(dataclasses.replace(case, per_device_batch_size=batch))
+    sized = dataclasses.replace(case, per_device_batch_size=batch)
+    worker = TrainingWorker(sized)
     try:
         worker.run_round(1)
         synchronize(worker.ctx.device)
         seconds = worker.run_round(TIMED_STEPS)
     finally:
         _release(worker)
-    return worker.strategy.process_batch_size(batch, case.world_size) * TIMED_STEPS / seconds
+    # In-process strategies train the global batch in this one process (dp splits it over its GPUs).
+    return sized.global_batch_size * TIMED_STEPS / seconds
 
 
 def find_max_batch(case: BenchCase, options: SizingOptions) -> dict:

@@ -119,6 +119,10 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.1f} min" if minutes < 60 else f"{math.floor(minutes / 60)} h {minutes % 60:.0f} min"
 
 
+MIN_ESTIMATE_TO_SCALE_S = 10.0
+MAX_SCALE = 5.0
+
+
 class Progress:
     """After each case: how long the run has taken and, from the plan's estimates scaled by how the
     finished cases compared with theirs, how long the rest should take."""
@@ -136,7 +140,11 @@ class Progress:
         self.done += 1
         elapsed_s = self.clock() - self.began_s
         left_estimate_s = sum(self.pending.values())
-        # The plan's constants are rough; the run so far says how rough on this machine.
-        ratio = elapsed_s / self.done_estimate_s if self.done_estimate_s > 0 else 1.0
+        # The plan's constants are rough; the run so far says how rough on this machine, once the
+        # finished cases were estimated long enough to judge by (a skipped or tiny first case is not),
+        # and within bounds, so one odd case does not turn the estimate into hours.
+        ratio = 1.0
+        if self.done_estimate_s >= MIN_ESTIMATE_TO_SCALE_S:
+            ratio = min(max(elapsed_s / self.done_estimate_s, 1 / MAX_SCALE), MAX_SCALE)
         return (f"gpusizer: {self.done}/{self.total} {case_id} {status}; elapsed {_duration(elapsed_s)}, "
                 f"estimated remaining {_duration(left_estimate_s * ratio)}")

@@ -86,3 +86,16 @@ def test_a_bad_price_is_a_one_line_usage_error(tmp_path, value):
     result = run_bench(tmp_path, "--plan", "--price-per-hour", value)
     assert result.returncode == 4
     assert "--price-per-hour" in result.stderr and "allowed: a finite number >= 0" in result.stderr
+
+
+def test_progress_is_not_thrown_by_one_odd_case():
+    from bench.plan import MAX_SCALE, _duration
+
+    plan = make_plan([case("single", 1), case("ddp", 1)], options(), lambda c: None)
+    now = [0.0]
+    progress = Progress(plan, lambda: now[0])
+    first, second = (e.total_s for e in plan.estimates)
+    now[0] = 1000 * first  # e.g. a first case that hung until its deadline
+    line = progress.line("single-1-tiny-fp32", "passed")
+    # At most MAX_SCALE times the plan, not 1000 times.
+    assert line.endswith(f"estimated remaining {_duration(MAX_SCALE * second)}")

@@ -17,7 +17,7 @@ from sizing.strategies import STRATEGY_MEMORY
 from sizing.trace import run_accounted_step, trace_step
 from sizing.units import parse_bytes
 from sizing.workload import Workload, config_for_params
-from tests.test_bench_harness import only_result_file, run_bench
+from tests.test_bench_harness import only_result_file
 
 AGREEMENT = 0.10
 
@@ -152,17 +152,17 @@ def test_parse_bytes():
         (["--max-memory", "2GiB"], "--max-memory: only used by --find-max-batch"),
     ],
 )
-def test_bench_memory_options_bad_input_is_exit_4(pytester, args, message):
-    result = run_bench(pytester, *args)
+def test_bench_memory_options_bad_input_is_exit_4(run_bench, args, message):
+    result = run_bench(*args)
     assert result.ret == 4
     errors = [line for line in result.stderr.lines if line.strip()]
     assert len(errors) == 1 and message in errors[0], result.stderr.lines
 
 
-def test_find_max_batch_records_batch_peak_and_throughput(pytester):
+def test_find_max_batch_records_batch_peak_and_throughput(pytester, run_bench):
     """tiny on CPU under a 64 MiB stand-in device: the search ends where the real step stops fitting."""
     limit = 64 * 2**20
-    result = run_bench(pytester, "--quick", "--strategies", "single,ddp", "--world-sizes", "1",
+    result = run_bench("--quick", "--strategies", "single,ddp", "--world-sizes", "1",
                        "--find-max-batch", "--max-memory", "64MiB")
     assert result.ret == 0, result.stdout.str()
     records = {b["extra_info"]["strategy"]: b["extra_info"] for b in only_result_file(pytester.path / "results")["benchmarks"]}
