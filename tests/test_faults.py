@@ -245,7 +245,10 @@ def test_sigterm_and_sighup_end_the_run_like_ctrl_c(tmp_path, signal_number):
     assert f"interrupted ({signal_number.name})" in cases["ddp-2-tiny-fp32"]["reason"]
     assert data["gpusizer"]["complete"] is False
     # Launcher logs, stack dumps and torchrun's own temporary folders are all removed.
-    assert sorted(path.name for path in temp.iterdir()) == []
+    # torch's own persistent compile cache (torch._dynamo creates $TMPDIR/torchinductor_<user> when it is
+    # imported, as by the memory model's FakeTensorMode) is a cache every torch program shares, not a
+    # temporary file of this run: it is meant to stay.
+    assert sorted(path.name for path in temp.iterdir() if not path.name.startswith("torchinductor_")) == []
 
 
 def test_in_process_round_past_its_deadline_fails_as_hung_and_the_run_goes_on(tmp_path):
