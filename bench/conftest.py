@@ -32,7 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     # Per-round data is what reports and regression checks are built on: always keep it.
     config.option.benchmark_save_data = True
-    check_results_dir(config, options.results_dir)
+    if not options.plan:  # --plan writes nothing, so it makes no folder either
+        check_results_dir(config, options.results_dir)
     config.stash[SESSION_KEY] = BenchSession(config, options)
     interrupts.install()  # SIGTERM, SIGHUP: handled as Ctrl-C
     from bench.hosts import set_active_cluster

@@ -85,7 +85,12 @@ def finish(proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> str:
 
 def result_file(tmp_path: Path) -> dict | None:
     files = sorted((tmp_path / "results").glob("*.json"))
-    return json.loads(files[0].read_text()) if files else None
+    if not files:
+        return None
+    # The run claims its file name (an empty file, created exclusively) before the first case ends and
+    # then replaces it whole after each case: empty means "nothing written yet", never half a file.
+    text = files[0].read_text()
+    return json.loads(text) if text else None
 
 
 def cases_by_id(data: dict) -> dict[str, dict]:

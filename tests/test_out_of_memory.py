@@ -160,9 +160,9 @@ def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after
         events.append("reference")
         return real_reference(case)
 
-    def init(self, case):
+    def init(self, case, **kwargs):
         events.append("case set-up")
-        real_init(self, case)
+        real_init(self, case, **kwargs)
 
     def reset(self):
         events.append("peak reset")
