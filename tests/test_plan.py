@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bench.cases import BenchCase
 from bench.options import BenchOptions
 from bench.plan import CALIBRATION_ROUNDS_EQUIVALENT, CEILING_S, LAUNCH_S, PEAK_S, Progress, estimate_case, make_plan
-
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+from tests.bench_subprocess import run_bench_cpu
 
 
 def case(strategy: str = "ddp", world_size: int = 2, device_type: str = "cuda", **overrides) -> BenchCase:
@@ -63,11 +57,7 @@ def test_progress_scales_what_is_left_by_how_the_run_compares_with_the_plan():
     assert line.endswith(f"estimated remaining {2 * second:.0f} s")
 
 
-def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q", "--device", "cpu",
-               "--results-dir", str(tmp_path / "results"), *args]
-    return subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "GPUSIZER_FAULT": ""})
+run_bench = run_bench_cpu  # tests/bench_subprocess.py
 
 
 def test_plan_lists_cases_and_skips_runs_nothing_and_writes_nothing(tmp_path):

@@ -4,18 +4,13 @@ options, and a real `pytest bench/` run on CPU whose steps per round grew."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from bench.options import BenchOptions
 from bench.round_sizing import MAX_STEPS_PER_ROUND, RoundSizing, calibrate, next_steps, size_rounds
 from bench.telemetry.flags import MIN_TELEMETRY_SAMPLES, judged_telemetry_flags
-
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+from tests.bench_subprocess import run_bench_cpu
 
 
 class FakeDevice:
@@ -116,11 +111,7 @@ def test_too_few_telemetry_samples_are_said_and_raise_no_flag():
     assert judged_telemetry_flags(enough) == ["low_utilisation", "throttled"] and enough["samples_too_few"] is False
 
 
-def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q", "--device", "cpu",
-               "--results-dir", str(tmp_path / "results"), *args]
-    return subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "GPUSIZER_FAULT": ""})
+run_bench = run_bench_cpu  # tests/bench_subprocess.py
 
 
 def test_a_real_cpu_run_grows_its_steps_and_records_both(tmp_path):
