@@ -132,3 +132,16 @@ def test_the_pool_drops_a_group_that_failed_to_release_and_closes_one_of_another
     fresh = pool.acquire(ddp_case("tiny", world_size=4), launch_timeout_s=1.0, round_timeout_s=1.0)
     assert time.monotonic() - began < 60
     assert "close" in kept.calls and launched == ["ddp-4-tiny-fp32"] and not fresh.reused
+
+
+def test_the_plan_counts_one_launch_per_group():
+    from bench.plan import CASE_SETUP_S, LAUNCH_S, make_plan
+
+    cases = [ddp_case("tiny"), ddp_case("small"), ddp_case("tiny", world_size=4), ddp_case("small", world_size=4)]
+    skipped = {"ddp-4-tiny-fp32"}  # a skipped case leaves the group of the case before it held
+    options = BenchOptions(strategies=("ddp",), world_sizes=(2, 4), presets=("tiny", "small"), precisions=("fp32",),
+                           batch_size=8, steps_per_round=2, rounds=2, warmup_rounds=1, device="cpu", scaling="weak",
+                           quick=False, verify=False, seed=0, results_dir="results", launch_timeout_s=60.0,
+                           round_timeout_s=60.0)
+    plan = make_plan(cases, options, lambda case: "skipped here" if case.case_id in skipped else None)
+    assert [e.launch_s for e in plan.estimates] == [LAUNCH_S["cpu"], CASE_SETUP_S["cpu"], 0.0, LAUNCH_S["cpu"]]
