@@ -53,7 +53,9 @@ class GroupPool:
     def acquire(self, case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> Acquired:
         """A group ready for ``case``: the held one rebuilt for it when the key matches, else a new launch."""
         key = group_key(case)
-        if self._held is not None and self._held[0] == key:
+        # A held group whose ranks died while it waited (killed from outside) is not this case's failure:
+        # it is closed and a fresh one launched.
+        if self._held is not None and self._held[0] == key and getattr(self._held[1], "alive", lambda: True)():
             group, self._held = self._held[1], None
             try:
                 setup_s = group.start_case(case)  # a failing rank kills the group before WorkerError

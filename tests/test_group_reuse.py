@@ -145,3 +145,13 @@ def test_the_plan_counts_one_launch_per_group():
                            round_timeout_s=60.0)
     plan = make_plan(cases, options, lambda case: "skipped here" if case.case_id in skipped else None)
     assert [e.launch_s for e in plan.estimates] == [LAUNCH_S["cpu"], CASE_SETUP_S["cpu"], 0.0, LAUNCH_S["cpu"]]
+
+
+def test_a_held_group_that_died_while_waiting_is_replaced_not_blamed(monkeypatch):
+    pool, dead = GroupPool(), FakeGroup()
+    pool.release(ddp_case("tiny"), dead, clean=True)
+    dead.alive = lambda: False  # e.g. its ranks were killed from outside between the cases
+    monkeypatch.setitem(__import__("bench.launch", fromlist=["LAUNCHERS"]).LAUNCHERS, "torchrun",
+                        lambda case, **_: FakeGroup())
+    acquired = pool.acquire(ddp_case("small"), launch_timeout_s=1.0, round_timeout_s=1.0)
+    assert not acquired.reused and acquired.group is not dead and "close" in dead.calls

@@ -183,6 +183,15 @@ class RemoteGroup:
     def closed(self) -> bool:
         return self._closed
 
+    def alive(self) -> bool:
+        """Not closed, the launcher still running, and every rank on this machine too (cheap: no message)."""
+        if self._closed or self._tree.returncode() is not None:
+            return False
+        try:
+            return all(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE for proc in self._procs.values())
+        except psutil.NoSuchProcess:
+            return False
+
     def release_case(self) -> None:
         """The case ended cleanly and the group is kept: every rank frees its model, optimizer and data."""
         self._command({"cmd": "release_case"}, "the release of the case's model")
