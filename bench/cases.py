@@ -91,13 +91,15 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
     # Strong scaling keeps the global batch fixed at what the smallest world size trains.
     strong_global_batch = options.batch_size * min(world_sizes)
     cases = []
-    for preset_name in options.resolved_presets(device_type):
-        for precision in options.resolved_precisions(device_type):
-            for strategy_name in options.strategies:
-                strategy = REGISTRY[strategy_name]
-                for world_size in world_sizes:
-                    if world_size > 1 and not strategy.multi_device:
-                        continue
+    # Strategy and world size outermost: the cases one launched worker group serves (its presets and
+    # precisions) run back to back, so the group is launched once for all of them (bench/group_pool.py).
+    for strategy_name in options.strategies:
+        strategy = REGISTRY[strategy_name]
+        for world_size in world_sizes:
+            if world_size > 1 and not strategy.multi_device:
+                continue
+            for preset_name in options.resolved_presets(device_type):
+                for precision in options.resolved_precisions(device_type):
                     if options.scaling == "strong":
                         if strong_global_batch % world_size:
                             continue  # a global batch that does not split evenly is not a valid case

@@ -147,6 +147,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     # Outermost wrapper: the run's final state is settled before pytest-benchmark's own wrapper
     # saves --benchmark-json / --benchmark-autosave files, and our file is written after it.
     bench_session = session.config.stash.get(SESSION_KEY, None)
+    from bench.group_pool import SESSION_POOL
+
+    # The worker group kept for a next case that will not come; killed at once after an interrupt.
+    SESSION_POOL.close_held(abort=exitstatus == pytest.ExitCode.INTERRUPTED)
     if bench_session is not None:
         bench_session.settle(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
         # A failed case's partial statistics stay out of pytest-benchmark's terminal table too.
@@ -161,8 +165,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Worker processes of a case that never reached its close (an internal error, Ctrl-C at a bad
     # moment) die with the run, not after it; atexit does the same for exits that skip this hook.
+    from bench.group_pool import SESSION_POOL
     from bench.launch.processes import kill_all
 
+    SESSION_POOL.close_held(abort=True)  # normally closed at sessionfinish already
     kill_all()
     interrupts.uninstall()
 

@@ -12,6 +12,7 @@ from bench.bandwidth import allreduce_ceiling
 from bench.case_facts import add_case_facts
 from bench.cases import BenchCase
 from bench.devices import cuda_unavailable_reason, device_count, device_name
+from bench.group_pool import Acquired, GroupPool
 from bench.launch import LAUNCHERS, WorkerGroup
 from bench.memory_model import memory_record
 from bench.options import BenchOptions
@@ -74,8 +75,11 @@ class RoundDriver:
         self.rank_times_s.append(self.group.run_round(self.steps))
 
 
-def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
-    """Run the case under ``benchmark`` and return its record (also stored in extra_info)."""
+def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupPool | None = None) -> dict:
+    """Run the case under ``benchmark`` and return its record (also stored in extra_info).
+
+    Without ``pool`` the case launches its own group and closes it; with one (the pytest session's,
+    bench/group_pool.py) a launched group is kept up for the next case that shares it."""
     peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
     # Measured before launch, outside the rounds, once per session.
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
@@ -89,8 +93,17 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         multinode_ceilings(case, options.cluster, timeout_s=options.ceiling_timeout_s)
     # --verify's reference trains single in this process: before the case's own memory is in use.
     reference = case_reference(case) if options.verify else None
-    launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
-    group = launcher(case, launch_timeout_s=options.launch_timeout_s, round_timeout_s=options.round_timeout_s)
+    # With a pool, a launched group may come from the previous case of the same strategy, world size
+    # and hosts (rebuilt for this one) and goes back to it only if this case ends cleanly.
+    if pool is None:
+        launcher = LAUNCHERS[REGISTRY[case.strategy].launcher]
+        acquired = Acquired(launcher(case, launch_timeout_s=options.launch_timeout_s,
+                                     round_timeout_s=options.round_timeout_s), reused=False)
+    else:
+        acquired = pool.acquire(case, launch_timeout_s=options.launch_timeout_s,
+                                round_timeout_s=options.round_timeout_s)
+    group = acquired.group
+    clean = False
     try:
         # --verify: before measuring, the training about to be timed must be the same as single's.
         verified = check_case(case, group, reference) if options.verify else None
@@ -126,12 +139,17 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions) -> dict:
         record.update(steps_per_round_requested=case.steps_per_round, round_sizing=sizing.as_dict())
         record.update(memory_record(case, group))  # predicted beside measured peak, after the timed rounds
         record.update(getattr(group, "network", {}))  # multi-node: the interface and controller address used
+        record.update(acquired.record_keys())  # group_reused, case_setup_s (launched strategies)
+        clean = True
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
         getattr(group, "abort", group.close)()
         raise
     finally:
-        group.close()
+        if pool is None:
+            group.close()
+        else:
+            pool.release(case, group, clean=clean)  # any failure: closed, never reused
     if verified is not None:
         record["verify_max_abs_difference"] = verified.max_abs_difference
     benchmark.extra_info.update(record)

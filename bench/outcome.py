@@ -19,11 +19,12 @@ from bench.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_mem
 from bench.verify import VerifyError
 
 
-def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions) -> str | None:
-    """Measure the case; None when it passed, else the one line it failed with (memory released)."""
+def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions, pool=None) -> str | None:
+    """Measure the case; None when it passed, else the one line it failed with (memory released).
+    ``pool``: bench/group_pool.py's, to share launched groups between cases (measure_case)."""
     failure = None
     try:
-        measure_case(case, benchmark, options)
+        measure_case(case, benchmark, options, pool)
     except torch.OutOfMemoryError as error:
         failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
         benchmark.has_error = True

@@ -18,6 +18,10 @@ from bench.options import BenchOptions
 # Popen to every rank ready. GPU: torchrun + CUDA context + NCCL init, 8-12 s per launched case
 # (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s.
 LAUNCH_S = {"cuda": 10.0, "cpu": 6.0}
+# A later case of a kept worker group (bench/group_pool.py) rebuilds model, optimizer and data in the
+# running ranks instead of launching: about a second for the presets here (a guess, not yet measured
+# on a GPU; CPU records show it as case_setup_s).
+CASE_SETUP_S = {"cuda": 1.0, "cpu": 1.0}
 # The all-reduce ceiling, once per world size: spawning its ranks plus ~0.2 s per message size.
 CEILING_S = {"cuda": 15.0, "cpu": 8.0}
 # The matmul peak, once per precision: three square shapes, each >= 0.2 s, plus warm-up.
@@ -53,7 +57,9 @@ def round_s(case: BenchCase, min_round_s: float) -> float:
     return max(natural_s, min_round_s)
 
 
-def estimate_case(case: BenchCase, options: BenchOptions, skip_reason: str | None) -> CaseEstimate:
+def estimate_case(case: BenchCase, options: BenchOptions, skip_reason: str | None,
+                  reuses_group: bool = False) -> CaseEstimate:
+    """``reuses_group``: the previous running case left its launched group up for this one."""
     if skip_reason is not None:
         return CaseEstimate(case.case_id, skip_reason, 0.0, 0.0, 0.0, 0.0)
     from bench.strategies import REGISTRY  # late: the registry imports strategy modules
@@ -64,7 +70,7 @@ def estimate_case(case: BenchCase, options: BenchOptions, skip_reason: str | Non
     return CaseEstimate(
         case_id=case.case_id,
         skip_reason=None,
-        launch_s=LAUNCH_S[case.device_type] if launched else 0.0,
+        launch_s=(CASE_SETUP_S if reuses_group else LAUNCH_S)[case.device_type] if launched else 0.0,
         calibration_s=CALIBRATION_ROUNDS_EQUIVALENT * min_round_s if min_round_s > 0 else 0.0,
         warmup_s=max(options.resolved_warmup_s(case.device_type), case.warmup_rounds * one_round_s),
         rounds_s=case.rounds * one_round_s,
@@ -104,7 +110,15 @@ class Plan:
 
 def make_plan(cases: list[BenchCase], options: BenchOptions, skip_reason) -> Plan:
     """``skip_reason(case)``: the controller's cheap check (no worker, no ceiling)."""
-    estimates = [estimate_case(case, options, skip_reason(case)) for case in cases]
+    from bench.group_pool import group_key  # late: imports the launchers
+
+    estimates, held_key = [], None
+    for case in cases:
+        reason = skip_reason(case)
+        estimates.append(estimate_case(case, options, reason, reuses_group=reason is None
+                                       and group_key(case) == held_key))
+        if reason is None:
+            held_key = group_key(case)  # a skipped case leaves the held group as it was
     running = [case for case, e in zip(cases, estimates) if not e.skip_reason]
     world_sizes = {(case.device_type, case.world_size) for case in running if case.world_size > 1}
     precisions = {(case.device_type, case.precision) for case in running}

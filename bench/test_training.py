@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.controller import interconnect_skip_reason, skip_reason
+from bench.group_pool import SESSION_POOL
 from bench.outcome import measure_or_failure
 
 
@@ -15,8 +16,9 @@ def test_train(benchmark, case, bench_options, sizing_options):
     if reason:
         pytest.skip(reason)
     try:
-        failure = measure_or_failure(case, benchmark, bench_options)
+        failure = measure_or_failure(case, benchmark, bench_options, SESSION_POOL)
         if failure is None and sizing_options.find_max_batch:
+            SESSION_POOL.close_held()  # the search needs the devices the held ranks would keep
             from bench.max_batch import find_max_batch  # after the case: its rank's memory is released
 
             benchmark.extra_info.update(find_max_batch(case, sizing_options))

@@ -18,7 +18,9 @@ from reference_model import Precision, TrainState, build_model, make_optimizer, 
 
 
 class TrainingWorker:
-    def __init__(self, case: BenchCase, rank: int = 0, local_rank: int = 0) -> None:
+    def __init__(self, case: BenchCase, rank: int = 0, local_rank: int = 0, *, join: bool = True) -> None:
+        """``join=False``: the process already belongs to the strategy's group (a launched group kept
+        up for the next case of its strategy and world size); only the model, optimizer and data are new."""
         self.case = case
         self.strategy = REGISTRY[case.strategy]
         # This process's share of the cores, on GPU as on CPU (dp's one process gets them all).
@@ -28,7 +30,8 @@ class TrainingWorker:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.ctx = RankContext(rank=rank, local_rank=local_rank, world_size=case.world_size, device=device)
-        self.strategy.setup(self.ctx)
+        if join:
+            self.strategy.setup(self.ctx)
         self.precision = Precision(case.precision, case.device_type)
         self._matmul_mode = self.precision.matmul_mode()
         self._matmul_mode.__enter__()
@@ -85,9 +88,16 @@ class TrainingWorker:
         """The full (unsharded) parameters on the CPU, for the correctness check."""
         return self.strategy.full_parameters(self.state)
 
-    def close(self) -> None:
-        # Model and optimizer go first: DDP and FSDP hold the process group that teardown destroys.
+    def release(self) -> None:
+        """Drop this case's model, optimizer and batches and its matmul mode; the process group stays.
+        Idempotent (a kept group's ranks release at the end of a case, close releases again)."""
         self.state = None
         self.batches = None
-        self._matmul_mode.__exit__(None, None, None)
+        if self._matmul_mode is not None:
+            self._matmul_mode.__exit__(None, None, None)
+            self._matmul_mode = None
+
+    def close(self) -> None:
+        # Model and optimizer go first: DDP and FSDP hold the process group that teardown destroys.
+        self.release()
         self.strategy.teardown(self.ctx)

@@ -98,6 +98,21 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
     print("%s: outside GPU busy %s %% (%s); peak end/start %s; unstable: %s" % (r["case_id"],
           r.get("outside_busy_pct"), r.get("outside_busy_reason"), r.get("peak_end_over_start"), r.get("unstable_reasons")))' "$main" || status=1
 fi
+# Kept worker groups (bench/group_pool.py): run 1's bf16 case of each launched strategy reuses the fp32
+# case's ranks (NCCL communicators, CUDA contexts); it must say so, and its rebuild must cost less than a launch.
+if [ -s "$main" ]; then
+    "$PY" -c 'import json, sys
+bad = 0
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    r = b["extra_info"]
+    if "group_reused" not in r:
+        continue
+    ok = not r["group_reused"] or (r["case_setup_s"] or 0) < r["launch_s"]
+    bad += not ok
+    print("%s: group_reused %s, launch_s %.1f, case_setup_s %s, pids %s: %s" % (r["case_id"], r["group_reused"],
+          r["launch_s"], r["case_setup_s"], r["worker_pids"], "ok" if ok else "FAILED"))
+sys.exit(1 if bad else 0)' "$main" || status=1
+fi
 # In-process rounds (single, dp) run on a thread of their own so --round-timeout-s holds there too; on a
 # GPU that thread must train on the same device (current device, CUDA events, autocast are per thread).
 # A hung fp32 round must fail as hung and the bf16 case after it pass on fresh state.

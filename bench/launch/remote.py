@@ -105,6 +105,7 @@ class RemoteGroup:
         self.case = case
         self.spec = spec
         self.round_timeout_s = round_timeout_s
+        self.launch_timeout_s = launch_timeout_s
         self.threads_per_rank = threads_per_rank(case.device_type, REGISTRY[case.strategy].processes(case.world_size))
         self.rounds_started = 0
         self._conns: dict[int, Connection] = {}
@@ -177,6 +178,45 @@ class RemoteGroup:
         # Every rank takes part (for FSDP gathering the full tensors is a collective); rank 0 sends them.
         replies = self._command({"cmd": "parameters"}, "the parameter query")
         return torch.load(io.BytesIO(replies[0][1]), weights_only=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def alive(self) -> bool:
+        """Not closed, the launcher still running, and every rank on this machine too (cheap: no message)."""
+        if self._closed or self._tree.returncode() is not None:
+            return False
+        try:
+            return all(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE for proc in self._procs.values())
+        except psutil.NoSuchProcess:
+            return False
+
+    def release_case(self) -> None:
+        """The case ended cleanly and the group is kept: every rank frees its model, optimizer and data."""
+        self._command({"cmd": "release_case"}, "the release of the case's model")
+
+    def start_case(self, next_case: BenchCase) -> float:
+        """Make this live group serve ``next_case`` (same strategy, world size and hosts): every rank drops
+        the last case's model and data and builds the new one's. Returns the seconds until every rank
+        was ready again; a rank that fails or is late kills the group (WorkerError), like a launch."""
+        if self._closed:
+            raise WorkerError(f"{next_case.case_id}: the workers are already stopped")
+        began = time.perf_counter()
+        self.case = next_case  # failures from here on name the new case
+        self.rounds_started = 0
+        self.__dict__.pop("peak_memory_bytes_per_device", None)  # that peak was the last case's
+        self._in_flight = True
+        message = {"cmd": "new_case", "case": dataclasses.asdict(next_case)}
+        for rank, conn in self._conns.items():
+            try:
+                conn.send(message)
+            except OSError:
+                self._fail_ranks({rank: None}, "start-up")
+        self._gather("ready", time.monotonic() + self.launch_timeout_s, "start-up",
+                     f"--launch-timeout-s {self.launch_timeout_s:g}")
+        self._in_flight = False
+        return time.perf_counter() - began
 
     def close(self) -> None:
         """Ask every rank for a clean exit; kill whatever has not exited by the deadline. Idempotent."""

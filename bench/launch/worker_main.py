@@ -2,7 +2,11 @@
 
 Connects back to the controller, builds the same TrainingWorker the in-process strategies use, then
 serves commands until told to close: ``run_round`` (K steps, answers this rank's own seconds),
-``peak_memory``, ``reset_peak_memory``, ``parameters`` (full tensors; rank 0 sends them) and ``close``.
+``peak_memory``, ``reset_peak_memory``, ``parameters`` (full tensors; rank 0 sends them),
+``release_case`` (drop this case's model, optimizer, batches and matmul mode and give the memory
+back; the process group stays), ``new_case`` (release, then build the case sent with it and answer
+``ready``: the controller keeps a group up across the cases of its strategy and world size, see
+bench/group_pool.py) and ``close``. The fault hook's round count starts afresh with every case.
 
 Any exception is sent to the controller as one line before the process exits, so the case fails
 with the rank and the cause. A rank whose controller went away exits at once.
@@ -121,7 +125,8 @@ def _serialise(tensors) -> bytes:
     return buffer.getvalue()
 
 
-def _serve(conn, worker, rank: int, faults: list[Fault]) -> None:
+def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
+    """Serve one case's commands; returns the next case's fields on ``new_case``, None on ``close``."""
     from bench.launch.channel import ChannelClosed
 
     rounds = 0
@@ -144,10 +149,33 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> None:
         elif command == "parameters":
             tensors = worker.parameters_snapshot()  # a collective for sharded strategies: every rank calls it
             conn.send({"event": "done"}, _serialise(tensors) if rank == 0 else b"")
+        elif command == "release_case":  # the case ended cleanly and the group is kept: idle lean
+            worker.release()
+            _give_back_memory()
+            conn.send({"event": "done"})
+        elif command == "new_case":
+            return dict(message["case"])
         elif command == "close":
-            return
+            return None
         else:
             raise ValueError(f"unknown command {command!r}")
+
+
+def _give_back_memory() -> None:
+    """Between two cases of one group: free what the last one held, so the next case's peak (CUDA's
+    allocated bytes, the CPU's peak RSS after its reset) is its own. glibc keeps freed heap pages
+    mapped until malloc_trim; elsewhere the call is skipped."""
+    import ctypes
+    import gc
+
+    from bench.memory import release_cached_memory
+
+    gc.collect()
+    release_cached_memory()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def main() -> None:
@@ -169,7 +197,16 @@ def main() -> None:
 
         worker = TrainingWorker(case, rank=rank, local_rank=local_rank)
         conn.send({"event": "ready", "threads": worker.threads})
-        _serve(conn, worker, rank, faults)
+        while (next_case := _serve(conn, worker, rank, faults)) is not None:
+            # The next case of this group: the process group stays, everything of the case goes first,
+            # so the new model is built in the memory the old one gave back.
+            worker.release()
+            worker = None
+            _give_back_memory()
+            case = BenchCase(**next_case)
+            faults = case_faults(case.case_id)  # per case: its rounds count from 1 again
+            worker = TrainingWorker(case, rank=rank, local_rank=local_rank, join=False)
+            conn.send({"event": "ready", "threads": worker.threads})
         # The clean exit of DESIGN.md: barrier, drop model and optimizer, leave the group, flush, _exit.
         worker.strategy.barrier(worker.ctx)
         worker.close()
