@@ -3,6 +3,7 @@ horovodrun), gloo on loopback, compared with ``single`` on the same global data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -16,9 +17,9 @@ import torch
 from bench.cases import BenchCase, build_cases
 from bench.devices import threads_per_rank
 from bench.launch import LAUNCHERS
-from bench.launch.channel import ChannelClosed, Listener, connect
+from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener, connect, proof
 from bench.launch.horovodrun import horovodrun_exit_cause
-from bench.launch.remote import describe_exit_code, innermost_frame
+from bench.launch.remote import POLL_S, describe_exit_code, innermost_frame
 from bench.launch.torchrun import torchrun_exit_cause
 from bench.strategies import REGISTRY
 from bench.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
@@ -130,6 +131,50 @@ def test_channel_rejects_a_wrong_token_and_accepts_the_right_one():
     assert host == "127.0.0.1"  # loopback only
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=5)
+
+def _slow_worker(address: str, token: str, rank: int, answer_after_s: float):
+    """The worker's end of connect(), but scheduled late: it reads the nonce ``answer_after_s`` after
+    connecting, as a rank on a busy 2-core machine may."""
+    host, port = address.rsplit(":", 1)
+    conn = Connection(socket.create_connection((host, int(port)), timeout=30))
+    challenge, _ = conn.recv(time.monotonic() + 30)
+    time.sleep(answer_after_s)
+    conn.send({"rank": rank, "pid": 3, "proof": proof(token, bytes.fromhex(challenge["nonce"]), rank)})
+    return conn
+
+
+def test_a_rank_that_answers_after_the_controllers_poll_is_still_accepted():
+    # The controller waits for connections in 0.2 s polls (remote.POLL_S). A rank that connected
+    # inside one poll and answered the challenge after it used to be dropped as silent: its process
+    # then exited 1, and the case failed "during start-up" (CI, loaded machine).
+    listener = Listener()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            worker = pool.submit(_slow_worker, listener.address, listener.token, 0, 1.0)
+            accepted = None
+            deadline = time.monotonic() + 30
+            while accepted is None and time.monotonic() < deadline:
+                with contextlib.suppress(ChannelTimeout):
+                    accepted = listener.accept(min(deadline, time.monotonic() + POLL_S))
+                assert not listener.dropped, listener.dropped
+            assert accepted is not None and accepted[1]["rank"] == 0
+            worker.result().close()
+            accepted[0].close()
+        finally:
+            listener.close()
+    # A peer that never answers is still dropped, after the hello timeout and not the poll's.
+    listener = Listener()
+    try:
+        host, port = listener.address.rsplit(":", 1)
+        silent = socket.create_connection((host, int(port)), timeout=30)
+        began = time.monotonic()
+        assert listener.accept(time.monotonic() + POLL_S, hello_timeout_s=1.5) is None
+        assert 1.5 <= time.monotonic() - began < 10, "the silent peer was not given the hello timeout"
+        assert listener.dropped and "ChannelTimeout" in listener.dropped[-1]
+        silent.close()
+    finally:
+        listener.close()
+
 
 def test_launchers_logs_are_read_for_the_cause_of_death():
     torchrun_log = ("Root Cause (first observed failure):\n[0]:\n  time      : 2026-11-28_20:28:23\n"

@@ -33,6 +33,11 @@ MAX_PAYLOAD_BYTES = (1 << 32) - 1  # what the length field can say (rank 0's par
 MAX_HELLO_BYTES = 4096
 MAX_JSON_DEPTH = 8
 MAX_RANK = 1 << 20
+# How long a peer that has connected gets to answer the challenge. Not cut to the caller's wait: the
+# controller waits for connections in short polls (0.2 s), and a rank that connected near the end of
+# one, on a busy machine, was dropped as silent and exited (seen as "torchrun exited with code 1
+# during start-up" under CI load).
+HELLO_TIMEOUT_S = 10.0
 _RECV_CHUNK_BYTES = 1 << 20
 _LENGTHS = struct.Struct("!II")  # header bytes, payload bytes
 
@@ -155,10 +160,11 @@ class Listener:
         """What a worker needs to connect back."""
         return {ADDRESS_ENV: self.address, TOKEN_ENV: self.token}
 
-    def accept(self, deadline: float) -> tuple[Connection, dict] | None:
+    def accept(self, deadline: float, hello_timeout_s: float = HELLO_TIMEOUT_S) -> tuple[Connection, dict] | None:
         """One authenticated worker and its hello, or None when a connection failed the check.
 
-        Raises ChannelTimeout when nobody connects before the deadline.
+        ``deadline`` bounds the wait for a connection only; a peer that connected then has
+        ``hello_timeout_s`` to answer. Raises ChannelTimeout when nobody connects before the deadline.
         """
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([self.sock], [], [], left)[0]:
@@ -170,7 +176,7 @@ class Listener:
         try:
             conn.send({"nonce": nonce.hex()})
             # A client that stays silent must not hold up the others for long.
-            hello, _ = conn.recv(min(deadline, time.monotonic() + 10.0), max_header_bytes=MAX_HELLO_BYTES,
+            hello, _ = conn.recv(time.monotonic() + hello_timeout_s, max_header_bytes=MAX_HELLO_BYTES,
                                  max_payload_bytes=0)
             rank, claimed = hello_rank(hello), hello.get("proof")
             if rank is None or not isinstance(claimed, str) or not claimed.isascii():
