@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from bench import interrupts
-from bench.cases import build_cases
-from bench.devices import device_count, resolve_device_type
-from bench.options import add_options, options_from_config
-from bench.session import BenchSession
-from bench.sizing_options import SIZING_KEY, add_sizing_options, sizing_options_from_config
+from bench.run import interrupts
+from bench.config.cases import build_cases
+from bench.hardware.devices import device_count, resolve_device_type
+from bench.config.options import add_options, options_from_config
+from bench.record.session import BenchSession
+from bench.config.sizing_options import SIZING_KEY, add_sizing_options, sizing_options_from_config
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 
@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
         check_results_dir(config, options.results_dir)
     config.stash[SESSION_KEY] = BenchSession(config, options)
     interrupts.install()  # SIGTERM, SIGHUP: handled as Ctrl-C
-    from bench.hosts import set_active_cluster
+    from bench.config.hosts import set_active_cluster
 
     set_active_cluster(options.cluster)  # read by the multi-node launchers
 
@@ -45,7 +45,7 @@ def check_results_dir(config: pytest.Config, results_dir: str) -> None:
     """--results-dir must be a folder this run can create a file in, found before any case runs."""
     if config.getoption("benchmark_json", None) is not None or config.option.collectonly:
         return  # nothing is written there
-    from bench.results import writable_folder_problem
+    from bench.record.results import writable_folder_problem
 
     problem = writable_folder_problem(results_dir)
     if problem:
@@ -56,8 +56,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     bench_session = config.stash.get(SESSION_KEY, None)
     if bench_session is None:
         return
-    from bench.controller import skip_reason
-    from bench.plan import Progress, make_plan
+    from bench.run.controller import skip_reason
+    from bench.run.plan import Progress, make_plan
 
     cases = [item.callspec.params["case"] for item in items
              if "case" in getattr(getattr(item, "callspec", None), "params", {})]
@@ -122,22 +122,22 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
         output_json["gpusizer"]["internode_gbps"] = list(session.options.internode_gbps)  # for the projection
     # Ceilings (matmul peaks, all-reduce bandwidth) are measured as cases run, after machine_info
     # was first taken: refresh them on every write.
-    from bench.inventory import ceilings
+    from bench.hardware.inventory import ceilings
 
     output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"] = ceilings()
-    from bench.multinode_bandwidth import measured_internode_ceilings
+    from bench.hardware.multinode_bandwidth import measured_internode_ceilings
 
     output_json.get("machine_info", {}).setdefault("gpusizer", {})["ceilings"]["allreduce_across_hosts"] = (
         measured_internode_ceilings())
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:
-    from bench.inventory import machine_inventory  # late: may probe CUDA and NVML
+    from bench.hardware.inventory import machine_inventory  # late: may probe CUDA and NVML
 
     machine_info["gpusizer"] = machine_inventory()
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.options.cluster is not None:
-        from bench.multinode_inventory import hosts_inventory
+        from bench.hardware.multinode_inventory import hosts_inventory
 
         machine_info["gpusizer"]["hosts"] = hosts_inventory(session.options.cluster)
 
@@ -147,7 +147,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     # Outermost wrapper: the run's final state is settled before pytest-benchmark's own wrapper
     # saves --benchmark-json / --benchmark-autosave files, and our file is written after it.
     bench_session = session.config.stash.get(SESSION_KEY, None)
-    from bench.group_pool import SESSION_POOL
+    from bench.run.group_pool import SESSION_POOL
 
     # The worker group kept for a next case that will not come; killed at once after an interrupt.
     SESSION_POOL.close_held(abort=exitstatus == pytest.ExitCode.INTERRUPTED)
@@ -165,7 +165,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Worker processes of a case that never reached its close (an internal error, Ctrl-C at a bad
     # moment) die with the run, not after it; atexit does the same for exits that skip this hook.
-    from bench.group_pool import SESSION_POOL
+    from bench.run.group_pool import SESSION_POOL
     from bench.launch.processes import kill_all
 
     SESSION_POOL.close_held(abort=True)  # normally closed at sessionfinish already

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.controller import interconnect_skip_reason, skip_reason
-from bench.group_pool import SESSION_POOL
-from bench.outcome import measure_or_failure
+from bench.run.controller import interconnect_skip_reason, skip_reason
+from bench.run.group_pool import SESSION_POOL
+from bench.run.outcome import measure_or_failure
 
 
 def test_train(benchmark, case, bench_options, sizing_options):
@@ -19,7 +19,7 @@ def test_train(benchmark, case, bench_options, sizing_options):
         failure = measure_or_failure(case, benchmark, bench_options, SESSION_POOL)
         if failure is None and sizing_options.find_max_batch:
             SESSION_POOL.close_held()  # the search needs the devices the held ranks would keep
-            from bench.max_batch import find_max_batch  # after the case: its rank's memory is released
+            from bench.run.max_batch import find_max_batch  # after the case: its rank's memory is released
 
             benchmark.extra_info.update(find_max_batch(case, sizing_options))
     except BaseException:

@@ -18,7 +18,7 @@ import pandas as pd
 from reports.analyse import SUPERLINEAR_EFFICIENCY
 from reports.load import ResultSet
 
-# The benchmark judges every anomaly when it writes the record (bench/flags.py, docs/record.md); the
+# The benchmark judges every anomaly when it writes the record (bench/record/flags.py, docs/record.md); the
 # report reads the flags and never re-judges with thresholds of its own. Each flag's number shown with it:
 FLAG_VALUES = {
     "mfu_above_peak": "mfu",

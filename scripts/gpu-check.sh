@@ -98,7 +98,7 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
     print("%s: outside GPU busy %s %% (%s); peak end/start %s; unstable: %s" % (r["case_id"],
           r.get("outside_busy_pct"), r.get("outside_busy_reason"), r.get("peak_end_over_start"), r.get("unstable_reasons")))' "$main" || status=1
 fi
-# Kept worker groups (bench/group_pool.py): run 1's bf16 case of each launched strategy reuses the fp32
+# Kept worker groups (bench/run/group_pool.py): run 1's bf16 case of each launched strategy reuses the fp32
 # case's ranks (NCCL communicators, CUDA contexts); it must say so, and its rebuild must cost less than a launch.
 if [ -s "$main" ]; then
     "$PY" -c 'import json, sys

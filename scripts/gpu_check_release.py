@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-import bench.worker
-from bench.cases import BenchCase
+import bench.run.worker
+from bench.config.cases import BenchCase
 from bench.launch.inprocess import InProcessGroup
 
 GIB = 2**30
@@ -32,14 +32,14 @@ def reserved_gib(gpus: int) -> list[float]:
 
 def check_release(strategy: str, world_size: int, gpus: int) -> dict:
     models = []
-    build = bench.worker.build_model
+    build = bench.run.worker.build_model
 
     def build_and_watch(*args, **kwargs):
         model = build(*args, **kwargs)
         models.append(weakref.ref(model))
         return model
 
-    bench.worker.build_model = build_and_watch
+    bench.run.worker.build_model = build_and_watch
     try:
         case = BenchCase(strategy=strategy, world_size=world_size, preset="medium", precision="bf16",
                          device_type="cuda", per_device_batch_size=256, scaling="weak", steps_per_round=5,
@@ -49,7 +49,7 @@ def check_release(strategy: str, world_size: int, gpus: int) -> dict:
         during = reserved_gib(gpus)
         group.close()
     finally:
-        bench.worker.build_model = build
+        bench.run.worker.build_model = build
     after = reserved_gib(gpus)
     alive = bool(models and models[0]() is not None)
     ok = not alive and all(value == 0 for value in after) and any(value > 0 for value in during)

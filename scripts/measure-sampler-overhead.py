@@ -16,9 +16,9 @@ import argparse
 import statistics
 import time
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
-from bench.worker import TrainingWorker
+from bench.run.worker import TrainingWorker
 
 
 def samples_per_s(worker: TrainingWorker, case: BenchCase, sampler: Sampler | None) -> float:

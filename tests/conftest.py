@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.options import BenchOptions
+from bench.config.options import BenchOptions
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "bench"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cases import build_cases
-from bench.results import ResultFile
+from bench.config.cases import build_cases
+from bench.record.results import ResultFile
 
 # DESIGN.md's record table: every key must be in every benchmark's extra_info.
 RECORD_KEYS = {

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.worker
-from bench import devices
-from bench.case_facts import add_case_facts
-from bench.cases import BenchCase
+import bench.run.worker
+from bench.hardware import devices
+from bench.record.case_facts import add_case_facts
+from bench.config.cases import BenchCase
 from bench.launch.inprocess import InProcessGroup
-from bench.memory import peak_memory_per_device, release_cached_memory, reset_peak_memory
+from bench.run.memory import peak_memory_per_device, release_cached_memory, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from bench.strategies.fsdp import mixed_precision_policy
-from bench.tf32 import tf32_overridden, tf32_override_env
+from bench.run.tf32 import tf32_overridden, tf32_override_env
 from reference_model import AutocastModule, Precision, TrainState, build_model, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,14 +102,14 @@ def test_a_dp_worker_records_the_dtype_its_replicas_computed_in():
 def test_peak_memory_is_reset_after_the_model_is_built_wrapped_and_its_data_made(monkeypatch):
     events = []
     strategy = type(REGISTRY["single"])
-    real_build, real_wrap, real_batches = bench.worker.build_model, strategy.wrap, strategy.rank_batches
+    real_build, real_wrap, real_batches = bench.run.worker.build_model, strategy.wrap, strategy.rank_batches
 
-    monkeypatch.setattr(bench.worker, "build_model", lambda *a, **k: events.append("build") or real_build(*a, **k))
+    monkeypatch.setattr(bench.run.worker, "build_model", lambda *a, **k: events.append("build") or real_build(*a, **k))
     monkeypatch.setattr(strategy, "wrap", lambda self, *a: events.append("wrap (fsdp: shard)") or real_wrap(self, *a))
     monkeypatch.setattr(strategy, "rank_batches",
                         lambda self, *a, **k: events.append("batches") or real_batches(self, *a, **k))
-    monkeypatch.setattr(bench.worker, "reset_peak_memory", lambda devices: events.append(f"reset {devices}"))
-    worker = bench.worker.TrainingWorker(case())
+    monkeypatch.setattr(bench.run.worker, "reset_peak_memory", lambda devices: events.append(f"reset {devices}"))
+    worker = bench.run.worker.TrainingWorker(case())
     worker.close()
     assert events == ["build", "wrap (fsdp: shard)", "batches", "reset [device(type='cpu')]"]
 
@@ -239,14 +239,14 @@ def test_gpu_ranks_share_the_cores_like_cpu_ranks(monkeypatch):
 @pytest.mark.parametrize("strategy", ["single", "dp"])
 def test_nothing_of_an_in_process_case_stays_alive_after_it(monkeypatch, strategy):
     models = []
-    real_build = bench.worker.build_model
+    real_build = bench.run.worker.build_model
 
     def build_and_watch(*args, **kwargs):
         model = real_build(*args, **kwargs)
         models.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(bench.worker, "build_model", build_and_watch)
+    monkeypatch.setattr(bench.run.worker, "build_model", build_and_watch)
     group = InProcessGroup(case(strategy))
     group.run_round(2)
     group.facts()

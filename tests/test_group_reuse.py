@@ -1,4 +1,4 @@
-"""A launched worker group kept up across the cases of its strategy and world size (bench/group_pool.py):
+"""A launched worker group kept up across the cases of its strategy and world size (bench/run/group_pool.py):
 real `pytest bench/` runs with real torchrun ranks, in a subprocess, checked through the result file."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import time
 import pytest
 from test_faults import cases_by_id, finish, leftovers, result_file, skip_unless_available, start_bench
 
-from bench.cases import BenchCase, build_cases
-from bench.group_pool import GroupPool, group_key
-from bench.options import BenchOptions
+from bench.config.cases import BenchCase, build_cases
+from bench.run.group_pool import GroupPool, group_key
+from bench.config.options import BenchOptions
 
 
 def records(data: dict) -> dict[str, dict]:
@@ -135,7 +135,7 @@ def test_the_pool_drops_a_group_that_failed_to_release_and_closes_one_of_another
 
 
 def test_the_plan_counts_one_launch_per_group():
-    from bench.plan import CASE_SETUP_S, LAUNCH_S, make_plan
+    from bench.run.plan import CASE_SETUP_S, LAUNCH_S, make_plan
 
     cases = [ddp_case("tiny"), ddp_case("small"), ddp_case("tiny", world_size=4), ddp_case("small", world_size=4)]
     skipped = {"ddp-4-tiny-fp32"}  # a skipped case leaves the group of the case before it held

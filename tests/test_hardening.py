@@ -32,7 +32,7 @@ from test_faults import (
 )
 
 from bench.launch.channel import Listener, connect
-from bench.options import BenchOptions
+from bench.config.options import BenchOptions
 
 REPO = Path(__file__).resolve().parent.parent
 

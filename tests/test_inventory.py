@@ -13,8 +13,8 @@ import sys
 import pytest
 from fake_pynvml import LIBRARY_NOT_FOUND, FakeGpu, make_pynvml
 
-from bench import bandwidth
-from bench.inventory import ceilings, gpu_inventory, instance_identity, machine_inventory
+from bench.hardware import bandwidth
+from bench.hardware.inventory import ceilings, gpu_inventory, instance_identity, machine_inventory
 
 
 def fake_gpus(count: int = 2, **kwargs) -> list[FakeGpu]:
@@ -120,7 +120,7 @@ def test_allreduce_needs_two_devices():
 
 
 def test_matmul_peaks_of_the_session_are_listed(monkeypatch):
-    from bench import peak
+    from bench.hardware import peak
 
     monkeypatch.setattr(peak, "_CACHE", {("cpu", "fp32", 2): 1.5e11})
     monkeypatch.setattr(peak, "_END", {})

@@ -139,9 +139,9 @@ def test_multinode_host_dying_mid_case_is_named_and_reaped(two_hosts, tmp_path):
 
 MEASURE_ACROSS_HOSTS = """
 import json, sys
-from bench.hosts import Cluster, Host
-from bench.multinode_bandwidth import internode_allreduce_ceiling
-from bench.cases import BenchCase
+from bench.config.hosts import Cluster, Host
+from bench.hardware.multinode_bandwidth import internode_allreduce_ceiling
+from bench.config.cases import BenchCase
 hosts = tuple(Host(name, 1) for name in sys.argv[1].split(","))
 cluster = Cluster(hosts, ssh_identity_file=sys.argv[2])
 case = BenchCase(strategy="ddp", world_size=len(hosts), preset="tiny", precision="fp32", device_type="cpu",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cases import build_cases
-from bench.hosts import Cluster, Host, parse_hostfile, parse_hosts, place, powers_of_two_upto
-from bench.options import BenchOptions
+from bench.config.cases import build_cases
+from bench.config.hosts import Cluster, Host, parse_hostfile, parse_hosts, place, powers_of_two_upto
+from bench.config.options import BenchOptions
 
 REPO = Path(__file__).resolve().parent.parent
 

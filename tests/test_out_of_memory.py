@@ -1,4 +1,4 @@
-"""Out of memory (bench/out_of_memory.py, bench/outcome.py): the pre-skip, the fault-hook grammar, and an
+"""Out of memory (bench/run/out_of_memory.py, bench/run/outcome.py): the pre-skip, the fault-hook grammar, and an
 in-process case that runs out and leaves nothing of itself alive. The real-process runs are in
 tests/test_faults.py."""
 
@@ -10,13 +10,13 @@ import weakref
 import pytest
 import torch
 
-import bench.worker
-from bench.cases import BenchCase
-from bench.controller import skip_reason
+import bench.run.worker
+from bench.config.cases import BenchCase
+from bench.run.controller import skip_reason
 from bench.launch.worker_main import CeilingFault, Fault, case_faults, parse_faults
-from bench.options import BenchOptions
-from bench.out_of_memory import STATE_BYTES_PER_PARAMETER, state_bytes_per_memory, too_large_reason
-from bench.outcome import measure_or_failure
+from bench.config.options import BenchOptions
+from bench.run.out_of_memory import STATE_BYTES_PER_PARAMETER, state_bytes_per_memory, too_large_reason
+from bench.run.outcome import measure_or_failure
 from reference_model import build_model, make_optimizer, preset
 
 
@@ -56,9 +56,9 @@ def test_training_state_that_exceeds_the_memory_is_skipped_in_one_line():
 
 
 def test_skip_reason_checks_the_memory_before_anything_is_allocated(monkeypatch):
-    monkeypatch.setattr("bench.controller.device_memory_bytes", lambda device_type: 1024)
+    monkeypatch.setattr("bench.run.controller.device_memory_bytes", lambda device_type: 1024)
     assert skip_reason(case()).startswith("does not fit: tiny fp32 single at batch 16 on ")
-    monkeypatch.setattr("bench.controller.device_memory_bytes", lambda device_type: 1 << 40)
+    monkeypatch.setattr("bench.run.controller.device_memory_bytes", lambda device_type: 1 << 40)
     assert skip_reason(case()) is None
 
 
@@ -92,14 +92,14 @@ class FakeBenchmark:
 def model_refs(monkeypatch):
     """Weak references to every model the worker builds."""
     refs: list[weakref.ref] = []
-    real_build = bench.worker.build_model
+    real_build = bench.run.worker.build_model
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
         refs.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(bench.worker, "build_model", build)
+    monkeypatch.setattr(bench.run.worker, "build_model", build)
     return refs
 
 
@@ -120,7 +120,7 @@ def test_in_process_out_of_memory_in_set_up_fails_one_line_and_frees_the_model(m
     def no_memory_for_the_optimizer(model):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(bench.worker, "make_optimizer", no_memory_for_the_optimizer)
+    monkeypatch.setattr(bench.run.worker, "make_optimizer", no_memory_for_the_optimizer)
     failure = measure_or_failure(case(), FakeBenchmark(), options())
     assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ")
     assert failure.endswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -148,12 +148,12 @@ class MeasuringBenchmark(FakeBenchmark):
 
 
 def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after(monkeypatch):
-    import bench.controller
+    import bench.run.controller
     from bench.launch.inprocess import InProcessGroup
 
     monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
     events: list[str] = []
-    real_reference, real_init = bench.controller.case_reference, InProcessGroup.__init__
+    real_reference, real_init = bench.run.controller.case_reference, InProcessGroup.__init__
     real_reset = InProcessGroup.reset_peak_memory
 
     def reference(case):
@@ -168,9 +168,9 @@ def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after
         events.append("peak reset")
         real_reset(self)
 
-    monkeypatch.setattr(bench.controller, "case_reference", reference)
+    monkeypatch.setattr(bench.run.controller, "case_reference", reference)
     monkeypatch.setattr(InProcessGroup, "__init__", init)
     monkeypatch.setattr(InProcessGroup, "reset_peak_memory", reset)
-    record = bench.controller.measure_case(case(), MeasuringBenchmark(), options(verify=True))
+    record = bench.run.controller.measure_case(case(), MeasuringBenchmark(), options(verify=True))
     assert events == ["reference", "case set-up", "peak reset"]
     assert record["verify_max_abs_difference"] <= 1e-6 and record["peak_memory_bytes"] > 0

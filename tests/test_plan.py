@@ -1,12 +1,12 @@
-"""`pytest bench/ --plan` and the progress line (bench/plan.py)."""
+"""`pytest bench/ --plan` and the progress line (bench/run/plan.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.cases import BenchCase
-from bench.options import BenchOptions
-from bench.plan import CALIBRATION_ROUNDS_EQUIVALENT, CEILING_S, LAUNCH_S, PEAK_S, Progress, estimate_case, make_plan
+from bench.config.cases import BenchCase
+from bench.config.options import BenchOptions
+from bench.run.plan import CALIBRATION_ROUNDS_EQUIVALENT, CEILING_S, LAUNCH_S, PEAK_S, Progress, estimate_case, make_plan
 from tests.bench_subprocess import run_bench_cpu
 
 
@@ -79,7 +79,7 @@ def test_a_bad_price_is_a_one_line_usage_error(tmp_path, value):
 
 
 def test_progress_is_not_thrown_by_one_odd_case():
-    from bench.plan import MAX_SCALE, _duration
+    from bench.run.plan import MAX_SCALE, _duration
 
     plan = make_plan([case("single", 1), case("ddp", 1)], options(), lambda c: None)
     now = [0.0]

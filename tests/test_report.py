@@ -217,7 +217,7 @@ def test_a_measured_dp_is_never_recommended_even_when_it_is_the_fastest(real_res
     # dp-2 and given rounds ten times shorter, which makes it the fastest setup by far.
     def measured_dp(data: dict) -> None:
         bench = entry(data, "ddp-2-tiny-fp32")
-        # What bench/record.py writes for dp: the strategy's baseline_only, also as a flag.
+        # What bench/record/record.py writes for dp: the strategy's baseline_only, also as a flag.
         bench["extra_info"].update(strategy="dp", case_id="dp-2-tiny-fp32", launcher="inprocess", baseline_only=True)
         bench["extra_info"]["flags"] = [*bench["extra_info"]["flags"], "baseline_only"]
         bench["extra_info"]["round_times_s"] = [t / 10 for t in bench["extra_info"]["round_times_s"]]
@@ -245,7 +245,7 @@ def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_pa
     def gpu_telemetry(energy_j: float, throttle: float):
         def change(data: dict) -> None:
             for bench in data["benchmarks"]:
-                # The benchmark judges throttling when it writes the record (bench/flags.py: above 10%).
+                # The benchmark judges throttling when it writes the record (bench/record/flags.py: above 10%).
                 if throttle > 0.10:
                     bench["extra_info"]["flags"] = sorted({*bench["extra_info"]["flags"], "throttled"})
                 bench["extra_info"]["telemetry"] = {

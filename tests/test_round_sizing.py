@@ -1,4 +1,4 @@
-"""Time-sized rounds (bench/round_sizing.py): the calibration with a fake clock and round function, the
+"""Time-sized rounds (bench/run/round_sizing.py): the calibration with a fake clock and round function, the
 options, and a real `pytest bench/` run on CPU whose steps per round grew."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bench.options import BenchOptions
-from bench.round_sizing import MAX_STEPS_PER_ROUND, RoundSizing, calibrate, next_steps, size_rounds
+from bench.config.options import BenchOptions
+from bench.run.round_sizing import MAX_STEPS_PER_ROUND, RoundSizing, calibrate, next_steps, size_rounds
 from bench.telemetry.flags import MIN_TELEMETRY_SAMPLES, judged_telemetry_flags
 from tests.bench_subprocess import run_bench_cpu
 

@@ -18,8 +18,8 @@ import pytest
 from conftest import BENCH_RUN_DEADLINE_S, REPO, _reap
 from fake_pynvml import FakeGpu, make_pynvml
 
-from bench import flags
-from bench.flags import apply_stability, round_spread_fraction, unstable_reasons
+from bench.record import flags
+from bench.record.flags import apply_stability, round_spread_fraction, unstable_reasons
 from bench.telemetry import DeviceRef, Sampler
 
 BURNER_DEADLINE_S = 240  # the burner ends by itself even if this test is killed; reaped in finally
@@ -125,7 +125,7 @@ def test_round_spread_is_interquartile_range_over_median():
 
 
 def test_every_threshold_lives_in_bench_flags():
-    from bench import record
+    from bench.record import record
     from bench.telemetry import flags as telemetry_flags
 
     assert record.TIMING_GAP_LIMIT is flags.TIMING_GAP_LIMIT

@@ -14,15 +14,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.cases import BenchCase, build_cases
-from bench.devices import threads_per_rank
+from bench.config.cases import BenchCase, build_cases
+from bench.hardware.devices import threads_per_rank
 from bench.launch import LAUNCHERS
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener, connect, proof
 from bench.launch.horovodrun import horovodrun_exit_cause
 from bench.launch.remote import POLL_S, describe_exit_code, innermost_frame
 from bench.launch.torchrun import torchrun_exit_cause
 from bench.strategies import REGISTRY
-from bench.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
+from bench.run.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
 from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, train_step
 
 LAUNCH_TIMEOUT_S = 120.0  # generous: the CI machine may be busy; a healthy launch takes a few seconds

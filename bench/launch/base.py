@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 
 
 class WorkerGroup(Protocol):

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup, describe_exit_code
 from bench.strategies.horovod import horovodrun_path
 
@@ -31,7 +31,7 @@ def launch_horovodrun(case: BenchCase, *, launch_timeout_s: float, round_timeout
     bin_dir = str(horovodrun_path().parent)
     command, channel_host, network = horovodrun_command(case.world_size, launch_timeout_s), "127.0.0.1", {}
     if case.hosts:  # multi-node: horovodrun -H over the case's hosts, the channel on the address they reach
-        from bench.hosts import active_cluster
+        from bench.config.hosts import active_cluster
         from bench.launch.multinode import case_hosts, horovodrun_multinode_args, network_info
 
         host_args, channel_host = horovodrun_multinode_args(case, active_cluster())

@@ -15,11 +15,11 @@ import sys
 import threading
 import traceback
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from bench.launch.remote import WorkerError
 from bench.launch.worker_main import Fault, case_faults
-from bench.memory import release_cached_memory
-from bench.worker import TrainingWorker
+from bench.run.memory import release_cached_memory
+from bench.run.worker import TrainingWorker
 
 # Abandoned training threads (daemons: they do not hold up the exit). Kept so a later case or a
 # test can see that the process carries one; their cases' state is never touched again.
@@ -155,7 +155,7 @@ class InProcessGroup:
 
     @property
     def accounting_worker(self) -> TrainingWorker | None:
-        # The rank itself, for the step-memory accounting of bench/memory_model.py (CPU).
+        # The rank itself, for the step-memory accounting of bench/record/memory_model.py (CPU).
         return self._worker
 
     def parameters(self) -> list:

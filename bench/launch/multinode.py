@@ -14,8 +14,8 @@ import os
 import secrets
 import sys
 
-from bench.cases import BenchCase
-from bench.hosts import Cluster, Host, default_controller_address, interface_of, local_addresses, resolve
+from bench.config.cases import BenchCase
+from bench.config.hosts import Cluster, Host, default_controller_address, interface_of, local_addresses, resolve
 from bench.launch.fanout import FANOUT_ENV
 from bench.launch.remote import WORKER_MODULE, WorkerError
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.cases import BenchCase
-from bench.devices import threads_per_rank
+from bench.config.cases import BenchCase
+from bench.hardware.devices import threads_per_rank
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener
 from bench.launch.processes import ProcessTree
 from bench.strategies import REGISTRY

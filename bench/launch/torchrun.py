@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup, describe_exit_code
 
 
@@ -39,7 +39,7 @@ def launch_torchrun(case: BenchCase, *, launch_timeout_s: float, round_timeout_s
 
 def _launch_multinode(case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> RemoteGroup:
     """torchrun --nnodes N on every host of ``case.hosts`` (over ssh), through bench.launch.fanout."""
-    from bench.hosts import active_cluster
+    from bench.config.hosts import active_cluster
     from bench.launch.multinode import case_hosts, network_info, torchrun_fanout_env
 
     cluster = active_cluster()

@@ -6,7 +6,7 @@ serves commands until told to close: ``run_round`` (K steps, answers this rank's
 ``release_case`` (drop this case's model, optimizer, batches and matmul mode and give the memory
 back; the process group stays), ``new_case`` (release, then build the case sent with it and answer
 ``ready``: the controller keeps a group up across the cases of its strategy and world size, see
-bench/group_pool.py) and ``close``. The fault hook's round count starts afresh with every case.
+bench/run/group_pool.py) and ``close``. The fault hook's round count starts afresh with every case.
 
 Any exception is sent to the controller as one line before the process exits, so the case fails
 with the rank and the cause. A rank whose controller went away exits at once.
@@ -19,7 +19,7 @@ ceiling): ``GPUSIZER_FAULT`` holds comma-separated items.
   SIGKILL (as the OOM killer would), ``hang`` sleeps forever, ``raise`` raises RuntimeError, ``oom``
   raises torch.OutOfMemoryError. In-process cases (single, dp: the pytest process is rank 0) honour
   ``oom`` only, since a crash or a hang there would take the whole run with it.
-- ``allreduce[<W>]:<fail|hang>`` makes the all-reduce ceiling (bench/bandwidth.py) at world size W
+- ``allreduce[<W>]:<fail|hang>`` makes the all-reduce ceiling (bench/hardware/bandwidth.py) at world size W
   (every world size without W) raise in its ranks or never answer.
 
 tests/test_faults.py uses it to kill, hang and exhaust real workers at a known point.
@@ -168,7 +168,7 @@ def _give_back_memory() -> None:
     import ctypes
     import gc
 
-    from bench.memory import release_cached_memory
+    from bench.run.memory import release_cached_memory
 
     gc.collect()
     release_cached_memory()
@@ -179,7 +179,7 @@ def _give_back_memory() -> None:
 
 
 def main() -> None:
-    from bench.cases import BenchCase
+    from bench.config.cases import BenchCase
     from bench.launch.channel import ADDRESS_ENV, TOKEN_ENV, connect
     from bench.launch.remote import CASE_ENV, DUMP_DIR_ENV, RANK_ENV, STACK_SIGNAL
 
@@ -193,7 +193,7 @@ def main() -> None:
     try:
         case = BenchCase(**json.loads(os.environ[CASE_ENV]))
         faults = case_faults(case.case_id)
-        from bench.worker import TrainingWorker
+        from bench.run.worker import TrainingWorker
 
         worker = TrainingWorker(case, rank=rank, local_rank=local_rank)
         conn.send({"event": "ready", "threads": worker.threads})

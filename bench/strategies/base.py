@@ -36,7 +36,7 @@ class Strategy:
     multi_device: ClassVar[bool] = True  # False: world size 1 only
     multi_node: ClassVar[bool] = False  # True: its launcher can spread the ranks over --hosts
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
-    # True: weights, gradients and optimizer state are split over the ranks (bench/out_of_memory.py).
+    # True: weights, gradients and optimizer state are split over the ranks (bench/run/out_of_memory.py).
     shards_training_state: ClassVar[bool] = False
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:

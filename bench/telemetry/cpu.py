@@ -11,7 +11,7 @@ import os
 
 import psutil
 
-from bench.devices import usable_cores
+from bench.hardware.devices import usable_cores
 
 POWERCAP_ROOT = "/sys/class/powercap"
 # Listing descendants reads /proc/<pid>/stat of every process on the machine (~1 ms with 90

@@ -1,9 +1,9 @@
-"""Anomalies the telemetry shows, as record flags. Thresholds: bench/flags.py and docs/record.md."""
+"""Anomalies the telemetry shows, as record flags. Thresholds: bench/record/flags.py and docs/record.md."""
 
 from __future__ import annotations
 
-# The thresholds live with every other flag's, in bench/flags.py (the one judge of each anomaly).
-from bench.flags import (
+# The thresholds live with every other flag's, in bench/record/flags.py (the one judge of each anomaly).
+from bench.record.flags import (
     LOW_UTILISATION_PCT,
     MEMORY_NEAR_CAPACITY_FRACTION,
     MIN_TELEMETRY_SAMPLES,

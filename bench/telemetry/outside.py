@@ -4,7 +4,7 @@ A neighbour on a shared machine, a background job or another tenant's work on th
 case without it showing in the case's own numbers. On CPU: the busy time of the usable cores
 (``/proc/stat`` through psutil, steal time included: a hypervisor giving the core to another VM is a
 neighbour too) minus what the benchmark's tree used. On GPU: NVML's per-process SM utilisation, summed
-over the processes that are not in the tree. The flag it feeds is judged in bench/flags.py.
+over the processes that are not in the tree. The flag it feeds is judged in bench/record/flags.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The all-reduce ceiling across hosts: bus bandwidth (nccl-tests' definition) with one rank per host,
-so it measures the links between the hosts; and within the first host, with bench.bandwidth.
+so it measures the links between the hosts; and within the first host, with bench.hardware.bandwidth.
 
 Across hosts the ranks are started like a multi-node case's (torchrun --nnodes N through
 bench.launch.fanout, so nothing is left behind on any host); rank 0 prints its result as one
@@ -15,7 +15,7 @@ import re
 import sys
 import time
 
-from bench.bandwidth import _time_allreduce, allreduce_ceiling, bus_bandwidth_bytes_per_s
+from bench.hardware.bandwidth import _time_allreduce, allreduce_ceiling, bus_bandwidth_bytes_per_s
 from bench.strategies.process_group import backend_for
 
 RESULT_PREFIX = "GPUSIZER_ALLREDUCE "
@@ -45,7 +45,7 @@ def multinode_ceilings(case, cluster, *, timeout_s: float) -> None:
 
 
 def internode_allreduce_ceiling(case, cluster, *, timeout_s: float) -> dict:
-    from bench.hosts import Host
+    from bench.config.hosts import Host
     from bench.launch.multinode import case_hosts
 
     names = tuple(host.name for host in case_hosts(case))
@@ -75,7 +75,7 @@ def internode_allreduce_ceiling(case, cluster, *, timeout_s: float) -> dict:
 def measure_internode(device_type: str, hosts, cluster, *, timeout_s: float,
                       sizes_bytes: tuple[int, ...] | None = None) -> list[dict]:
     """One all-reduce rank per host; per size the slowest rank's seconds. RuntimeError on failure."""
-    from bench.cases import BenchCase
+    from bench.config.cases import BenchCase
     from bench.launch.multinode import torchrun_fanout_env
     from bench.launch.processes import ProcessTree
     from bench.launch.remote import WORKER_MODULE
@@ -131,7 +131,7 @@ def main() -> None:
         print(RESULT_PREFIX + json.dumps({"times_s": times_s}), flush=True)
     dist.destroy_process_group()
     sys.stdout.flush()
-    os._exit(0)  # as bench.bandwidth: gloo now and then aborts in a clean interpreter exit
+    os._exit(0)  # as bench.hardware.bandwidth: gloo now and then aborts in a clean interpreter exit
 
 
 if __name__ == "__main__":

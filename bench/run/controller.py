@@ -8,22 +8,22 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
-from bench.bandwidth import allreduce_ceiling
-from bench.case_facts import add_case_facts
-from bench.cases import BenchCase
-from bench.devices import cuda_unavailable_reason, device_count, device_name
-from bench.group_pool import Acquired, GroupPool
+from bench.hardware.bandwidth import allreduce_ceiling
+from bench.record.case_facts import add_case_facts
+from bench.config.cases import BenchCase
+from bench.hardware.devices import cuda_unavailable_reason, device_count, device_name
+from bench.run.group_pool import Acquired, GroupPool
 from bench.launch import LAUNCHERS, WorkerGroup
-from bench.memory_model import memory_record
-from bench.options import BenchOptions
-from bench.out_of_memory import device_memory_bytes, too_large_reason
-from bench.peak import matmul_peak_flops_per_s
-from bench.record import build_record, slowest_rank_per_round
-from bench.round_sizing import size_rounds
+from bench.record.memory_model import memory_record
+from bench.config.options import BenchOptions
+from bench.run.out_of_memory import device_memory_bytes, too_large_reason
+from bench.hardware.peak import matmul_peak_flops_per_s
+from bench.record.record import build_record, slowest_rank_per_round
+from bench.run.round_sizing import size_rounds
 from bench.strategies import REGISTRY
 from bench.telemetry import Sampler
 from bench.telemetry.flags import judged_telemetry_flags
-from bench.verify import case_reference, check_case
+from bench.run.verify import case_reference, check_case
 from reference_model import unsupported_reason
 
 
@@ -55,7 +55,7 @@ def interconnect_skip_reason(case: BenchCase, ceiling_timeout_s: float) -> str |
     size is skipped at once instead of each waiting for its launch or round deadline.
     """
     if case.world_size < 2 or case.hosts:
-        return None  # multi-node cases measure their ceilings across the hosts (bench/multinode_bandwidth.py)
+        return None  # multi-node cases measure their ceilings across the hosts (bench/hardware/multinode_bandwidth.py)
     ceiling = allreduce_ceiling(case.device_type, case.world_size, timeout_s=ceiling_timeout_s)
     if ceiling["reason"] is None:
         return None
@@ -79,7 +79,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
     """Run the case under ``benchmark`` and return its record (also stored in extra_info).
 
     Without ``pool`` the case launches its own group and closes it; with one (the pytest session's,
-    bench/group_pool.py) a launched group is kept up for the next case that shares it."""
+    bench/run/group_pool.py) a launched group is kept up for the next case that shares it."""
     peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
     # Measured before launch, outside the rounds, once per session.
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
@@ -88,7 +88,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
     if case.world_size > 1 and not case.hosts:
         allreduce_ceiling(case.device_type, case.world_size, timeout_s=options.ceiling_timeout_s)
     elif case.hosts:  # multi-node: across the hosts and within the first one
-        from bench.multinode_bandwidth import multinode_ceilings
+        from bench.hardware.multinode_bandwidth import multinode_ceilings
 
         multinode_ceilings(case, options.cluster, timeout_s=options.ceiling_timeout_s)
     # --verify's reference trains single in this process: before the case's own memory is in use.

@@ -1,6 +1,6 @@
 """The memory-sizing options of ``pytest bench/``: --find-max-batch and --max-memory.
 
-Kept apart from bench/options.py so the sizing feature is one module to read; validated the same way
+Kept apart from bench/config/options.py so the sizing feature is one module to read; validated the same way
 (a bad value is a one-line usage error, exit 4).
 """
 

@@ -140,7 +140,7 @@ def _rank_main(rank: int, world_size: int, device_type: str, port: int, pipe) ->
     import torch
     import torch.distributed as dist
 
-    from bench.devices import threads_per_rank
+    from bench.hardware.devices import threads_per_rank
 
     try:
         _ceiling_fault_hook(world_size)

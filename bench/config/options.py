@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.devices import DEVICE_CHOICES
-from bench.hosts import Cluster
-from bench.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
+from bench.hardware.devices import DEVICE_CHOICES
+from bench.config.hosts import Cluster
+from bench.config.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
 from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, PRESETS
 
@@ -28,13 +28,13 @@ DEFAULT_BATCH_SIZE = 256  # per device
 DEFAULT_STEPS_PER_ROUND = 10
 DEFAULT_ROUNDS = 10
 DEFAULT_WARMUP_ROUNDS = 2
-# Time-sized rounds (bench/round_sizing.py). On a GPU a 10-step round lasts milliseconds: shorter than one NVML
+# Time-sized rounds (bench/run/round_sizing.py). On a GPU a 10-step round lasts milliseconds: shorter than one NVML
 # sample (100 ms) and Hopper's 1 s power averaging, and the controller's IPC becomes a tenth of it. A CPU
 # round of the default preset already lasts long enough, so CPU keeps the plain step count.
 DEFAULT_MIN_ROUND_S = {"cpu": 0.0, "cuda": 1.0}
 DEFAULT_WARMUP_S = {"cpu": 0.0, "cuda": 3.0}  # clocks come up from idle in about that long
 # An all-reduce between healthy devices answers in seconds; past this the interconnect is broken and
-# every case of that world size is skipped (bench/controller.interconnect_skip_reason).
+# every case of that world size is skipped (bench/run/controller.py interconnect_skip_reason).
 DEFAULT_CEILING_TIMEOUT_S = 60.0
 MAX_ROUND_SIZING_S = 3600.0  # upper end of --min-round-s / --warmup-s: an hour is surely a typo
 
@@ -76,7 +76,7 @@ class BenchOptions:
     min_round_s: float | None = None  # None: DEFAULT_MIN_ROUND_S of the device type
     warmup_s: float | None = None  # None: DEFAULT_WARMUP_S of the device type
     ceiling_timeout_s: float = DEFAULT_CEILING_TIMEOUT_S
-    plan: bool = False  # --plan: list and estimate, run nothing (bench/plan.py)
+    plan: bool = False  # --plan: list and estimate, run nothing (bench/run/plan.py)
     price_per_hour: float | None = None  # --price-per-hour: the plan's cost
     cluster: Cluster | None = None  # --hosts/--hostfile; None: this machine only
     internode_gbps: tuple[float, ...] = ()  # the scaling projection's assumed inter-node link rates

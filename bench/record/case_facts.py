@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from bench.strategies import REGISTRY
-from bench.tf32 import tf32_overridden, tf32_override_env
+from bench.run.tf32 import tf32_overridden, tf32_override_env
 
 TF32_OVERRIDE_FLAG = "tf32_override"
 

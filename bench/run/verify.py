@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from reference_model import Precision, TrainState, build_model, global_batches, make_optimizer, train_step
 
 VERIFY_STEPS = 3

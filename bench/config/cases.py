@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.hosts import Cluster, place, powers_of_two_upto
-from bench.options import SCALING_CHOICES, BenchOptions
+from bench.config.hosts import Cluster, place, powers_of_two_upto
+from bench.config.options import SCALING_CHOICES, BenchOptions
 from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, ModelConfig, preset
 
@@ -92,7 +92,7 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
     strong_global_batch = options.batch_size * min(world_sizes)
     cases = []
     # Strategy and world size outermost: the cases one launched worker group serves (its presets and
-    # precisions) run back to back, so the group is launched once for all of them (bench/group_pool.py).
+    # precisions) run back to back, so the group is launched once for all of them (bench/run/group_pool.py).
     for strategy_name in options.strategies:
         strategy = REGISTRY[strategy_name]
         for world_size in world_sizes:

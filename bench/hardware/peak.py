@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from bench.devices import synchronize
+from bench.hardware.devices import synchronize
 from reference_model import Precision
 
 # Square sizes: big enough to saturate the units, small enough to finish in seconds.
@@ -57,7 +57,7 @@ def _measure(device: torch.device, precision: str) -> float:
     return best
 
 
-# The same probe again when the session ends (bench/stability.py): a machine that was busy, throttled
+# The same probe again when the session ends (bench/record/stability.py): a machine that was busy, throttled
 # or shared at one end of the session shows as a peak that moved. Same keys as _CACHE.
 _END: dict[tuple, float] = {}
 

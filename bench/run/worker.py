@@ -10,9 +10,9 @@ import time
 
 import torch
 
-from bench.cases import BenchCase
-from bench.devices import synchronize, threads_per_rank
-from bench.memory import peak_memory_per_device, reset_peak_memory
+from bench.config.cases import BenchCase
+from bench.hardware.devices import synchronize, threads_per_rank
+from bench.run.memory import peak_memory_per_device, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
 
@@ -47,7 +47,7 @@ class TrainingWorker:
             self.state = self.batches = None
             self._matmul_mode.__exit__(None, None, None)
             raise
-        # After build, wrap (FSDP: shard) and data: the peak is what training needs (bench/memory.py).
+        # After build, wrap (FSDP: shard) and data: the peak is what training needs (bench/run/memory.py).
         self.devices = self.strategy.rank_devices(self.ctx)
         reset_peak_memory(self.devices)
         self.steps_done = 0

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import interrupts
-from bench.cases import BenchCase
-from bench.options import BenchOptions
-from bench.record import SCHEMA_VERSION
-from bench.results import ResultFile
+from bench.run import interrupts
+from bench.config.cases import BenchCase
+from bench.config.options import BenchOptions
+from bench.record.record import SCHEMA_VERSION
+from bench.record.results import ResultFile
 
 
 def _one_line(text: str) -> str:
@@ -119,7 +119,7 @@ class BenchSession:
 
     def _close_stability(self) -> None:
         """The end-of-session peak probe; every record's ``unstable`` flag is judged again with it."""
-        from bench.stability import close_session, unstable_line
+        from bench.record.stability import close_session, unstable_line
 
         benchmark_session = getattr(self.config, "_benchmarksession", None)
         records = [bench.extra_info for bench in getattr(benchmark_session, "benchmarks", [])

@@ -3,7 +3,7 @@ options so either side can change without the other."""
 
 from __future__ import annotations
 
-from bench.hosts import Cluster, parse_hostfile, parse_hosts
+from bench.config.hosts import Cluster, parse_hostfile, parse_hosts
 
 # (option, dest, default, help); "" means not given.
 MULTINODE_OPTION_TABLE = (

@@ -9,7 +9,7 @@ measure of the step). Launched CPU ranks do not run that step: their measured va
 
 from __future__ import annotations
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from sizing.accounting import Ledger
 from sizing.predict import predict
 from sizing.trace import run_accounted_step

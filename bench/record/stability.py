@@ -1,11 +1,11 @@
 """The end of a session: probe the matmul peaks again, re-judge every record's ``unstable`` flag with
-both peaks (bench/flags.py), and say in one line when the session was unstable."""
+both peaks (bench/record/flags.py), and say in one line when the session was unstable."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.flags import apply_stability
+from bench.record.flags import apply_stability
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class PeakPair:
 
 def close_session(records: list[dict]) -> list[PeakPair]:
     """Measure the peaks again and update ``records`` (the benchmarks' extra_info dicts) in place."""
-    from bench.peak import _CACHE, measure_end_of_session, peak_key_of  # late: imports torch
+    from bench.hardware.peak import _CACHE, measure_end_of_session, peak_key_of  # late: imports torch
 
     if not records:
         return []

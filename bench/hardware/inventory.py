@@ -14,7 +14,7 @@ import platform
 import psutil
 import torch
 
-from bench.devices import cpu_model_name, cuda_unavailable_reason, usable_cores
+from bench.hardware.devices import cpu_model_name, cuda_unavailable_reason, usable_cores
 from bench.telemetry.nvml import DeviceLost, Nvml, open_nvml, text
 
 DMI_ROOT = "/sys/class/dmi/id"
@@ -210,9 +210,9 @@ def gpu_topology(nvml: Nvml, handles: list) -> list[dict]:
 def ceilings() -> dict:
     """Ceilings measured so far in this session: the matmul peaks and all-reduce bus bandwidths.
     Called again whenever the result file is written, so later measurements are included."""
-    from bench.bandwidth import measured_ceilings
-    from bench.peak import _CACHE as PEAKS  # the peak module's per-session cache
-    from bench.peak import _END as END_PEAKS  # the same probes at the session's end
+    from bench.hardware.bandwidth import measured_ceilings
+    from bench.hardware.peak import _CACHE as PEAKS  # the peak module's per-session cache
+    from bench.hardware.peak import _END as END_PEAKS  # the same probes at the session's end
 
     matmul = [{"device": device, "precision": precision, "threads": threads, "flops_per_s": flops,
                "flops_per_s_end": END_PEAKS.get((device, precision, threads))}

@@ -1,4 +1,4 @@
-"""The inventory of every host of a multi-node run, collected over ssh (bench.inventory run there).
+"""The inventory of every host of a multi-node run, collected over ssh (bench.hardware.inventory run there).
 
 Stored in ``machine_info.gpusizer.hosts``: per host name, that host's inventory, ``{"local": true}``
 for this machine (its inventory is machine_info's own), or ``{"reason": ...}`` when it could not be read.
@@ -12,11 +12,11 @@ import sys
 
 PREFIX = "GPUSIZER_INVENTORY "
 TIMEOUT_S = 60.0
-_SCRIPT = f"import json; from bench.inventory import machine_inventory; print({PREFIX!r} + json.dumps(machine_inventory()))"
+_SCRIPT = f"import json; from bench.hardware.inventory import machine_inventory; print({PREFIX!r} + json.dumps(machine_inventory()))"
 
 
 def hosts_inventory(cluster, timeout_s: float = TIMEOUT_S) -> dict[str, dict]:
-    from bench.hosts import local_addresses, resolve
+    from bench.config.hosts import local_addresses, resolve
     from bench.launch.fanout import ssh_command
     from bench.launch.multinode import ssh_settings
 

@@ -1,7 +1,7 @@
 """A case's measurement, or the one line it failed with: what ``test_train`` turns into pass or fail.
 
 Out of memory is caught here, wherever it happened (setting up, a step, a rank), and turned into
-bench/out_of_memory.py's "does not fit" line. The line is built inside the ``except`` and the error
+bench/run/out_of_memory.py's "does not fit" line. The line is built inside the ``except`` and the error
 is dropped when it ends, before the case is failed: a traceback kept by pytest would keep the
 frames that hold the model, its optimizer and the batches alive, and the next case would find the
 device still full.
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import torch
 
-from bench.cases import BenchCase
-from bench.controller import measure_case
+from bench.config.cases import BenchCase
+from bench.run.controller import measure_case
 from bench.launch.remote import WorkerError
-from bench.options import BenchOptions
-from bench.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_memory, release_memory
-from bench.verify import VerifyError
+from bench.config.options import BenchOptions
+from bench.run.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_memory, release_memory
+from bench.run.verify import VerifyError
 
 
 def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions, pool=None) -> str | None:
     """Measure the case; None when it passed, else the one line it failed with (memory released).
-    ``pool``: bench/group_pool.py's, to share launched groups between cases (measure_case)."""
+    ``pool``: bench/run/group_pool.py's, to share launched groups between cases (measure_case)."""
     failure = None
     try:
         measure_case(case, benchmark, options, pool)

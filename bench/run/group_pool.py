@@ -3,7 +3,7 @@
 A launch (torchrun or horovodrun, the process group, on a GPU the CUDA contexts and NCCL) costs
 seconds; the cases of one strategy and world size differ only in model, precision and batch, which
 the ranks can rebuild in place (the worker's ``new_case`` command). So a sweep pays one launch per
-group: bench/cases.py orders the matrix so those cases run back to back.
+group: bench/config/cases.py orders the matrix so those cases run back to back.
 
 Rules (docs/record.md, ``group_reused``):
 - A group is handed back only after a case that finished cleanly; any failure (a rank crash, hang,
@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from bench.cases import BenchCase
+from bench.config.cases import BenchCase
 from bench.launch import LAUNCHERS
 from bench.launch.remote import WorkerError
 from bench.strategies import REGISTRY

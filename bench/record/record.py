@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import statistics
 
-from bench.cases import BenchCase
-from bench.flags import TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
+from bench.config.cases import BenchCase
+from bench.record.flags import TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
 from bench.strategies import REGISTRY
 
 SCHEMA_VERSION = 1
@@ -83,7 +83,7 @@ def build_record(
         "telemetry": telemetry,
         "flags": sorted(set(flags)),
         "skipped_reason": None,
-        # Stability (bench/flags.py): the end-of-session peak is filled in when the session ends.
+        # Stability (bench/record/flags.py): the end-of-session peak is filled in when the session ends.
         "round_spread_fraction": round_spread_fraction(list(controller_round_times_s)),
         "outside_busy_pct": outside_pct,
         "outside_busy_reason": outside_reason,

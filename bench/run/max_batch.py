@@ -18,12 +18,12 @@ import time
 
 import torch
 
-from bench.cases import BenchCase
-from bench.devices import synchronize
-from bench.memory_model import accounted_step_peak_bytes, case_workload
-from bench.sizing_options import SizingOptions
+from bench.config.cases import BenchCase
+from bench.hardware.devices import synchronize
+from bench.record.memory_model import accounted_step_peak_bytes, case_workload
+from bench.config.sizing_options import SizingOptions
 from bench.strategies import REGISTRY
-from bench.worker import TrainingWorker
+from bench.run.worker import TrainingWorker
 from sizing.predict import max_batch_size
 
 RESOLUTION = 32  # stop bisecting when the gap is at most 1/32 of the batch that fits

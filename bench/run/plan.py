@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.cases import BenchCase
-from bench.options import BenchOptions
+from bench.config.cases import BenchCase
+from bench.config.options import BenchOptions
 
 # Popen to every rank ready. GPU: torchrun + CUDA context + NCCL init, 8-12 s per launched case
 # (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s.
 LAUNCH_S = {"cuda": 10.0, "cpu": 6.0}
-# A later case of a kept worker group (bench/group_pool.py) rebuilds model, optimizer and data in the
+# A later case of a kept worker group (bench/run/group_pool.py) rebuilds model, optimizer and data in the
 # running ranks instead of launching: about a second for the presets here (a guess, not yet measured
 # on a GPU; CPU records show it as case_setup_s).
 CASE_SETUP_S = {"cuda": 1.0, "cpu": 1.0}
@@ -110,7 +110,7 @@ class Plan:
 
 def make_plan(cases: list[BenchCase], options: BenchOptions, skip_reason) -> Plan:
     """``skip_reason(case)``: the controller's cheap check (no worker, no ceiling)."""
-    from bench.group_pool import group_key  # late: imports the launchers
+    from bench.run.group_pool import group_key  # late: imports the launchers
 
     estimates, held_key = [], None
     for case in cases:

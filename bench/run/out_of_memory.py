@@ -11,8 +11,8 @@ import gc
 
 import torch
 
-from bench.cases import BenchCase
-from bench.devices import device_name
+from bench.config.cases import BenchCase
+from bench.hardware.devices import device_name
 
 GIB = 1 << 30
 # What training holds per parameter before any activation: fp32 weights (every precision keeps fp32
