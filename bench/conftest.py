@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from bench.run import interrupts
 from bench.config.cases import build_cases
-from bench.hardware.devices import device_count, resolve_device_type
 from bench.config.options import add_options, options_from_config
-from bench.record.session import BenchSession
 from bench.config.sizing_options import SIZING_KEY, add_sizing_options, sizing_options_from_config
+from bench.hardware.devices import device_count, resolve_device_type
+from bench.record.session import BenchSession
+from bench.run import interrupts
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 
@@ -165,8 +165,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Worker processes of a case that never reached its close (an internal error, Ctrl-C at a bad
     # moment) die with the run, not after it; atexit does the same for exits that skip this hook.
-    from bench.run.group_pool import SESSION_POOL
     from bench.launch.processes import kill_all
+    from bench.run.group_pool import SESSION_POOL
 
     SESSION_POOL.close_held(abort=True)  # normally closed at sessionfinish already
     kill_all()

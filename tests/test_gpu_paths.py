@@ -17,14 +17,14 @@ import pytest
 import torch
 
 import bench.run.worker
-from bench.hardware import devices
-from bench.record.case_facts import add_case_facts
 from bench.config.cases import BenchCase
+from bench.hardware import devices
 from bench.launch.inprocess import InProcessGroup
+from bench.record.case_facts import add_case_facts
 from bench.run.memory import peak_memory_per_device, release_cached_memory, reset_peak_memory
+from bench.run.tf32 import tf32_overridden, tf32_override_env
 from bench.strategies import REGISTRY, RankContext
 from bench.strategies.fsdp import mixed_precision_policy
-from bench.run.tf32 import tf32_overridden, tf32_override_env
 from reference_model import AutocastModule, Precision, TrainState, build_model, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent

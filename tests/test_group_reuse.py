@@ -9,8 +9,8 @@ import pytest
 from test_faults import cases_by_id, finish, leftovers, result_file, skip_unless_available, start_bench
 
 from bench.config.cases import BenchCase, build_cases
-from bench.run.group_pool import GroupPool, group_key
 from bench.config.options import BenchOptions
+from bench.run.group_pool import GroupPool, group_key
 
 
 def records(data: dict) -> dict[str, dict]:

@@ -31,8 +31,8 @@ from test_faults import (
     start_bench,
 )
 
-from bench.launch.channel import Listener, connect
 from bench.config.options import BenchOptions
+from bench.launch.channel import Listener, connect
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ import torch
 
 import bench.run.worker
 from bench.config.cases import BenchCase
-from bench.run.controller import skip_reason
-from bench.launch.worker_main import CeilingFault, Fault, case_faults, parse_faults
 from bench.config.options import BenchOptions
+from bench.launch.worker_main import CeilingFault, Fault, case_faults, parse_faults
+from bench.run.controller import skip_reason
 from bench.run.out_of_memory import STATE_BYTES_PER_PARAMETER, state_bytes_per_memory, too_large_reason
 from bench.run.outcome import measure_or_failure
 from reference_model import build_model, make_optimizer, preset

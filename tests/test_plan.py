@@ -6,7 +6,15 @@ import pytest
 
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
-from bench.run.plan import CALIBRATION_ROUNDS_EQUIVALENT, CEILING_S, LAUNCH_S, PEAK_S, Progress, estimate_case, make_plan
+from bench.run.plan import (
+    CALIBRATION_ROUNDS_EQUIVALENT,
+    CEILING_S,
+    LAUNCH_S,
+    PEAK_S,
+    Progress,
+    estimate_case,
+    make_plan,
+)
 from tests.bench_subprocess import run_bench_cpu
 
 

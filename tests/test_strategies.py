@@ -21,8 +21,8 @@ from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, List
 from bench.launch.horovodrun import horovodrun_exit_cause
 from bench.launch.remote import POLL_S, describe_exit_code, innermost_frame
 from bench.launch.torchrun import torchrun_exit_cause
-from bench.strategies import REGISTRY
 from bench.run.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
+from bench.strategies import REGISTRY
 from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, train_step
 
 LAUNCH_TIMEOUT_S = 120.0  # generous: the CI machine may be busy; a healthy launch takes a few seconds

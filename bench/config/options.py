@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.hardware.devices import DEVICE_CHOICES
 from bench.config.hosts import Cluster
 from bench.config.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
+from bench.hardware.devices import DEVICE_CHOICES
 from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, PRESETS
 

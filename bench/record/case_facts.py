@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping
 
 from bench.config.cases import BenchCase
-from bench.strategies import REGISTRY
 from bench.run.tf32 import tf32_overridden, tf32_override_env
+from bench.strategies import REGISTRY
 
 TF32_OVERRIDE_FLAG = "tf32_override"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import interrupts
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.record.record import SCHEMA_VERSION
 from bench.record.results import ResultFile
+from bench.run import interrupts
 
 
 def _one_line(text: str) -> str:

@@ -8,22 +8,22 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
-from bench.hardware.bandwidth import allreduce_ceiling
-from bench.record.case_facts import add_case_facts
 from bench.config.cases import BenchCase
-from bench.hardware.devices import cuda_unavailable_reason, device_count, device_name
-from bench.run.group_pool import Acquired, GroupPool
-from bench.launch import LAUNCHERS, WorkerGroup
-from bench.record.memory_model import memory_record
 from bench.config.options import BenchOptions
-from bench.run.out_of_memory import device_memory_bytes, too_large_reason
+from bench.hardware.bandwidth import allreduce_ceiling
+from bench.hardware.devices import cuda_unavailable_reason, device_count, device_name
 from bench.hardware.peak import matmul_peak_flops_per_s
+from bench.launch import LAUNCHERS, WorkerGroup
+from bench.record.case_facts import add_case_facts
+from bench.record.memory_model import memory_record
 from bench.record.record import build_record, slowest_rank_per_round
+from bench.run.group_pool import Acquired, GroupPool
+from bench.run.out_of_memory import device_memory_bytes, too_large_reason
 from bench.run.round_sizing import size_rounds
+from bench.run.verify import case_reference, check_case
 from bench.strategies import REGISTRY
 from bench.telemetry import Sampler
 from bench.telemetry.flags import judged_telemetry_flags
-from bench.run.verify import case_reference, check_case
 from reference_model import unsupported_reason
 
 

@@ -19,11 +19,11 @@ import time
 import torch
 
 from bench.config.cases import BenchCase
+from bench.config.sizing_options import SizingOptions
 from bench.hardware.devices import synchronize
 from bench.record.memory_model import accounted_step_peak_bytes, case_workload
-from bench.config.sizing_options import SizingOptions
-from bench.strategies import REGISTRY
 from bench.run.worker import TrainingWorker
+from bench.strategies import REGISTRY
 from sizing.predict import max_batch_size
 
 RESOLUTION = 32  # stop bisecting when the gap is at most 1/32 of the batch that fits

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from bench.config.cases import BenchCase
-from bench.run.controller import measure_case
-from bench.launch.remote import WorkerError
 from bench.config.options import BenchOptions
+from bench.launch.remote import WorkerError
+from bench.run.controller import measure_case
 from bench.run.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_memory, release_memory
 from bench.run.verify import VerifyError
 
