@@ -17,8 +17,8 @@ import statistics
 import time
 
 from bench.config.cases import BenchCase
-from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
 from bench.run.worker import TrainingWorker
+from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
 
 
 def samples_per_s(worker: TrainingWorker, case: BenchCase, sampler: Sampler | None) -> float:
