@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 
+import bench.run.worker
 from bench.config.options import BenchOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,3 +102,18 @@ def bench_options():
                   "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
         return BenchOptions(**{**values, **overrides})
     return make
+
+
+@pytest.fixture
+def model_refs(monkeypatch):
+    """Weak references to every model the worker builds."""
+    refs: list[weakref.ref] = []
+    real_build = bench.run.worker.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        refs.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(bench.run.worker, "build_model", build)
+    return refs

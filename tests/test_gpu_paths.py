@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import weakref
 from pathlib import Path
 
 import pytest
@@ -237,21 +236,12 @@ def test_gpu_ranks_share_the_cores_like_cpu_ranks(monkeypatch):
 
 
 @pytest.mark.parametrize("strategy", ["single", "dp"])
-def test_nothing_of_an_in_process_case_stays_alive_after_it(monkeypatch, strategy):
-    models = []
-    real_build = bench.run.worker.build_model
-
-    def build_and_watch(*args, **kwargs):
-        model = real_build(*args, **kwargs)
-        models.append(weakref.ref(model))
-        return model
-
-    monkeypatch.setattr(bench.run.worker, "build_model", build_and_watch)
+def test_nothing_of_an_in_process_case_stays_alive_after_it(model_refs, strategy):
     group = InProcessGroup(case(strategy))
     group.run_round(2)
     group.facts()
     group.close()
-    assert models and models[0]() is None, "the model outlived its case"
+    assert model_refs and model_refs[0]() is None, "the model outlived its case"
 
 
 def test_release_empties_the_cuda_cache_of_every_device_in_one_call(monkeypatch):

@@ -5,7 +5,6 @@ tests/test_faults.py."""
 from __future__ import annotations
 
 import gc
-import weakref
 
 import pytest
 import torch
@@ -86,21 +85,6 @@ class FakeBenchmark:
 
     def pedantic(self, *args, **kwargs):
         raise AssertionError("an injected out-of-memory in round 1 must stop the case before measuring")
-
-
-@pytest.fixture
-def model_refs(monkeypatch):
-    """Weak references to every model the worker builds."""
-    refs: list[weakref.ref] = []
-    real_build = bench.run.worker.build_model
-
-    def build(*args, **kwargs):
-        model = real_build(*args, **kwargs)
-        refs.append(weakref.ref(model))
-        return model
-
-    monkeypatch.setattr(bench.run.worker, "build_model", build)
-    return refs
 
 
 def test_in_process_out_of_memory_in_a_step_fails_one_line_and_frees_the_model(monkeypatch, model_refs):
