@@ -2,7 +2,10 @@
 
 ``Ledger`` is a TorchDispatchMode that sees every tensor an operator returns, keeps each distinct
 storage alive in its books until Python frees it (weakref.finalize on the storage), and remembers the
-live set at the high-water mark. It works on fake tensors (FakeTensorMode: nothing is allocated, the
+live set at the high-water mark. The books key each storage by a serial number of its own, never by
+``id()``: CPython reuses a freed object's id, so a temporary freed early in the step and a gradient
+made later could share one, and the temporary was then counted as a gradient at the moments it lived
+(how often depended on the allocator's layout: about one process in three mis-sized FSDP). It works on fake tensors (FakeTensorMode: nothing is allocated, the
 sizes are exact) and on real ones (then ``limit_bytes`` makes an over-limit step raise
 torch.OutOfMemoryError, the stand-in for device memory on a CPU).
 
@@ -14,6 +17,7 @@ ended up as gradients, and an enforceable limit.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 
 import torch
@@ -31,7 +35,9 @@ class Ledger(TorchDispatchMode):
         # Fake tensors have no values: GradScaler's "any inf?" .item() is answered "none", as in a healthy step.
         self.healthy_scalars = healthy_scalars
         self.phase = "before"
-        self.live: dict[int, tuple[int, str, str]] = {}  # storage id -> (bytes, phase born, op name)
+        self.live: dict[int, tuple[int, str, str]] = {}  # storage serial -> (bytes, phase born, op name)
+        self._serial_of: dict[int, int] = {}  # id() of each live tracked storage -> its serial
+        self._serials = itertools.count()
         self.live_bytes = 0
         self.peak_bytes = 0
         self.peak_live: dict[int, tuple[int, str, str]] = {}
@@ -39,7 +45,7 @@ class Ledger(TorchDispatchMode):
         # Every moment's live set: a strategy that shards some parts moves the high-water mark elsewhere
         # (FSDP: from the end of backward to the activations' peak), so the prediction needs all of them.
         self.history: list[tuple[str, dict]] | None = [] if keep_history else None
-        self.weight_ids: set[int] = set()  # storages of parameters, for telling autocast copies apart
+        self.weight_ids: set[int] = set()  # serials of the parameters' storages, for telling autocast copies apart
 
     def adopt(self, tensors, phase: str = "before") -> None:
         """Count tensors that already exist (parameters, data) as live from now on."""
@@ -54,15 +60,19 @@ class Ledger(TorchDispatchMode):
         except (RuntimeError, NotImplementedError):
             return  # sparse or other storage-less tensors: none in this workload
         key = id(storage)
-        if key in self.live:
+        if key in self._serial_of:
             return
+        serial = next(self._serials)
         nbytes = storage.nbytes()
-        self.live[key] = (nbytes, phase, op)
+        self._serial_of[key] = serial
+        self.live[serial] = (nbytes, phase, op)
         self.live_bytes += nbytes
-        weakref.finalize(storage, self._release, key, nbytes)
+        weakref.finalize(storage, self._release, key, serial, nbytes)
 
-    def _release(self, key: int, nbytes: int) -> None:
-        if self.live.pop(key, None) is not None:
+    def _release(self, key: int, serial: int, nbytes: int) -> None:
+        if self._serial_of.get(key) == serial:
+            del self._serial_of[key]
+        if self.live.pop(serial, None) is not None:
             self.live_bytes -= nbytes
 
     def _check_peak(self) -> None:
@@ -91,7 +101,9 @@ class Ledger(TorchDispatchMode):
         return out
 
     def _is_weight(self, tensor) -> bool:
-        return isinstance(tensor, torch.Tensor) and id(tensor.untyped_storage()) in self.weight_ids
+        return isinstance(tensor, torch.Tensor) and self._serial_of.get(id(tensor.untyped_storage())) in self.weight_ids
 
     def storage_ids(self, tensors) -> set[int]:
-        return {id(t.untyped_storage()) for t in tensors if isinstance(t, torch.Tensor)}
+        """The serials of the live tracked storages of ``tensors`` (the keys of ``live``); untracked ones are left out."""
+        serials = (self._serial_of.get(id(t.untyped_storage())) for t in tensors if isinstance(t, torch.Tensor))
+        return {serial for serial in serials if serial is not None}

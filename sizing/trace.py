@@ -49,9 +49,9 @@ def run_accounted_step(state: TrainState, inputs: torch.Tensor, targets: torch.T
     """
     model, optimizer = state.model, state.optimizer
     params = list(model.parameters())
-    param_ids = ledger.storage_ids(params)
-    ledger.weight_ids = param_ids
     ledger.adopt(params + data + _state_tensors(state))
+    param_ids = ledger.storage_ids(params)  # serials: known once adopted
+    ledger.weight_ids = param_ids
 
     def set_phase(phase: str):
         def hook(*_args, **_kwargs):
