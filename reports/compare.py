@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gpusizer_common.case_identity import CASE_IDENTITY
+from reports import derived
+from reports.schema import text
 from reports.stats import DEFAULT_RESAMPLES, mann_whitney_p, min_mann_whitney_p, quantile_ratio_ci
 
 # What a case is: two rows with equal values here measure the same thing.
-IDENTITY_COLUMNS = ("strategy", "world_size", "device_type", "preset", "precision", "per_device_batch_size",
-                    "scaling")
+IDENTITY_COLUMNS = CASE_IDENTITY
 # How it was measured: rounds are only comparable when each one trains the same samples.
 DESIGN_COLUMNS = ("global_batch_size", "steps_per_round")
 
@@ -73,6 +75,23 @@ class CompareConfig:
 
 
 # -- which runs ------------------------------------------------------------------------------------
+
+
+def hardware_fingerprint(machine_info: dict) -> dict:
+    """What must match for two runs to be comparable as the same hardware and software stack:
+    GPU model and count, driver, CUDA and torch versions; the CPU model stands in when there is no GPU."""
+    inventory, gpus = derived.inventory(machine_info), derived.inventory_gpus(machine_info)
+    names = sorted({str(gpu.get("name")) for gpu in gpus if isinstance(gpu, dict) and gpu.get("name")})
+    fingerprint = {
+        "gpu_model": " + ".join(names) if names else None,
+        "gpu_count": len(gpus),
+        "driver_version": text(inventory.get("driver_version")),
+        "cuda_version": text(inventory.get("cuda_version")),
+        "torch_version": text(inventory.get("torch_version")),
+    }
+    if not gpus:
+        fingerprint["cpu_model"] = derived.cpu_model(machine_info)
+    return fingerprint
 
 
 def fingerprint_differences(baseline: dict, current: dict) -> list[str]:
@@ -224,12 +243,11 @@ def _verdict(change: float, low: float, high: float, p_value: float, min_p: floa
 def explain_missing(comparison: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     """A case in the baseline but not in the current results may have been skipped or have failed in
     the current run: say so, with the run's own reason, rather than only "missing"."""
-    fates = {(row.strategy, row.world_size, row.preset, row.precision, row.per_device_batch_size, row.scaling):
-             (row.status, row.reason) for row in outcomes.itertuples() if row.status != "passed"}
+    fates = {_key(row): (row["status"], row["reason"])
+             for _, row in outcomes[outcomes["status"] != "passed"].iterrows()}
     comparison = comparison.copy()
     for index, row in comparison[comparison["verdict"] == MISSING].iterrows():
-        fate = fates.get((row.strategy, row.world_size, row.preset, row.precision, row.per_device_batch_size,
-                          row.scaling))
+        fate = fates.get(_key(row))
         if fate is not None:
             status, reason = fate
             comparison.loc[index, "note"] = f"{status} in the current run" + (f": {reason}" if reason else "")

@@ -211,7 +211,7 @@ def to_json(report: CompareReport) -> str:
         "regressed": report.regressed,
         "settings": {"threshold": config.threshold, "alpha": config.alpha, "confidence": config.confidence,
                      "baseline_runs": config.baseline_runs, "round_quantile": config.round_quantile,
-                     "metric": "the round_quantile of the controller's round times (s), reported as samples/s"},
+                     "metric": "the round_quantile of the ranks' own round times (s), reported as samples/s"},
         "current": {"run_id": report.current_run, "run_datetime": _plain(report.current_datetime),
                     "fingerprint": report.current_fingerprint},
         "baseline": {"source": report.baseline_source, "runs": report.baseline_runs,

@@ -527,7 +527,7 @@ def _html_table(table: pd.DataFrame) -> str:
 
 def _html_method(context: ReportContext) -> str:
     lines = [
-        ("Throughput is global samples per round over the round's time on the controller's stopwatch, from the "
+        ("Throughput is global samples per round over the round's time (the slowest rank's own), from the "
         "median round; runs of the same setup on the same machine are pooled."),
         ("Intervals: 95% percentile bootstrap of the median per-round throughput; cost and time intervals follow "
         "from it, and so does the energy interval (power taken as its mean over the measured rounds)."),
