@@ -17,9 +17,8 @@ from reports import derived
 from reports.schema import text
 from reports.stats import DEFAULT_RESAMPLES, mann_whitney_p, min_mann_whitney_p, quantile_ratio_ci
 
-# What a case is: two rows with equal values here measure the same thing.
-IDENTITY_COLUMNS = CASE_IDENTITY
-# How it was measured: rounds are only comparable when each one trains the same samples.
+# Two rows with equal CASE_IDENTITY values measure the same case; DESIGN_COLUMNS say how it was
+# measured: rounds are only comparable when each one trains the same samples.
 DESIGN_COLUMNS = ("global_batch_size", "steps_per_round")
 
 REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE = "regressed", "improved", "unchanged", "inconclusive"
@@ -27,7 +26,7 @@ NEW, MISSING, NOT_COMPARABLE = "new", "missing", "not comparable"
 VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE, NEW, MISSING, NOT_COMPARABLE)
 
 COMPARISON_COLUMNS = (
-    "case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS, "verdict", "note",
+    "case_id", *CASE_IDENTITY, *DESIGN_COLUMNS, "verdict", "note",
     "baseline_rounds", "current_rounds", "baseline_runs",
     "baseline_round_s", "current_round_s", "baseline_median_s", "current_median_s",
     "time_ratio", "time_ratio_low", "time_ratio_high",
@@ -137,7 +136,7 @@ def choose_baseline_runs(runs: pd.DataFrame, fingerprints: dict[str, dict], curr
 
 
 def _key(row: pd.Series) -> tuple:
-    return tuple(row[column] for column in IDENTITY_COLUMNS)
+    return tuple(row[column] for column in CASE_IDENTITY)
 
 
 def compare_cases(baseline: pd.DataFrame, current: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
@@ -176,7 +175,7 @@ def _disambiguate(comparison: pd.DataFrame) -> pd.DataFrame:
 def _row(source: pd.Series, verdict: str, note: str, **numbers) -> dict:
     row = {column: math.nan for column in COMPARISON_COLUMNS}
     row["baseline_run_ids"] = []
-    row.update({column: source[column] for column in ("case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS)})
+    row.update({column: source[column] for column in ("case_id", *CASE_IDENTITY, *DESIGN_COLUMNS)})
     row.update(verdict=verdict, note=note, **numbers)
     return row
 

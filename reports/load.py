@@ -148,8 +148,8 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
     # The ranks' own times are the measurement; the controller's add its IPC and only check them.
     worker_s = round_times(where, record["round_times_s"], "extra_info.round_times_s")
     if len(worker_s) != len(controller_s):
-        raise InputError(f"{where}: extra_info.round_times_s has {len(worker_s)} rounds and stats.data "
-                         f"{len(controller_s)}; expected one time of each per measured round")
+        raise InputError(f"{where}: extra_info.round_times_s holds {len(worker_s)} round times and stats.data "
+                         f"{len(controller_s)}; expected one of each per measured round")
 
     telemetry = record.get("telemetry") if isinstance(record.get("telemetry"), dict) else {}
     devices = [d for d in telemetry.get("devices") or [] if isinstance(d, dict)]

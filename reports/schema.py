@@ -129,8 +129,8 @@ def check_record(where: str, record: dict) -> None:
         types = _JSON_TYPES[kind]
         if (kind != FLAG and isinstance(value, bool)) or not isinstance(value, types) or (
                 kind in (NUMBER, POSITIVE) and not is_number(value)):
-            allowed = " or ".join(t.__name__ for t in types)
-            raise InputError(f"{where}: {key!r} is {value!r}; expected a finite {allowed}")
+            allowed = ("a finite " if kind in (NUMBER, POSITIVE) else "a ") + " or ".join(t.__name__ for t in types)
+            raise InputError(f"{where}: {key!r} is {value!r}; expected {allowed}")
         if kind == COUNT and not 1 <= value <= MAX_COUNT:
             raise InputError(f"{where}: {key!r} is {value!r:.40}; expected an integer 1 to 2**53")
         if kind == POSITIVE and value <= 0:
