@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
+
+from gpusizer_common.atomic_file import replacing
 
 OPTION = "--benchmark-json"
 
@@ -31,18 +32,13 @@ class JsonOutput:
         return self.name
 
     def __enter__(self):
-        directory = os.path.dirname(os.path.abspath(self.name))
-        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(self.name)}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # a result file is for sharing, not private like mkstemp's 0600
-        self._handle = os.fdopen(fd, "wb")
+        self._replacing = replacing(self.name)
+        self._handle = open(self._replacing.__enter__(), "wb")
         return self._handle
 
-    def __exit__(self, exc_type, *_) -> None:
+    def __exit__(self, exc_type, *details) -> None:
         self._handle.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.name)
-        else:
-            os.unlink(self._tmp)
+        self._replacing.__exit__(exc_type, *details)
 
 
 def json_output_path(raw: str) -> JsonOutput:

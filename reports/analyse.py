@@ -13,11 +13,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from gpusizer_common.case_identity import CASE_IDENTITY
 from reports.load import ResultSet
 from reports.prices import PriceTable
 
-SETUP_KEYS = ["machine", "device_name", "world_size", "strategy", "precision", "preset",
-              "per_device_batch_size", "scaling"]
+# A setup: the case (what was run, the one definition bench/ writes) on a machine and its device.
+SETUP_KEYS = ["machine", "device_name", *CASE_IDENTITY]
 CONFIDENCE = 0.95
 # Enough for a stable 95% percentile interval; the compare command's default of 2000 would double the
 # report's time on hundreds of result files for endpoints that move far less than the interval is wide.
@@ -32,7 +33,6 @@ SUPERLINEAR_EFFICIENCY = 1.05
 _AGGREGATES = {
     "gpu_name": ("gpu_name", "first"),
     "instance_type": ("instance_type", "first"),
-    "device_type": ("device_type", "first"),
     "telemetry_source": ("telemetry_source", "first"),
     "compute_devices": ("compute_devices", "first"),
     "global_batch_size": ("global_batch_size", "first"),
@@ -86,7 +86,7 @@ _ROUND_COLUMNS = ["rounds", "samples_per_s", "samples_per_s_low", "samples_per_s
 def _round_summary(positions: np.ndarray, columns: dict) -> dict:
     """What needs every round of a setup: throughput and its interval, energy per sample, flags, runs."""
     times = [np.asarray(columns["round_times_s"][p], dtype=float) for p in positions]
-    # Per-round throughput: global samples in the round over the round's time (controller's stopwatch).
+    # Per-round throughput: global samples in the round over the round's time (the ranks' own times).
     samples_per_round = columns["global_batch_size"][positions] * columns["steps_per_round"][positions]
     per_round = np.concatenate([per / rounds for per, rounds in zip(samples_per_round, times)])
     median = float(np.median(per_round))

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gpusizer_common.case_identity import CASE_IDENTITY
+from reports import derived
+from reports.schema import text
 from reports.stats import DEFAULT_RESAMPLES, mann_whitney_p, min_mann_whitney_p, quantile_ratio_ci
 
-# What a case is: two rows with equal values here measure the same thing.
-IDENTITY_COLUMNS = ("strategy", "world_size", "device_type", "preset", "precision", "per_device_batch_size",
-                    "scaling")
-# How it was measured: rounds are only comparable when each one trains the same samples.
+# Two rows with equal CASE_IDENTITY values measure the same case; DESIGN_COLUMNS say how it was
+# measured: rounds are only comparable when each one trains the same samples.
 DESIGN_COLUMNS = ("global_batch_size", "steps_per_round")
 
 REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE = "regressed", "improved", "unchanged", "inconclusive"
@@ -25,7 +26,7 @@ NEW, MISSING, NOT_COMPARABLE = "new", "missing", "not comparable"
 VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE, NEW, MISSING, NOT_COMPARABLE)
 
 COMPARISON_COLUMNS = (
-    "case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS, "verdict", "note",
+    "case_id", *CASE_IDENTITY, *DESIGN_COLUMNS, "verdict", "note",
     "baseline_rounds", "current_rounds", "baseline_runs",
     "baseline_round_s", "current_round_s", "baseline_median_s", "current_median_s",
     "time_ratio", "time_ratio_low", "time_ratio_high",
@@ -75,6 +76,23 @@ class CompareConfig:
 # -- which runs ------------------------------------------------------------------------------------
 
 
+def hardware_fingerprint(machine_info: dict) -> dict:
+    """What must match for two runs to be comparable as the same hardware and software stack:
+    GPU model and count, driver, CUDA and torch versions; the CPU model stands in when there is no GPU."""
+    inventory, gpus = derived.inventory(machine_info), derived.inventory_gpus(machine_info)
+    names = sorted({str(gpu.get("name")) for gpu in gpus if isinstance(gpu, dict) and gpu.get("name")})
+    fingerprint = {
+        "gpu_model": " + ".join(names) if names else None,
+        "gpu_count": len(gpus),
+        "driver_version": text(inventory.get("driver_version")),
+        "cuda_version": text(inventory.get("cuda_version")),
+        "torch_version": text(inventory.get("torch_version")),
+    }
+    if not gpus:
+        fingerprint["cpu_model"] = derived.cpu_model(machine_info)
+    return fingerprint
+
+
 def fingerprint_differences(baseline: dict, current: dict) -> list[str]:
     """``["torch_version 2.12.0 -> 2.13.0", ...]``: every fingerprint key whose value differs."""
     differences = []
@@ -118,7 +136,7 @@ def choose_baseline_runs(runs: pd.DataFrame, fingerprints: dict[str, dict], curr
 
 
 def _key(row: pd.Series) -> tuple:
-    return tuple(row[column] for column in IDENTITY_COLUMNS)
+    return tuple(row[column] for column in CASE_IDENTITY)
 
 
 def compare_cases(baseline: pd.DataFrame, current: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
@@ -157,7 +175,7 @@ def _disambiguate(comparison: pd.DataFrame) -> pd.DataFrame:
 def _row(source: pd.Series, verdict: str, note: str, **numbers) -> dict:
     row = {column: math.nan for column in COMPARISON_COLUMNS}
     row["baseline_run_ids"] = []
-    row.update({column: source[column] for column in ("case_id", *IDENTITY_COLUMNS, *DESIGN_COLUMNS)})
+    row.update({column: source[column] for column in ("case_id", *CASE_IDENTITY, *DESIGN_COLUMNS)})
     row.update(verdict=verdict, note=note, **numbers)
     return row
 
@@ -224,12 +242,11 @@ def _verdict(change: float, low: float, high: float, p_value: float, min_p: floa
 def explain_missing(comparison: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     """A case in the baseline but not in the current results may have been skipped or have failed in
     the current run: say so, with the run's own reason, rather than only "missing"."""
-    fates = {(row.strategy, row.world_size, row.preset, row.precision, row.per_device_batch_size, row.scaling):
-             (row.status, row.reason) for row in outcomes.itertuples() if row.status != "passed"}
+    fates = {_key(row): (row["status"], row["reason"])
+             for _, row in outcomes[outcomes["status"] != "passed"].iterrows()}
     comparison = comparison.copy()
     for index, row in comparison[comparison["verdict"] == MISSING].iterrows():
-        fate = fates.get((row.strategy, row.world_size, row.preset, row.precision, row.per_device_batch_size,
-                          row.scaling))
+        fate = fates.get(_key(row))
         if fate is not None:
             status, reason = fate
             comparison.loc[index, "note"] = f"{status} in the current run" + (f": {reason}" if reason else "")

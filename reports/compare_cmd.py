@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gpusizer_common.atomic_file import write_text
 from reports import compare_render
 from reports.compare import (
     CompareConfig,
@@ -26,10 +27,10 @@ from reports.compare import (
     choose_baseline_runs,
     compare_cases,
     explain_missing,
+    hardware_fingerprint,
 )
 from reports.errors import InputError
-from reports.load import ResultSet, hardware_fingerprint, load_results
-from reports.output import write_text
+from reports.load import ResultSet, load_results
 
 EXIT_OK, EXIT_REGRESSED, EXIT_NOTHING_COMPARED = 0, 1, 3
 DEFAULT_BASELINE_RUNS = CompareConfig.baseline_runs

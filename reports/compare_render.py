@@ -1,5 +1,6 @@
 """How a ``CompareReport`` looks: a terminal table, Markdown for a pull-request comment, JSON for
-machines, and an optional plotly chart of the history. The only place compare's numbers are rounded."""
+machines, and an optional plotly chart of the history. Compare's numbers are rounded here, in reports/words.py's
+formats."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import pandas as pd
 
 from reports.compare import IMPROVED, INCONCLUSIVE, MISSING, NEW, NOT_COMPARABLE, REGRESSED, CompareReport
+from reports.words import fmt_change_pct, fmt_rate
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 CASE_HEADERS = ("case", "verdict", "samples/s baseline", "samples/s current", "change [{confidence:.0%} CI]",
@@ -16,27 +18,14 @@ CASE_HEADERS = ("case", "verdict", "samples/s baseline", "samples/s current", "c
 HISTORY_HEADERS = ("case", "runs", "samples/s over time", "first", "latest", "min", "max")
 
 
-# -- numbers as text -------------------------------------------------------------------------------
-
-
-def _rate(value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit:
-            return f"{value / limit:.4g}{suffix}"
-    return f"{value:.4g}"
-
-
-def _pct(value: float) -> str:
-    return "-" if not math.isfinite(value) else f"{value * 100:+.1f}%"
+# -- numbers as text (rates and changes in reports/words.py's formats) -----------------------------
 
 
 def _change(row: pd.Series) -> str:
     if not math.isfinite(row["throughput_change"]):
         return "-"
     low, high = row["throughput_change_low"] * 100, row["throughput_change_high"] * 100
-    return f"{_pct(row['throughput_change'])} [{low:+.1f}, {high:+.1f}]"
+    return f"{fmt_change_pct(row['throughput_change'])} [{low:+.1f}, {high:+.1f}]"
 
 
 def _p(value: float) -> str:
@@ -77,8 +66,8 @@ def case_headers(report: CompareReport) -> tuple[str, ...]:
 
 
 def case_rows(report: CompareReport) -> list[tuple[str, ...]]:
-    return [(str(row["case_id"]), str(row["verdict"]), _rate(row["baseline_samples_per_s"]),
-             _rate(row["current_samples_per_s"]), _change(row), _p(row["p_value"]), _rounds(row), str(row["note"]))
+    return [(str(row["case_id"]), str(row["verdict"]), fmt_rate(row["baseline_samples_per_s"]),
+             fmt_rate(row["current_samples_per_s"]), _change(row), _p(row["p_value"]), _rounds(row), str(row["note"]))
             for _, row in report.comparison.iterrows()]
 
 
@@ -86,8 +75,8 @@ def history_rows(report: CompareReport) -> list[tuple[str, ...]]:
     rows = []
     for case_id, group in report.history.groupby("case_id", sort=False):
         values = [float(v) for v in group["samples_per_s"]]
-        rows.append((str(case_id), str(len(values)), sparkline(values), _rate(values[0]), _rate(values[-1]),
-                     _rate(min(values)), _rate(max(values))))
+        rows.append((str(case_id), str(len(values)), sparkline(values), fmt_rate(values[0]), fmt_rate(values[-1]),
+                     fmt_rate(min(values)), fmt_rate(max(values))))
     return rows
 
 
@@ -211,7 +200,7 @@ def to_json(report: CompareReport) -> str:
         "regressed": report.regressed,
         "settings": {"threshold": config.threshold, "alpha": config.alpha, "confidence": config.confidence,
                      "baseline_runs": config.baseline_runs, "round_quantile": config.round_quantile,
-                     "metric": "the round_quantile of the controller's round times (s), reported as samples/s"},
+                     "metric": "the round_quantile of the ranks' own round times (s), reported as samples/s"},
         "current": {"run_id": report.current_run, "run_datetime": _plain(report.current_datetime),
                     "fingerprint": report.current_fingerprint},
         "baseline": {"source": report.baseline_source, "runs": report.baseline_runs,

@@ -189,7 +189,7 @@ def memory_chart(data: pd.DataFrame) -> Chart:
 
 
 def round_time_chart(data: pd.DataFrame) -> Chart:
-    title = "Round-time distributions (controller's stopwatch, every measured round)"
+    title = "Round-time distributions (the ranks' own times, every measured round)"
     if data.empty:
         return Chart("round_times", title, None, "no passed cases")
     import plotly.express as px

@@ -13,8 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from gpusizer_common.atomic_file import replacing, write_text
 from reports.errors import InputError
-from reports.output import replacing, write_text
 
 DEFAULT_TARGET_SAMPLES = 1_000_000_000  # one large round number; shown in the report
 DEFAULT_OUTPUT = "reports-out/report.html"  # the folder `make bench` and `make report` write to
@@ -104,11 +104,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"needs the Python package(s) {', '.join(map(repr, missing))}: "
                          f"pip install 'gpusizer[report]' (or make setup)")
     from reports.analyse import summarise
+    from reports.answer import build_answer
     from reports.figures import build_charts
-    from reports.load import expand_paths, load_results
+    from reports.load import load_results
     from reports.prices import load_prices
     from reports.recommend import recommend
-    from reports.render import ReportContext, render_html, render_markdown, write_csv
+    from reports.render_html import render_html
+    from reports.render_markdown import render_markdown
+    from reports.result_files import expand_paths
+    from reports.setups_table import write_csv
+    from reports.words import ReportContext
 
     outputs = output_paths(args.output)
     fit_gpus = _fit_gpus(args.fit_gpus)
@@ -131,13 +136,14 @@ def run(args: argparse.Namespace) -> int:
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
     from reports import memory_section
-    from reports.load import read_json
     from reports.projection import projections_from_payloads, render_projection_html
+    from reports.result_files import read_json
 
     projection_html = render_projection_html(projections_from_payloads([read_json(path) for path in input_files]))
     extra_sections = memory_section.render_html(results.cases, fit_gpus) + "\n" + projection_html
-    write_text(outputs["html"], render_html(recommendation, charts, context, extra_sections=extra_sections))
-    write_text(outputs["markdown"], render_markdown(recommendation, context, outputs["html"].name)
+    answer = build_answer(recommendation, context)  # once: the HTML and the Markdown say the same
+    write_text(outputs["html"], render_html(recommendation, answer, charts, context, extra_sections=extra_sections))
+    write_text(outputs["markdown"], render_markdown(recommendation, answer, context, outputs["html"].name)
                + memory_section.render_markdown(results.cases, fit_gpus))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)

@@ -89,7 +89,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_sees_the_packages_and_late_imports():
     graph = import_graph()
-    assert {"reference_model", "bench", "reports"} <= set(PACKAGES)
+    assert {"gpusizer_common", "reference_model", "bench", "reports"} <= set(PACKAGES)
     # bench.run.controller imports these at the top and inside functions; both kinds must be found.
     assert "bench.config.cases" in graph["bench.run.controller"]
     assert "reference_model" in graph["bench.run.worker"]
@@ -99,6 +99,18 @@ def test_find_cycle_reports_a_cycle_through_a_late_import():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"p": {"p.x"}, "p.x": {"p"}}) == ["p", "p.x", "p"]  # a module importing its package
+
+
+def test_reports_never_import_bench_and_the_common_package_imports_neither():
+    # DESIGN.md's one direction: only bench/ writes result files, only reports/ reads them; what both
+    # need lives in gpusizer_common/, which must not pull either side back in.
+    graph = import_graph()
+    package = {name: name.partition(".")[0] for name in graph}
+    reports_to_bench = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                              if package[a] == "reports" and package[b] == "bench")
+    common_to_project = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                               if package[a] == "gpusizer_common" and package[b] != "gpusizer_common")
+    assert reports_to_bench == [] and common_to_project == []
 
 
 def test_no_import_cycle_between_project_modules():

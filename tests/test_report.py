@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 
 from reports.analyse import summarise
+from reports.compare import hardware_fingerprint
 from reports.errors import InputError
-from reports.load import CASE_COLUMNS, hardware_fingerprint, load_results
+from reports.load import load_results
 from reports.prices import load_prices
 from reports.recommend import dominance_ranks, recommend
+from reports.schema import CASE_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_DEADLINE_S = 120

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bench.config.hosts import Cluster, place, powers_of_two_upto
 from bench.config.options import SCALING_CHOICES, BenchOptions
 from bench.strategies import REGISTRY
+from gpusizer_common.case_identity import CASE_IDENTITY
 from reference_model import PRECISIONS, ModelConfig, preset
 
 
@@ -63,14 +64,8 @@ class BenchCase:
         """The keys that say which case this is (also written for skipped and failed cases)."""
         return {
             "case_id": self.case_id,
-            "strategy": self.strategy,
-            "world_size": self.world_size,
-            "device_type": self.device_type,
-            "preset": self.preset,
-            "precision": self.precision,
-            "per_device_batch_size": self.per_device_batch_size,
+            **{name: getattr(self, name) for name in CASE_IDENTITY},
             "global_batch_size": self.global_batch_size,
-            "scaling": self.scaling,
             **({"nodes": len(self.hosts), "hosts": list(self.hosts),
                 "slots_per_node": [int(spec.rsplit(":", 1)[1]) for spec in self.hosts]} if self.hosts else {}),
         }

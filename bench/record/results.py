@@ -9,6 +9,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpusizer_common.atomic_file import replacing
+
 
 def default_result_name(now: datetime | None = None, host: str | None = None) -> str:
     now = now or datetime.now(timezone.utc)
@@ -70,15 +72,7 @@ class ResultFile:
     def write(self, payload: dict) -> Path:
         """Replace this run's file with ``payload`` in one step: a reader never sees half a file."""
         path = self.claim()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)  # as documented: readable by others, unlike mkstemp's private 0600
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle, indent=2, ensure_ascii=True, default=_json_default)
-                handle.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, ensure_ascii=True, default=_json_default)
+            handle.write("\n")
         return path
