@@ -13,7 +13,7 @@ import pytest
 
 from bench.config.hosts import Cluster
 from bench.config.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
-from bench.hardware.devices import DEVICE_CHOICES
+from bench.hardware.devices import DEVICE_CHOICES, is_cuda
 from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, PRESETS
 
@@ -129,7 +129,7 @@ class BenchOptions:
         up to the devices available (on CPU up to 2 worker processes)."""
         if self.world_sizes:
             return self.world_sizes
-        limit = available if device_type == "cuda" else min(available, DEFAULT_MAX_CPU_WORLD_SIZE)
+        limit = available if is_cuda(device_type) else min(available, DEFAULT_MAX_CPU_WORLD_SIZE)
         sizes, size = [], 1
         while size <= max(limit, 1):
             sizes.append(size)

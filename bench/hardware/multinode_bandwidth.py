@@ -16,6 +16,7 @@ import sys
 import time
 
 from bench.hardware.bandwidth import _time_allreduce, allreduce_ceiling, bus_bandwidth_bytes_per_s
+from bench.hardware.devices import set_current_cuda_device, torch_device
 from bench.strategies.process_group import backend_for
 
 RESULT_PREFIX = "GPUSIZER_ALLREDUCE "
@@ -117,9 +118,8 @@ def main() -> None:
 
     device_type = os.environ[DEVICE_ENV]
     local_rank = int(os.environ["LOCAL_RANK"])
-    device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
-    if device_type == "cuda":
-        torch.cuda.set_device(device)
+    device = torch_device(device_type, local_rank)
+    set_current_cuda_device(device)
     dist.init_process_group(backend_for(device_type), timeout=datetime.timedelta(seconds=120))
     times_s = []
     for size in (int(s) for s in os.environ[SIZES_ENV].split(",")):

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.hardware.devices import is_cuda
 from bench.telemetry.cpu import POWERCAP_ROOT, ProcessTree, Rapl
 from bench.telemetry.nvml import DeviceLost, DeviceRef, Nvml, cuda_device_refs, open_nvml, text
 from bench.telemetry.outside import OutsideLoad
@@ -137,7 +138,7 @@ class Sampler:
     def start(self) -> Sampler:
         if self._thread is not None:
             raise RuntimeError("Sampler.start: already started; a Sampler measures one case once")
-        if self.device_type == "cuda":
+        if is_cuda(self.device_type):
             try:
                 self._open_devices()
             except Exception as error:  # noqa: BLE001 - no GPU telemetry is a reason, not a failed case
