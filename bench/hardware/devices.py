@@ -85,16 +85,24 @@ def threads_per_rank(device_type: str, processes: int) -> int:
     return max(1, usable_cores() // max(1, processes))
 
 
+CPUINFO_PATH = "/proc/cpuinfo"
+
+
+def cpuinfo_values(field: str, path: str = CPUINFO_PATH) -> list[str] | None:
+    """Every value of ``field`` in /proc/cpuinfo (one per logical CPU that states it), in file order;
+    None where the file cannot be read (not Linux)."""
+    try:
+        with open(path, encoding="utf-8") as cpuinfo:
+            return [line.split(":", 1)[1].strip() for line in cpuinfo
+                    if ":" in line and line.split(":", 1)[0].strip() == field]
+    except OSError:
+        return None
+
+
 @functools.cache
 def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    names = cpuinfo_values("model name")
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def device_name(device_type: str, index: int = 0) -> str:

@@ -14,7 +14,7 @@ import platform
 import psutil
 import torch
 
-from bench.hardware.devices import cpu_model_name, cuda_unavailable_reason, usable_cores
+from bench.hardware.devices import cpu_model_name, cpuinfo_values, cuda_unavailable_reason, usable_cores
 from bench.telemetry.nvml import DeviceLost, Nvml, open_nvml, text
 
 DMI_ROOT = "/sys/class/dmi/id"
@@ -62,12 +62,8 @@ def package_version(name: str) -> str | None:
 
 
 def cpu_sockets() -> int | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            ids = {line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("physical id")}
-    except OSError:
-        return None
-    return len(ids) or None
+    ids = cpuinfo_values("physical id")
+    return len(set(ids)) if ids else None
 
 
 def _read_dmi(name: str, root: str) -> str | None:
