@@ -207,10 +207,9 @@ def ceilings() -> dict:
     """Ceilings measured so far in this session: the matmul peaks and all-reduce bus bandwidths.
     Called again whenever the result file is written, so later measurements are included."""
     from bench.hardware.bandwidth import measured_ceilings
-    from bench.hardware.peak import _CACHE as PEAKS  # the peak module's per-session cache
-    from bench.hardware.peak import _END as END_PEAKS  # the same probes at the session's end
+    from bench.hardware.peak import session_peaks
 
     matmul = [{"device": device, "precision": precision, "threads": threads, "flops_per_s": flops,
-               "flops_per_s_end": END_PEAKS.get((device, precision, threads))}
-              for (device, precision, threads), flops in PEAKS.items()]
+               "flops_per_s_end": end_flops}
+              for (device, precision, threads), (flops, end_flops) in session_peaks().items()]
     return {"matmul_peak": matmul, "allreduce": measured_ceilings()}
