@@ -18,8 +18,9 @@ from bench.config.cases import BenchCase, build_cases
 from bench.hardware.devices import threads_per_rank
 from bench.launch import LAUNCHERS
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener, connect, proof
+from bench.launch.diagnosis import describe_exit_code, innermost_frame
 from bench.launch.horovodrun import horovodrun_exit_cause
-from bench.launch.remote import POLL_S, describe_exit_code, innermost_frame
+from bench.launch.remote import POLL_S
 from bench.launch.torchrun import torchrun_exit_cause
 from bench.run.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
 from bench.strategies import REGISTRY
