@@ -194,7 +194,7 @@ def test_launchers_logs_are_read_for_the_cause_of_death():
 
 def test_weak_scaling_fixes_the_per_device_batch_and_strong_the_global_one(bench_options):
     matrix = {"strategies": ("single", "ddp"), "world_sizes": (1, 2, 4), "presets": ("tiny",),
-              "precisions": ("fp32",), "batch_size": 64}
+              "precisions": ("fp32",), "per_device_batch_at_smallest_world": 64}
     weak = {c.case_id: c for c in build_cases(bench_options(**matrix), "cpu", 2)}
     assert [weak[i].global_batch_size for i in ("ddp-1-tiny-fp32", "ddp-2-tiny-fp32", "ddp-4-tiny-fp32")] == [
         64, 128, 256]
