@@ -62,7 +62,7 @@ def test_two_processes_reach_single_parameters(strategy):
         assert group.launch_s > 0 and group.threads_per_rank == threads_per_rank("cpu", 2)
         assert len(set(group.pids)) == 2  # the ranks' own processes, for telemetry
         result = verify_group(case, group)
-        trained = group.parameters()
+        trained = group.full_parameters()
         # Each rank times its own rounds and sends them back.
         rank_times_s = group.run_round(2)
         assert len(rank_times_s) == 2 and all(t > 0 for t in rank_times_s)

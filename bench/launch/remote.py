@@ -142,7 +142,7 @@ class RemoteGroup:
     def reset_peak_memory(self) -> None:
         self._command({"cmd": "reset_peak_memory"}, "the peak-memory reset")
 
-    def parameters(self) -> list:
+    def full_parameters(self) -> list:
         import torch  # late: only the correctness check needs tensors here
 
         # Every rank takes part (for FSDP gathering the full tensors is a collective); rank 0 sends them.

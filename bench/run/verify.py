@@ -83,7 +83,7 @@ def verify_group(case: BenchCase, group, steps: int = VERIFY_STEPS,
         device = torch_device(case.device_type)
         reference = reference_parameters(case, steps, device)
     group.run_round(steps)
-    trained = group.parameters()
+    trained = group.full_parameters()
     initial, expected = reference
     return VerifyResult(max_abs_difference(trained, expected), max_abs_difference(initial, expected), steps)
 

@@ -83,7 +83,7 @@ class TrainingWorker:
         """Start the peak count afresh (after --verify's extra work, which is not the case's training)."""
         reset_peak_memory(self.devices)
 
-    def parameters_snapshot(self) -> list[torch.Tensor]:
+    def full_parameters(self) -> list[torch.Tensor]:
         """The full (unsharded) parameters on the CPU, for the correctness check."""
         return self.strategy.full_parameters(self.state)
 
