@@ -78,7 +78,7 @@ def measure_internode(device_type: str, hosts, cluster, *, timeout_s: float,
     """One all-reduce rank per host; per size the slowest rank's seconds. RuntimeError on failure."""
     from bench.config.cases import BenchCase
     from bench.launch.multinode import torchrun_fanout_env
-    from bench.launch.processes import ProcessTree
+    from bench.launch.processes import LaunchedProcessTree
     from bench.launch.remote import WORKER_MODULE
 
     sizes_bytes = sizes_bytes or SIZES_BYTES[device_type]
@@ -92,7 +92,7 @@ def measure_internode(device_type: str, hosts, cluster, *, timeout_s: float,
     fanout_env["GPUSIZER_FANOUT"] = json.dumps(plan)
     env = {**os.environ, **fanout_env, SIZES_ENV: ",".join(map(str, sizes_bytes)), DEVICE_ENV: device_type,
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    tree = ProcessTree([sys.executable, "-m", "bench.launch.fanout"], env, "allreduce-hosts")
+    tree = LaunchedProcessTree([sys.executable, "-m", "bench.launch.fanout"], env, "allreduce-hosts")
     try:
         code = tree.wait(timeout_s)
         log = tree.log_text()

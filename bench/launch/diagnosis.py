@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection
-from bench.launch.processes import ProcessTree
+from bench.launch.processes import LaunchedProcessTree
 
 STACK_SIGNAL = signal.SIGUSR1  # a rank dumps its stack (faulthandler) on this signal
 STACK_DUMP_WAIT_S = 1.0  # the dump is written by a signal handler in C: quick, but not instant
@@ -73,7 +73,7 @@ def launcher_exit(launcher_name: str, code: int, phase: str, log: str, dropped: 
 
 
 def rank_failure(problems: dict[int, str | None], phase: str, *, conns: dict[int, Connection],
-                 launcher: ProcessTree, exit_cause: Callable[[str, int], str | None]) -> str:
+                 launcher: LaunchedProcessTree, exit_cause: Callable[[str, int], str | None]) -> str:
     """The reason a case failed, naming the rank that failed first, not the ones that followed it.
 
     ``problems`` maps a rank to its error message, or to None when its process ended without a

@@ -32,7 +32,7 @@ from bench.launch.diagnosis import (
     rank_failure,
     rank_list,
 )
-from bench.launch.processes import ProcessTree
+from bench.launch.processes import LaunchedProcessTree
 from bench.strategies import REGISTRY
 
 WORKER_MODULE = "bench.launch.worker_main"
@@ -100,7 +100,7 @@ class RemoteGroup:
         }
         began = time.perf_counter()
         try:
-            self._tree = ProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
+            self._tree = LaunchedProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
         except OSError as error:
             # The launcher itself could not start (missing executable, no memory): one line, nothing left open.
             self._closed = True
