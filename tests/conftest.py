@@ -97,7 +97,7 @@ def bench_options():
     2 rounds of 2 steps); lists left None take the device's defaults."""
     def make(**overrides) -> BenchOptions:
         values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None,
-                  "batch_size": 8, "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu",
+                  "per_device_batch_at_smallest_world": 8, "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu",
                   "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
                   "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
         return BenchOptions(**{**values, **overrides})

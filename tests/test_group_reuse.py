@@ -60,7 +60,7 @@ def test_a_failed_case_is_never_followed_by_its_group(tmp_path):
 
 def test_the_matrix_puts_the_cases_of_one_group_next_to_each_other():
     options = BenchOptions(strategies=("single", "ddp", "fsdp"), world_sizes=(1, 2), presets=("tiny", "small"),
-                           precisions=("fp32", "bf16"), batch_size=8, steps_per_round=2, rounds=2,
+                           precisions=("fp32", "bf16"), per_device_batch_at_smallest_world=8, steps_per_round=2, rounds=2,
                            warmup_rounds=0, device="cpu", scaling="weak", quick=False, verify=False, seed=0,
                            results_dir="results", launch_timeout_s=60.0, round_timeout_s=60.0)
     cases = build_cases(options, "cpu", 2)
@@ -140,7 +140,7 @@ def test_the_plan_counts_one_launch_per_group():
     cases = [ddp_case("tiny"), ddp_case("small"), ddp_case("tiny", world_size=4), ddp_case("small", world_size=4)]
     skipped = {"ddp-4-tiny-fp32"}  # a skipped case leaves the group of the case before it held
     options = BenchOptions(strategies=("ddp",), world_sizes=(2, 4), presets=("tiny", "small"), precisions=("fp32",),
-                           batch_size=8, steps_per_round=2, rounds=2, warmup_rounds=1, device="cpu", scaling="weak",
+                           per_device_batch_at_smallest_world=8, steps_per_round=2, rounds=2, warmup_rounds=1, device="cpu", scaling="weak",
                            quick=False, verify=False, seed=0, results_dir="results", launch_timeout_s=60.0,
                            round_timeout_s=60.0)
     plan = make_plan(cases, options, lambda case: "skipped here" if case.case_id in skipped else None)

@@ -56,7 +56,7 @@ def usage_error_line(done: subprocess.CompletedProcess) -> str:
 
 
 def _options(**changes) -> BenchOptions:
-    base = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "batch_size": 64,
+    base = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "per_device_batch_at_smallest_world": 64,
             "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1, "device": "cpu", "scaling": "weak",
             "quick": True, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 120.0,
             "round_timeout_s": 600.0}
@@ -70,7 +70,7 @@ def _options(**changes) -> BenchOptions:
     ("launch_timeout_s", 1e-9, "--launch-timeout-s"),
     ("seed", 10**29, "--seed"),
     ("seed", -1, "--seed"),
-    ("batch_size", 10**7, "--batch-size"),
+    ("per_device_batch_at_smallest_world", 10**7, "--batch-size"),
     ("rounds", 10**400, "--rounds"),
     ("warmup_rounds", 10**7, "--warmup-rounds"),
     ("world_sizes", (1, 10**6), "--world-sizes"),

@@ -39,7 +39,7 @@ def test_multinode_placement_fills_hosts_in_order():
 
 def _options(**overrides) -> BenchOptions:
     base = {"strategies": ("single", "dp", "ddp"), "world_sizes": None, "presets": ("tiny",), "precisions": ("fp32",),
-                "batch_size": 8, "steps_per_round": 1, "rounds": 1, "warmup_rounds": 0, "device": "cpu", "scaling": "weak",
+                "per_device_batch_at_smallest_world": 8, "steps_per_round": 1, "rounds": 1, "warmup_rounds": 0, "device": "cpu", "scaling": "weak",
                 "quick": False, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 10.0,
                 "round_timeout_s": 10.0}
     return BenchOptions(**{**base, **overrides})

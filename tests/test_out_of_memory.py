@@ -28,7 +28,7 @@ def case(strategy: str = "single", world_size: int = 1, device_type: str = "cpu"
 
 def options(**overrides) -> BenchOptions:
     values = {"strategies": ("single",), "world_sizes": None, "presets": ("tiny",), "precisions": None,
-              "batch_size": 16, "steps_per_round": 2, "rounds": 1, "warmup_rounds": 1, "device": "cpu",
+              "per_device_batch_at_smallest_world": 16, "steps_per_round": 2, "rounds": 1, "warmup_rounds": 1, "device": "cpu",
               "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
               "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
     return BenchOptions(**{**values, **overrides})

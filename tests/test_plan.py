@@ -27,7 +27,7 @@ def case(strategy: str = "ddp", world_size: int = 2, device_type: str = "cuda", 
 
 def options(**overrides) -> BenchOptions:
     values = {"strategies": ("single", "ddp"), "world_sizes": None, "presets": None, "precisions": None,
-              "batch_size": 64, "steps_per_round": 10, "rounds": 10, "warmup_rounds": 2, "device": "cuda",
+              "per_device_batch_at_smallest_world": 64, "steps_per_round": 10, "rounds": 10, "warmup_rounds": 2, "device": "cuda",
               "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
               "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
     return BenchOptions(**{**values, **overrides})

@@ -80,7 +80,7 @@ def test_round_sizing_is_validated():
 
 
 def base_options(**overrides) -> BenchOptions:
-    values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "batch_size": 8,
+    values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "per_device_batch_at_smallest_world": 8,
               "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu", "scaling": "weak",
               "quick": False, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 60.0,
               "round_timeout_s": 60.0}

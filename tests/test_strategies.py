@@ -18,8 +18,9 @@ from bench.config.cases import BenchCase, build_cases
 from bench.hardware.devices import threads_per_rank
 from bench.launch import LAUNCHERS
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener, connect, proof
+from bench.launch.diagnosis import describe_exit_code, innermost_frame
 from bench.launch.horovodrun import horovodrun_exit_cause
-from bench.launch.remote import POLL_S, describe_exit_code, innermost_frame
+from bench.launch.remote import POLL_S
 from bench.launch.torchrun import torchrun_exit_cause
 from bench.run.verify import FP32_ABS_TOLERANCE, VerifyError, check_case, max_abs_difference, verify_group
 from bench.strategies import REGISTRY
@@ -61,7 +62,7 @@ def test_two_processes_reach_single_parameters(strategy):
         assert group.launch_s > 0 and group.threads_per_rank == threads_per_rank("cpu", 2)
         assert len(set(group.pids)) == 2  # the ranks' own processes, for telemetry
         result = verify_group(case, group)
-        trained = group.parameters()
+        trained = group.full_parameters()
         # Each rank times its own rounds and sends them back.
         rank_times_s = group.run_round(2)
         assert len(rank_times_s) == 2 and all(t > 0 for t in rank_times_s)
@@ -193,7 +194,7 @@ def test_launchers_logs_are_read_for_the_cause_of_death():
 
 def test_weak_scaling_fixes_the_per_device_batch_and_strong_the_global_one(bench_options):
     matrix = {"strategies": ("single", "ddp"), "world_sizes": (1, 2, 4), "presets": ("tiny",),
-              "precisions": ("fp32",), "batch_size": 64}
+              "precisions": ("fp32",), "per_device_batch_at_smallest_world": 64}
     weak = {c.case_id: c for c in build_cases(bench_options(**matrix), "cpu", 2)}
     assert [weak[i].global_batch_size for i in ("ddp-1-tiny-fp32", "ddp-2-tiny-fp32", "ddp-4-tiny-fp32")] == [
         64, 128, 256]

@@ -84,7 +84,7 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
     else:
         world_sizes = options.resolved_world_sizes(device_type, available_devices)
     # Strong scaling keeps the global batch fixed at what the smallest world size trains.
-    strong_global_batch = options.batch_size * min(world_sizes)
+    strong_global_batch = options.per_device_batch_at_smallest_world * min(world_sizes)
     cases = []
     # Strategy and world size outermost: the cases one launched worker group serves (its presets and
     # precisions) run back to back, so the group is launched once for all of them (bench/run/group_pool.py).
@@ -100,7 +100,7 @@ def build_cases(options: BenchOptions, device_type: str, available_devices: int)
                             continue  # a global batch that does not split evenly is not a valid case
                         per_device = strong_global_batch // world_size
                     else:
-                        per_device = options.batch_size
+                        per_device = options.per_device_batch_at_smallest_world
                     cases.append(
                         BenchCase(
                             strategy=strategy_name,

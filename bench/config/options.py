@@ -13,7 +13,7 @@ import pytest
 
 from bench.config.hosts import Cluster
 from bench.config.multinode_options import add_multinode_options, cluster_from_config, internode_gbps_from_config
-from bench.hardware.devices import DEVICE_CHOICES
+from bench.hardware.devices import DEVICE_CHOICES, is_cuda
 from bench.strategies import REGISTRY
 from reference_model import PRECISIONS, PRESETS
 
@@ -39,7 +39,7 @@ DEFAULT_CEILING_TIMEOUT_S = 60.0
 MAX_ROUND_SIZING_S = 3600.0  # upper end of --min-round-s / --warmup-s: an hour is surely a typo
 
 # --quick: the smallest run that still exercises every strategy end to end.
-QUICK = {"presets": ("tiny",), "batch_size": 64, "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1}
+QUICK = {"presets": ("tiny",), "per_device_batch_at_smallest_world": 64, "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1}
 
 # Bounds of every numeric option (inclusive), checked at parse time: a value outside them passes no
 # type check yet fails every case (an infinite deadline, a seed torch cannot take). README says the same.
@@ -61,7 +61,10 @@ class BenchOptions:
     world_sizes: tuple[int, ...] | None  # None: powers of two up to the devices available
     presets: tuple[str, ...] | None  # None: the device type's default
     precisions: tuple[str, ...] | None
-    batch_size: int  # per device
+    # --batch-size: the per-device batch at the smallest world size. Under weak scaling every case
+    # trains it per device; under strong scaling it fixes the global batch (this x the smallest world
+    # size), which larger world sizes split, so their per-device batch is smaller.
+    per_device_batch_at_smallest_world: int
     steps_per_round: int
     rounds: int
     warmup_rounds: int
@@ -88,9 +91,10 @@ class BenchOptions:
         _check_members("--precisions", self.precisions or (), PRECISIONS)
         _check_member("--device", self.device, DEVICE_CHOICES)
         _check_member("--scaling", self.scaling, SCALING_CHOICES)
-        for name in ("batch_size", "steps_per_round", "rounds"):
-            _check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
-            _check_range(f"--{name.replace('_', '-')}", getattr(self, name), 1, MAX_COUNT)
+        for option, name in (("--batch-size", "per_device_batch_at_smallest_world"), ("--steps-per-round", "steps_per_round"),
+                             ("--rounds", "rounds")):
+            _check_positive(option, getattr(self, name))
+            _check_range(option, getattr(self, name), 1, MAX_COUNT)
         for size in self.world_sizes or ():
             _check_positive("--world-sizes", size)
             _check_range("--world-sizes", size, 1, MAX_WORLD_SIZE)
@@ -129,7 +133,7 @@ class BenchOptions:
         up to the devices available (on CPU up to 2 worker processes)."""
         if self.world_sizes:
             return self.world_sizes
-        limit = available if device_type == "cuda" else min(available, DEFAULT_MAX_CPU_WORLD_SIZE)
+        limit = available if is_cuda(device_type) else min(available, DEFAULT_MAX_CPU_WORLD_SIZE)
         sizes, size = [], 1
         while size <= max(limit, 1):
             sizes.append(size)
@@ -192,7 +196,7 @@ OPTION_TABLE = (
     ("--precisions", "gs_precisions", AUTO,
      f"comma-separated precisions; allowed: {', '.join(PRECISIONS)}; default: fp32 on CPU, fp32,bf16 on GPU"),
     ("--batch-size", "gs_batch_size", AUTO,
-     f"samples per device per step (integer 1 to {MAX_COUNT}); default: {DEFAULT_BATCH_SIZE} ({QUICK['batch_size']} with --quick)"),
+     f"samples per device per step at the smallest world size (--scaling strong splits that global batch over larger ones; integer 1 to {MAX_COUNT}); default: {DEFAULT_BATCH_SIZE} ({QUICK['per_device_batch_at_smallest_world']} with --quick)"),
     ("--steps-per-round", "gs_steps_per_round", AUTO,
      f"training steps K in one timed round (integer 1 to {MAX_COUNT}); default: {DEFAULT_STEPS_PER_ROUND} ({QUICK['steps_per_round']} with --quick)"),
     ("--rounds", "gs_rounds", AUTO,
@@ -253,7 +257,7 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         world_sizes=tuple(dict.fromkeys(_to_int("--world-sizes", w) for w in world_sizes)) if world_sizes else None,
         presets=_split(get("gs_presets")),
         precisions=_split(get("gs_precisions")),
-        batch_size=int_or("gs_batch_size", "--batch-size", QUICK["batch_size"] if quick else DEFAULT_BATCH_SIZE),
+        per_device_batch_at_smallest_world=int_or("gs_batch_size", "--batch-size", QUICK["per_device_batch_at_smallest_world"] if quick else DEFAULT_BATCH_SIZE),
         steps_per_round=int_or("gs_steps_per_round", "--steps-per-round",
                                QUICK["steps_per_round"] if quick else DEFAULT_STEPS_PER_ROUND),
         rounds=int_or("gs_rounds", "--rounds", QUICK["rounds"] if quick else DEFAULT_ROUNDS),

@@ -11,6 +11,40 @@ import torch
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def is_cuda(device_type: str) -> bool:
+    """Whether a case of ``device_type`` runs on CUDA GPUs (else on the host's CPU cores): the one
+    place the device type's spelling is compared."""
+    return device_type == "cuda"
+
+
+def torch_device(device_type: str, local_rank: int = 0) -> torch.device:
+    """The device a rank computes on: GPU ``local_rank`` of its host, or the CPU every CPU rank shares."""
+    return torch.device("cuda", local_rank) if is_cuda(device_type) else torch.device("cpu")
+
+
+def set_current_cuda_device(device: torch.device) -> None:
+    """Make ``device`` this thread's current CUDA device (a CUDA-only API: nothing to do on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def compute_devices(device_type: str, world_size: int) -> int:
+    """How many devices do a case's compute: one GPU per rank; on CPU one host, whose cores its ranks share."""
+    return world_size if is_cuda(device_type) else 1
+
+
+def ranks_per_memory(device_type: str, world_size: int) -> int:
+    """How many ranks keep their training state in one device's memory: one per GPU; on CPU every
+    rank, in the host's RAM."""
+    return 1 if is_cuda(device_type) else world_size
+
+
+def device_unavailable_reason(device_type: str) -> str | None:
+    """Why this machine has none of ``device_type`` (CUDA needs a CUDA build and a visible GPU; a CPU
+    is always there); None when it has."""
+    return cuda_unavailable_reason() if is_cuda(device_type) else None
+
+
 def resolve_device_type(requested: str) -> str:
     """``auto`` means cuda when a CUDA device is visible, else cpu."""
     if requested == "auto":
@@ -28,7 +62,7 @@ def cuda_unavailable_reason() -> str | None:
 
 def device_count(device_type: str) -> int:
     """GPUs for cuda; for cpu, the number of worker processes the cores allow (one core each at least)."""
-    if device_type == "cuda":
+    if is_cuda(device_type):
         return torch.cuda.device_count()
     return usable_cores()
 
@@ -51,20 +85,28 @@ def threads_per_rank(device_type: str, processes: int) -> int:
     return max(1, usable_cores() // max(1, processes))
 
 
+CPUINFO_PATH = "/proc/cpuinfo"
+
+
+def cpuinfo_values(field: str, path: str = CPUINFO_PATH) -> list[str] | None:
+    """Every value of ``field`` in /proc/cpuinfo (one per logical CPU that states it), in file order;
+    None where the file cannot be read (not Linux)."""
+    try:
+        with open(path, encoding="utf-8") as cpuinfo:
+            return [line.split(":", 1)[1].strip() for line in cpuinfo
+                    if ":" in line and line.split(":", 1)[0].strip() == field]
+    except OSError:
+        return None
+
+
 @functools.cache
 def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    names = cpuinfo_values("model name")
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def device_name(device_type: str, index: int = 0) -> str:
-    if device_type == "cuda":
+    if is_cuda(device_type):
         return torch.cuda.get_device_name(index)
     return cpu_model_name()
 

@@ -14,7 +14,7 @@ import platform
 import psutil
 import torch
 
-from bench.hardware.devices import cpu_model_name, cuda_unavailable_reason, usable_cores
+from bench.hardware.devices import cpu_model_name, cpuinfo_values, cuda_unavailable_reason, usable_cores
 from bench.telemetry.nvml import DeviceLost, Nvml, open_nvml, text
 
 DMI_ROOT = "/sys/class/dmi/id"
@@ -62,12 +62,8 @@ def package_version(name: str) -> str | None:
 
 
 def cpu_sockets() -> int | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            ids = {line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("physical id")}
-    except OSError:
-        return None
-    return len(ids) or None
+    ids = cpuinfo_values("physical id")
+    return len(set(ids)) if ids else None
 
 
 def _read_dmi(name: str, root: str) -> str | None:
@@ -211,10 +207,9 @@ def ceilings() -> dict:
     """Ceilings measured so far in this session: the matmul peaks and all-reduce bus bandwidths.
     Called again whenever the result file is written, so later measurements are included."""
     from bench.hardware.bandwidth import measured_ceilings
-    from bench.hardware.peak import _CACHE as PEAKS  # the peak module's per-session cache
-    from bench.hardware.peak import _END as END_PEAKS  # the same probes at the session's end
+    from bench.hardware.peak import session_peaks
 
     matmul = [{"device": device, "precision": precision, "threads": threads, "flops_per_s": flops,
-               "flops_per_s_end": END_PEAKS.get((device, precision, threads))}
-              for (device, precision, threads), flops in PEAKS.items()]
+               "flops_per_s_end": end_flops}
+              for (device, precision, threads), (flops, end_flops) in session_peaks().items()]
     return {"matmul_peak": matmul, "allreduce": measured_ceilings()}

@@ -16,6 +16,7 @@ import sys
 import time
 
 from bench.hardware.bandwidth import _time_allreduce, allreduce_ceiling, bus_bandwidth_bytes_per_s
+from bench.hardware.devices import set_current_cuda_device, torch_device
 from bench.strategies.process_group import backend_for
 
 RESULT_PREFIX = "GPUSIZER_ALLREDUCE "
@@ -77,7 +78,7 @@ def measure_internode(device_type: str, hosts, cluster, *, timeout_s: float,
     """One all-reduce rank per host; per size the slowest rank's seconds. RuntimeError on failure."""
     from bench.config.cases import BenchCase
     from bench.launch.multinode import torchrun_fanout_env
-    from bench.launch.processes import ProcessTree
+    from bench.launch.processes import LaunchedProcessTree
     from bench.launch.remote import WORKER_MODULE
 
     sizes_bytes = sizes_bytes or SIZES_BYTES[device_type]
@@ -91,7 +92,7 @@ def measure_internode(device_type: str, hosts, cluster, *, timeout_s: float,
     fanout_env["GPUSIZER_FANOUT"] = json.dumps(plan)
     env = {**os.environ, **fanout_env, SIZES_ENV: ",".join(map(str, sizes_bytes)), DEVICE_ENV: device_type,
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    tree = ProcessTree([sys.executable, "-m", "bench.launch.fanout"], env, "allreduce-hosts")
+    tree = LaunchedProcessTree([sys.executable, "-m", "bench.launch.fanout"], env, "allreduce-hosts")
     try:
         code = tree.wait(timeout_s)
         log = tree.log_text()
@@ -117,9 +118,8 @@ def main() -> None:
 
     device_type = os.environ[DEVICE_ENV]
     local_rank = int(os.environ["LOCAL_RANK"])
-    device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
-    if device_type == "cuda":
-        torch.cuda.set_device(device)
+    device = torch_device(device_type, local_rank)
+    set_current_cuda_device(device)
     dist.init_process_group(backend_for(device_type), timeout=datetime.timedelta(seconds=120))
     times_s = []
     for size in (int(s) for s in os.environ[SIZES_ENV].split(",")):

@@ -77,6 +77,12 @@ def measure_end_of_session() -> dict[tuple, float]:
     return dict(_END)
 
 
+def session_peaks() -> dict[tuple, tuple[float, float | None]]:
+    """Every peak this session measured: (device, precision, threads) -> (FLOP/s when first measured,
+    FLOP/s at the session's end or None before it ended)."""
+    return {key: (flops, _END.get(key)) for key, flops in _CACHE.items()}
+
+
 def peak_key_of(device_type: str, precision: str, start_flops_per_s: float) -> tuple | None:
     """The probe a record's ``peak_flops_per_s`` came from (it holds the cached value itself)."""
     for key, value in _CACHE.items():

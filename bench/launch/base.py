@@ -26,7 +26,7 @@ class WorkerGroup(Protocol):
     def reset_peak_memory(self) -> None:
         """Every rank starts its peak-memory count afresh."""
 
-    def parameters(self) -> list:
+    def full_parameters(self) -> list:
         """Rank 0's full parameters as CPU tensors (for the correctness check)."""
 
     def close(self) -> None:

@@ -8,7 +8,8 @@ import re
 import sys
 
 from bench.config.cases import BenchCase
-from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup, describe_exit_code
+from bench.launch.diagnosis import describe_exit_code
+from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup
 from bench.strategies.horovod import horovodrun_path
 
 

@@ -158,8 +158,8 @@ class InProcessGroup:
         # The rank itself, for the step-memory accounting of bench/record/memory_model.py (CPU).
         return self._worker
 
-    def parameters(self) -> list:
-        return self._worker.parameters_snapshot()
+    def full_parameters(self) -> list:
+        return self._worker.full_parameters()
 
     def facts(self) -> dict:
         return self._worker.facts()

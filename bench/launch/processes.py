@@ -26,8 +26,9 @@ REAP_TIMEOUT_S = 10.0
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
-class ProcessTree:
-    """A launcher process and everything it starts."""
+class LaunchedProcessTree:
+    """A launcher process and everything it starts: started, logged, killed and reaped here (its CPU
+    use is watched by telemetry/cpu.py's ProcessTreeUsage)."""
 
     def __init__(self, command: list[str], env: dict[str, str], log_prefix: str) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"gpusizer-{log_prefix}-", suffix=".log")[1])

@@ -2,7 +2,7 @@
 
 The launcher modules (torchrun, horovodrun) only say how to start the workers and how to read
 their launcher's account of a dead rank; everything else lives here: deadlines, the round protocol,
-turning a crash or a hang into one line that names the rank and the cause, and reaping.
+reaping, and handing what it saw of a crash or a hang to diagnosis.py, which words the one line.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import dataclasses
 import io
 import json
 import os
-import re
 import select
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -27,29 +25,24 @@ import psutil
 from bench.config.cases import BenchCase
 from bench.hardware.devices import threads_per_rank
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener
-from bench.launch.processes import ProcessTree
+from bench.launch.diagnosis import (
+    STACK_SIGNAL,  # noqa: F401 - worker_main imports it from here with the other env names
+    hung_ranks,
+    launcher_exit,
+    rank_failure,
+    rank_list,
+)
+from bench.launch.processes import LaunchedProcessTree
 from bench.strategies import REGISTRY
 
 WORKER_MODULE = "bench.launch.worker_main"
 CASE_ENV = "GPUSIZER_CASE"  # the BenchCase as JSON
 RANK_ENV = "GPUSIZER_RANK_ENV"  # "<rank variable>,<local rank variable>" the launcher sets
 DUMP_DIR_ENV = "GPUSIZER_DUMP_DIR"  # where a rank writes its stack when asked (SIGUSR1)
-STACK_SIGNAL = signal.SIGUSR1
 
 POLL_S = 0.2  # how often a wait also checks that the launcher is still alive
-CAUSE_WAIT_S = 5.0  # after a rank vanished: time the launcher gets to log its exit status
 CLOSE_TIMEOUT_S = 30.0  # clean exit of every rank after "close"
 LOG_TAIL_LINES = 40
-# Where a rank waits for its peers: a rank whose innermost frame is here is waiting, not the one stuck.
-# (DDP's all-reduce runs inside autograd's backward, hence torch/autograd.)
-COLLECTIVE_CODE = ("/torch/distributed/", "/torch/autograd/", "/torch/nn/parallel/", "/horovod/")
-SETTLE_S = 2.0  # after a first failure: time the other ranks get to report theirs
-NO_WORD_CAUSE = "its process ended without reporting an error (killed by a signal, e.g. the OOM killer?)"
-# How launchers stop the survivors of a failed rank: a rank dying of these followed another one.
-FOLLOWER_SIGNALS = ("SIGTERM", "SIGINT")
-# Errors a rank raises because a peer went away (gloo, NCCL, Horovod): consequences, not causes.
-PEER_FAILURE_HINTS = ("peer", "Connection reset", "Connection closed", "Broken pipe", "has been shut down",
-                      "aborted", "ncclRemoteError")
 
 
 class WorkerError(RuntimeError):
@@ -68,29 +61,6 @@ class LaunchSpec:
     # Where the channel listens: loopback, or for a multi-node case the address the hosts reach.
     channel_host: str = "127.0.0.1"
 
-
-def describe_exit_code(code: int) -> str:
-    """Popen style (-N: signal N) or shell style (128+N) exit status in words."""
-    number = -code if code < 0 else code - 128 if code > 128 else None
-    if number is None:
-        return f"exited with code {code}"
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = f"signal {number}"
-    why = " (the kernel's OOM killer sends this when memory runs out)" if number == signal.SIGKILL else ""
-    return f"killed by {name}{why}"
-
-
-def innermost_frame(dump: str) -> tuple[str, bool] | None:
-    """From a faulthandler dump, the current thread's innermost frame as ('function (file:line)',
-    whether that is communication code, i.e. the rank is most likely waiting for a peer)."""
-    match = re.search(r'File "([^"]+)", line (\d+) in (\S+)', dump)
-    if match is None:
-        return None
-    path, line, function = match.groups()
-    waiting = any(part in path.replace("\\", "/") for part in COLLECTIVE_CODE)
-    return f"{function} ({Path(path).name}:{line})", waiting
 
 def _is_local_peer(conn: Connection) -> bool:
     peer = conn.sock.getpeername()[0]
@@ -130,7 +100,7 @@ class RemoteGroup:
         }
         began = time.perf_counter()
         try:
-            self._tree = ProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
+            self._tree = LaunchedProcessTree(spec.command, env, f"{spec.name}-{case.case_id}")
         except OSError as error:
             # The launcher itself could not start (missing executable, no memory): one line, nothing left open.
             self._closed = True
@@ -172,7 +142,7 @@ class RemoteGroup:
     def reset_peak_memory(self) -> None:
         self._command({"cmd": "reset_peak_memory"}, "the peak-memory reset")
 
-    def parameters(self) -> list:
+    def full_parameters(self) -> list:
         import torch  # late: only the correctness check needs tensors here
 
         # Every rank takes part (for FSDP gathering the full tensors is a collective); rank 0 sends them.
@@ -242,7 +212,7 @@ class RemoteGroup:
             self._check_launcher_alive("start-up")
             if time.monotonic() >= deadline:
                 missing = sorted(set(range(self.case.world_size)) - set(self._conns))
-                self._fail(f"{self._ranks(missing)} did not connect within --launch-timeout-s {launch_timeout_s:g}")
+                self._fail(f"{rank_list(missing)} did not connect within --launch-timeout-s {launch_timeout_s:g}")
             try:
                 accepted = self._listener.accept(min(deadline, time.monotonic() + POLL_S))
             except ChannelTimeout:
@@ -306,82 +276,16 @@ class RemoteGroup:
     def _check_launcher_alive(self, phase: str) -> None:
         code = self._tree.returncode()
         if code is not None:
-            last = [line for line in self._tree.log_text().splitlines() if line.strip()][-1:] or ["no output"]
-            # A rank whose hello was dropped (e.g. too slow to answer the challenge) exits without a word.
-            dropped = self._listener.dropped
-            why = f" ({len(dropped)} connection(s) dropped on the channel, last: {dropped[-1]})" if dropped else ""
-            self._fail(f"{self.spec.name} {describe_exit_code(code)} during {phase}: {last[0].strip()}{why}")
+            self._fail(launcher_exit(self.spec.name, code, phase, self._tree.log_text(), self._listener.dropped))
 
     def _fail_ranks(self, problems: dict[int, str | None], phase: str) -> None:
-        """Fail the case naming the rank that failed first, not the ones that followed it.
-
-        ``problems`` maps a rank to its error message, or to None when its process ended without a
-        word. When one rank dies its peers fail right after (a collective loses its partner, the
-        launcher SIGTERMs the survivors), and the controller may hear of those first; so the other
-        ranks get a moment to report, and a rank killed by something other than its launcher, or one
-        that raised on its own, is named as the cause.
-        """
-        settle_by = time.monotonic() + SETTLE_S
-        healthy: set[int] = set()
-        while time.monotonic() < settle_by:
-            pending = {conn: rank for rank, conn in self._conns.items() if rank not in problems and rank not in healthy}
-            if not pending:
-                break
-            for conn in select.select(list(pending), [], [], max(settle_by - time.monotonic(), 0.0))[0]:
-                try:
-                    message, _ = conn.recv(settle_by)
-                except ChannelClosed:
-                    problems[pending[conn]] = None
-                    continue
-                except ChannelTimeout:
-                    continue
-                if message.get("event") == "error":
-                    problems[pending[conn]] = str(message.get("message", "no message"))
-                else:
-                    healthy.add(pending[conn])
-        if None in problems.values():
-            self._tree.wait(CAUSE_WAIT_S)  # torchrun and horovodrun log each rank's exit status, then exit
-        log = self._tree.log_text()
-        verdicts = []
-        for rank, message in sorted(problems.items()):
-            if message is None:
-                cause = self.spec.exit_cause(log, rank) or NO_WORD_CAUSE
-                follower = any(signal_name in cause for signal_name in FOLLOWER_SIGNALS)
-                verdicts.append((2 if follower else 0, rank, f"rank {rank} died in {phase}: {cause}"))
-            else:
-                follower = any(hint in message for hint in PEER_FAILURE_HINTS)
-                verdicts.append((1 if follower else 0, rank, f"rank {rank} failed in {phase}: {message}"))
-        verdicts.sort()
-        others = f" ({len(verdicts) - 1} more rank(s) failed after it)" if len(verdicts) > 1 else ""
-        self._fail(verdicts[0][2] + others)
+        """Fail the case naming the rank that failed first (diagnosis.rank_failure)."""
+        self._fail(rank_failure(problems, phase, conns=self._conns, launcher=self._tree,
+                                exit_cause=self.spec.exit_cause))
 
     def _fail_hung(self, ranks: list[int], phase: str) -> None:
-        """Ask each late rank where it is (faulthandler dumps its stack on SIGUSR1), then fail."""
-        for rank in ranks:
-            proc = self._procs.get(rank)
-            try:
-                if proc is not None:
-                    proc.send_signal(STACK_SIGNAL)
-            except psutil.NoSuchProcess:
-                pass
-        time.sleep(1.0)  # the dump is written by a signal handler in C: quick, but not instant
-        stuck: dict[int, str] = {}
-        waiting: dict[int, str] = {}
-        for rank in ranks:
-            dump_path = self._dump_dir / f"rank{rank}.txt"
-            frame = innermost_frame(dump_path.read_text(errors="replace")) if dump_path.exists() else None
-            place, in_collective = frame or ("unknown code", False)
-            (waiting if in_collective else stuck)[rank] = f"rank {rank} in {place}"
-        if stuck and waiting:  # the usual picture: one rank stuck, its peers waiting for it in a collective
-            them = "it" if len(stuck) == 1 else "them"
-            self._fail(f"{self._ranks(sorted(stuck))} hung: no answer in {phase}; {', '.join(stuck.values())}; "
-                       f"waiting for {them} in a collective: {', '.join(waiting.values())}")
-        places = ", ".join({**stuck, **waiting}[rank] for rank in ranks)
-        self._fail(f"{self._ranks(ranks)} hung: no answer in {phase}; {places}")
-
-    @staticmethod
-    def _ranks(ranks: list[int]) -> str:
-        return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+        """Fail the case naming where each late rank is (diagnosis.hung_ranks)."""
+        self._fail(hung_ranks(ranks, phase, procs=self._procs, dump_dir=self._dump_dir))
 
     def _fail(self, what: str) -> None:
         """Kill everything, show the launcher's output for the details, raise the one-line reason."""

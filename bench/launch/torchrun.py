@@ -6,7 +6,8 @@ import re
 import sys
 
 from bench.config.cases import BenchCase
-from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup, describe_exit_code
+from bench.launch.diagnosis import describe_exit_code
+from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup
 
 
 def torchrun_command(world_size: int) -> list[str]:

@@ -147,7 +147,7 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
             worker.reset_peak_memory()
             conn.send({"event": "done"})
         elif command == "parameters":
-            tensors = worker.parameters_snapshot()  # a collective for sharded strategies: every rank calls it
+            tensors = worker.full_parameters()  # a collective for sharded strategies: every rank calls it
             conn.send({"event": "done"}, _serialise(tensors) if rank == 0 else b"")
         elif command == "release_case":  # the case ended cleanly and the group is kept: idle lean
             worker.release()

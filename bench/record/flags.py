@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 
+from bench.hardware.devices import is_cuda
+
 # -- timing --------------------------------------------------------------------------------------
 # The controller's and the workers' median round times should agree; beyond this: ``timing_gap``.
 TIMING_GAP_LIMIT = 0.03
@@ -63,7 +65,7 @@ def unstable_reasons(*, peak_ratio: float | None, outside_busy_pct: float | None
         reasons.append(f"matmul peak at the session's end was {peak_ratio:.2f}x the peak at its start "
                        f"(limit {PEAK_DRIFT_LIMIT:.0%} apart)")
     if outside_busy_pct is not None and outside_busy_pct > OUTSIDE_BUSY_LIMIT_PCT:
-        what = "GPU" if device_type == "cuda" else "CPU cores"
+        what = "GPU" if is_cuda(device_type) else "CPU cores"
         reasons.append(f"processes outside the benchmark kept {outside_busy_pct:.0f}% of the {what} busy during "
                        f"its rounds (limit {OUTSIDE_BUSY_LIMIT_PCT:.0f}%)")
     if round_spread is not None and round_spread > ROUND_SPREAD_LIMIT:

@@ -10,6 +10,7 @@ measure of the step). Launched CPU ranks do not run that step: their measured va
 from __future__ import annotations
 
 from bench.config.cases import BenchCase
+from bench.hardware.devices import is_cuda
 from sizing.accounting import Ledger
 from sizing.predict import predict
 from sizing.trace import run_accounted_step
@@ -32,7 +33,7 @@ def accounted_step_peak_bytes(worker, limit_bytes: int | None = None) -> int:
 
 def measured_step_peak(case: BenchCase, group) -> tuple[int | None, str]:
     """(bytes, how measured) of the case's step, or (None, why not)."""
-    if case.device_type == "cuda":
+    if is_cuda(case.device_type):
         return int(group.peak_memory_bytes()), "torch.cuda.max_memory_allocated, busiest rank"
     worker = getattr(group, "accounting_worker", None)
     if worker is None:

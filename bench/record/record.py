@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 
 from bench.config.cases import BenchCase
+from bench.hardware.devices import compute_devices, is_cuda
 from bench.record.flags import TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
 from bench.strategies import REGISTRY
 
@@ -28,7 +29,7 @@ def timing_gap_fraction(controller_s: list[float], worker_s: list[float]) -> flo
 def outside_busy_pct(telemetry: dict, device_type: str) -> tuple[float | None, str | None]:
     """How busy processes outside the benchmark kept the case's device (the telemetry's ``outside``)."""
     outside = telemetry.get("outside") or {}
-    value = outside.get("gpu_busy_pct" if device_type == "cuda" else "cpu_busy_pct")
+    value = outside.get("gpu_busy_pct" if is_cuda(device_type) else "cpu_busy_pct")
     return value, (None if value is not None else outside.get("reason") or "not sampled")
 
 
@@ -51,11 +52,11 @@ def build_record(
     # each round) only check them, through timing_gap.
     samples_per_s = case.global_batch_size * case.steps_per_round / statistics.median(worker_round_times_s)
     gap = timing_gap_fraction(controller_round_times_s, worker_round_times_s)
-    compute_devices = case.world_size if case.device_type == "cuda" else 1
+    devices = compute_devices(case.device_type, case.world_size)
     flags = list(extra_flags)
     if gap > TIMING_GAP_LIMIT:
         flags.append("timing_gap")
-    if samples_per_s * config.flops_per_sample > peak_flops_per_s * compute_devices:
+    if samples_per_s * config.flops_per_sample > peak_flops_per_s * devices:
         flags.append("mfu_above_peak")
     if strategy.baseline_only:
         flags.append("baseline_only")
@@ -77,7 +78,7 @@ def build_record(
         "samples_per_s": samples_per_s,
         "timing_gap_fraction": gap,
         "peak_flops_per_s": peak_flops_per_s,
-        "compute_devices": compute_devices,
+        "compute_devices": devices,
         "launch_s": launch_s,
         "peak_memory_bytes": peak_memory_bytes,
         "telemetry": telemetry,

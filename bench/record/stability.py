@@ -27,7 +27,7 @@ class PeakPair:
 
 def close_session(records: list[dict]) -> list[PeakPair]:
     """Measure the peaks again and update ``records`` (the benchmarks' extra_info dicts) in place."""
-    from bench.hardware.peak import _CACHE, measure_end_of_session, peak_key_of  # late: imports torch
+    from bench.hardware.peak import measure_end_of_session, peak_key_of, session_peaks  # late: imports torch
 
     if not records:
         return []
@@ -36,7 +36,8 @@ def close_session(records: list[dict]) -> list[PeakPair]:
         key = peak_key_of(record.get("device_type", ""), record.get("precision", ""), record.get("peak_flops_per_s"))
         if key is not None and key in ends:
             apply_stability(record, peak_end_flops_per_s=ends[key])
-    return [PeakPair(device=key[0], precision=key[1], start_flops_per_s=_CACHE[key], end_flops_per_s=end)
+    starts = {key: start for key, (start, _) in session_peaks().items()}
+    return [PeakPair(device=key[0], precision=key[1], start_flops_per_s=starts[key], end_flops_per_s=end)
             for key, end in ends.items()]
 
 

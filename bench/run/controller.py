@@ -6,12 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import psutil
-import torch
 
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.hardware.bandwidth import allreduce_ceiling
-from bench.hardware.devices import cuda_unavailable_reason, device_count, device_name
+from bench.hardware.devices import device_count, device_name, device_unavailable_reason, is_cuda, torch_device
 from bench.hardware.peak import matmul_peak_flops_per_s
 from bench.launch import LAUNCHERS, WorkerGroup
 from bench.record.case_facts import add_case_facts
@@ -29,13 +28,12 @@ from reference_model import unsupported_reason
 
 def skip_reason(case: BenchCase) -> str | None:
     """Why this machine cannot run the case, saying how to get what is missing; None when it can."""
-    if case.device_type == "cuda":
-        reason = cuda_unavailable_reason()
-        if reason:
-            return reason
+    reason = device_unavailable_reason(case.device_type)
+    if reason:
+        return reason
     available = device_count(case.device_type)
     if case.world_size > available and not case.hosts:  # a multi-node case counts --hosts slots instead
-        unit = "GPUs" if case.device_type == "cuda" else "CPU cores (one worker process each)"
+        unit = "GPUs" if is_cuda(case.device_type) else "CPU cores (one worker process each)"
         return f"world size {case.world_size} needs {case.world_size} {unit}; this machine has {available}"
     reason = REGISTRY[case.strategy].unavailable_reason(case.device_type, case.world_size, case.precision)
     if reason:
@@ -80,7 +78,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
 
     Without ``pool`` the case launches its own group and closes it; with one (the pytest session's,
     bench/run/group_pool.py) a launched group is kept up for the next case that shares it."""
-    peak_device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+    peak_device = torch_device(case.device_type)
     # Measured before launch, outside the rounds, once per session.
     peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
     # The communication ceiling between these devices (stored with the machine, not the case) was

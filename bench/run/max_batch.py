@@ -20,7 +20,7 @@ import torch
 
 from bench.config.cases import BenchCase
 from bench.config.sizing_options import SizingOptions
-from bench.hardware.devices import synchronize
+from bench.hardware.devices import is_cuda, synchronize
 from bench.record.memory_model import accounted_step_peak_bytes, case_workload
 from bench.run.worker import TrainingWorker
 from bench.strategies import REGISTRY
@@ -33,7 +33,7 @@ TIMED_STEPS = 2  # at the found batch: one warm-up step, then these, timed (larg
 def device_memory_bytes(case: BenchCase, options: SizingOptions) -> tuple[int | None, str]:
     if options.max_memory_bytes is not None:
         return options.max_memory_bytes, "--max-memory"
-    if case.device_type == "cuda":
+    if is_cuda(case.device_type):
         return int(torch.cuda.get_device_properties(0).total_memory), "torch.cuda total_memory of GPU 0"
     return None, "on CPU --find-max-batch needs --max-memory (the device memory to stand in for)"
 
@@ -51,7 +51,7 @@ def try_batch(case: BenchCase, batch: int, limit_bytes: int) -> tuple[bool, int 
     worker = None
     try:
         worker = TrainingWorker(dataclasses.replace(case, per_device_batch_size=batch))
-        if case.device_type == "cuda":
+        if is_cuda(case.device_type):
             worker.run_round(1)
             return True, worker.peak_memory_bytes()
         return True, accounted_step_peak_bytes(worker, limit_bytes=limit_bytes)

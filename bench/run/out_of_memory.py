@@ -12,7 +12,7 @@ import gc
 import torch
 
 from bench.config.cases import BenchCase
-from bench.hardware.devices import device_name
+from bench.hardware.devices import device_name, is_cuda, ranks_per_memory
 
 GIB = 1 << 30
 # What training holds per parameter before any activation: fp32 weights (every precision keeps fp32
@@ -31,7 +31,7 @@ OOM_TYPE_NAME = torch.OutOfMemoryError.__name__
 def device_memory_bytes(device_type: str) -> int | None:
     """Memory of one device: a GPU's (every GPU of a case is taken to be alike), or the host's RAM,
     which all CPU ranks share. None where it cannot be read."""
-    if device_type == "cuda":
+    if is_cuda(device_type):
         if not torch.cuda.is_available():
             return None
         return int(torch.cuda.get_device_properties(0).total_memory)
@@ -47,7 +47,7 @@ def state_bytes_per_memory(case: BenchCase) -> int:
 
     total = case.model_config.num_params * STATE_BYTES_PER_PARAMETER
     per_rank = -(-total // case.world_size) if REGISTRY[case.strategy].shards_training_state else total
-    return per_rank if case.device_type == "cuda" else per_rank * case.world_size
+    return per_rank * ranks_per_memory(case.device_type, case.world_size)
 
 
 def does_not_fit(case: BenchCase, memory_bytes: int | None, detail: str | None = None) -> str:
@@ -59,7 +59,7 @@ def does_not_fit(case: BenchCase, memory_bytes: int | None, detail: str | None =
 
 
 def _device_label(device_type: str) -> str:
-    if device_type == "cuda" and not torch.cuda.is_available():
+    if is_cuda(device_type) and not torch.cuda.is_available():
         return "cuda"  # no device to name (a plan, or a test on a CPU machine)
     return device_name(device_type)
 
@@ -71,7 +71,7 @@ def too_large_reason(case: BenchCase, memory_bytes: int | None) -> str | None:
     need = state_bytes_per_memory(case)
     if need <= memory_bytes:
         return None
-    where = "per GPU" if case.device_type == "cuda" else f"for {case.world_size} rank(s) in host memory"
+    where = "per GPU" if is_cuda(case.device_type) else f"for {case.world_size} rank(s) in host memory"
     return does_not_fit(case, memory_bytes,
                         f"weights, gradients and optimizer state alone need {need / GIB:.1f} GiB {where}")
 

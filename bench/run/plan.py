@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
+from bench.hardware.devices import compute_devices
 
 # Popen to every rank ready. GPU: torchrun + CUDA context + NCCL init, 8-12 s per launched case
 # (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s.
@@ -52,7 +53,7 @@ class CaseEstimate:
 def round_s(case: BenchCase, min_round_s: float) -> float:
     """How long one measured round is expected to last."""
     step_flops = case.model_config.flops_per_sample * case.global_batch_size
-    devices = case.world_size if case.device_type == "cuda" else 1
+    devices = compute_devices(case.device_type, case.world_size)
     natural_s = case.steps_per_round * step_flops / (ASSUMED_FLOPS_PER_S[case.device_type] * devices)
     return max(natural_s, min_round_s)
 

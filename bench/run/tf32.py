@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bench.hardware.devices import is_cuda
+
 TORCH_OVERRIDE = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"
 NVIDIA_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 OVERRIDE_VARIABLES = (TORCH_OVERRIDE, NVIDIA_OVERRIDE)
@@ -22,7 +24,7 @@ def tf32_override_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def tf32_overridden(device_type: str, precision: str, environ: Mapping[str, str]) -> bool:
     """Whether the environment changes what ``precision`` computes in on this device type."""
-    if device_type != "cuda":
+    if not is_cuda(device_type):
         return False  # TF32 is a tensor-core format: CPU matmuls never use it
     if precision == "fp32":
         return environ.get(TORCH_OVERRIDE, "").strip() == "1"

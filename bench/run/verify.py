@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.config.cases import BenchCase
+from bench.hardware.devices import torch_device
 from reference_model import Precision, TrainState, build_model, global_batches, make_optimizer, train_step
 
 VERIFY_STEPS = 3
@@ -71,7 +72,7 @@ def case_reference(case: BenchCase, steps: int = VERIFY_STEPS) -> tuple[list, li
     """
     if case.precision != "fp32":
         return None
-    device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+    device = torch_device(case.device_type)
     return reference_parameters(case, steps, device)
 
 
@@ -79,10 +80,10 @@ def verify_group(case: BenchCase, group, steps: int = VERIFY_STEPS,
                  reference: tuple[list, list] | None = None) -> VerifyResult:
     """Train the launched group ``steps`` steps (from its fresh weights) and compare with ``single``."""
     if reference is None:
-        device = torch.device("cuda", 0) if case.device_type == "cuda" else torch.device("cpu")
+        device = torch_device(case.device_type)
         reference = reference_parameters(case, steps, device)
     group.run_round(steps)
-    trained = group.parameters()
+    trained = group.full_parameters()
     initial, expected = reference
     return VerifyResult(max_abs_difference(trained, expected), max_abs_difference(initial, expected), steps)
 

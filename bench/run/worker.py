@@ -11,7 +11,7 @@ import time
 import torch
 
 from bench.config.cases import BenchCase
-from bench.hardware.devices import synchronize, threads_per_rank
+from bench.hardware.devices import set_current_cuda_device, synchronize, threads_per_rank
 from bench.run.memory import peak_memory_per_device, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
@@ -27,8 +27,7 @@ class TrainingWorker:
         self.threads = threads_per_rank(case.device_type, self.strategy.processes(case.world_size))
         torch.set_num_threads(self.threads)
         device = self.strategy.rank_device(case.device_type, local_rank)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        set_current_cuda_device(device)
         self.ctx = RankContext(rank=rank, local_rank=local_rank, world_size=case.world_size, device=device)
         if join:
             self.strategy.setup(self.ctx)
@@ -84,7 +83,7 @@ class TrainingWorker:
         """Start the peak count afresh (after --verify's extra work, which is not the case's training)."""
         reset_peak_memory(self.devices)
 
-    def parameters_snapshot(self) -> list[torch.Tensor]:
+    def full_parameters(self) -> list[torch.Tensor]:
         """The full (unsharded) parameters on the CPU, for the correctness check."""
         return self.strategy.full_parameters(self.state)
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 
+from bench.hardware.devices import torch_device
 from reference_model import ModelConfig, TrainState, make_batches
 
 
@@ -60,7 +61,7 @@ class Strategy:
         return {}
 
     def rank_device(self, device_type: str, local_rank: int) -> torch.device:
-        return torch.device(device_type, local_rank) if device_type == "cuda" else torch.device("cpu")
+        return torch_device(device_type, local_rank)
 
     def rank_batches(self, config: ModelConfig, per_device_batch_size: int, *, seed: int,
                      ctx: RankContext) -> list[tuple[torch.Tensor, torch.Tensor]]:

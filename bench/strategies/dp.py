@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.hardware.devices import is_cuda
 from bench.strategies.base import RankContext, Strategy
 from reference_model import AutocastModule, ModelConfig, TrainState, global_batches
 
@@ -17,7 +18,7 @@ class DataParallel(Strategy):
     baseline_only = True  # PyTorch itself recommends DDP over it
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
-        if device_type != "cuda":
+        if not is_cuda(device_type):
             return ("DataParallel needs CUDA GPUs: on CPU it silently runs the plain module on one device "
                     "(that is `single`); run on a machine with GPUs")
         return None

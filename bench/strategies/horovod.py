@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from bench.hardware.devices import is_cuda, set_current_cuda_device
 from bench.strategies.base import RankContext, Strategy
 from reference_model import TrainState
 
@@ -44,7 +45,7 @@ class Horovod(Strategy):
             return f"Horovod is not installed: {INSTALL_HINT}"
         if not os.access(horovodrun_path(), os.X_OK):
             return f"horovodrun is missing beside {horovodrun_path().parent}/python: {INSTALL_HINT}"
-        if device_type == "cuda":
+        if is_cuda(device_type):
             import horovod.torch as hvd  # loads the extension only; no process group, no CUDA context
 
             if not hvd.nccl_built():
@@ -58,14 +59,12 @@ class Horovod(Strategy):
 
     def setup(self, ctx: RankContext) -> None:
         import horovod.torch as hvd
-        import torch
 
         hvd.init()
         if (hvd.rank(), hvd.size()) != (ctx.rank, ctx.world_size):
             raise RuntimeError(f"horovod sees rank {hvd.rank()} of {hvd.size()}, the launcher said "
                                f"{ctx.rank} of {ctx.world_size}")
-        if ctx.device.type == "cuda":
-            torch.cuda.set_device(ctx.device)
+        set_current_cuda_device(ctx.device)
 
     def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
         import horovod.torch as hvd

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import torch
 
+from bench.hardware.devices import is_cuda
 from bench.strategies.base import RankContext
 
 # Collectives that wait longer than this abort the rank. The controller's round deadline normally
@@ -17,7 +18,7 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=15)
 
 
 def backend_for(device_type: str) -> str:
-    return "nccl" if device_type == "cuda" else "gloo"
+    return "nccl" if is_cuda(device_type) else "gloo"
 
 
 def backend_unavailable_reason(device_type: str) -> str | None:

@@ -20,8 +20,9 @@ POWERCAP_ROOT = "/sys/class/powercap"
 MEMBERSHIP_REFRESH_S = 1.0
 
 
-class ProcessTree:
-    """CPU seconds and resident memory of this process, its descendants and any extra pids."""
+class ProcessTreeUsage:
+    """CPU seconds and resident memory of this process, its descendants and any extra pids: watched, never
+    started or stopped (that is launch/processes.py's LaunchedProcessTree)."""
 
     def __init__(self, root_pid: int | None = None, extra_pids: tuple[int, ...] = ()) -> None:
         self.root = psutil.Process(root_pid or os.getpid())

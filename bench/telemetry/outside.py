@@ -13,6 +13,8 @@ import os
 
 import psutil
 
+from bench.hardware.devices import is_cuda
+
 _NVML_NOT_FOUND = 6  # nvmlDeviceGetProcessUtilization: no process sample since the timestamp given
 
 
@@ -94,7 +96,7 @@ class OutsideLoad:
         elif reason is None:
             reason = "the sampled window was too short to measure"
         gpu_pct = gpu_max_pct = None
-        if device_type == "cuda":
+        if is_cuda(device_type):
             # The busiest of the case's GPUs: one shared GPU slows every rank of a synchronous step.
             means = [sum(values) / len(values) for values in self.gpu_samples.values() if values]
             if means and self.gpu_reason is None:

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.telemetry.cpu import POWERCAP_ROOT, ProcessTree, Rapl
+from bench.hardware.devices import is_cuda
+from bench.telemetry.cpu import POWERCAP_ROOT, ProcessTreeUsage, Rapl
 from bench.telemetry.nvml import DeviceLost, DeviceRef, Nvml, cuda_device_refs, open_nvml, text
 from bench.telemetry.outside import OutsideLoad
 from bench.telemetry.summary import summarise
@@ -124,7 +125,7 @@ class Sampler:
         self.began_s = self.ended_s = None
         self.cpu_intervals: list[tuple[float, float]] = []  # (CPU seconds of the tree, wall seconds)
         self.tree_rss_bytes: list[int] = []
-        self._tree: ProcessTree | None = None
+        self._tree: ProcessTreeUsage | None = None
         self._rapl: Rapl | None = None
         self.outside = OutsideLoad()
 
@@ -137,13 +138,13 @@ class Sampler:
     def start(self) -> Sampler:
         if self._thread is not None:
             raise RuntimeError("Sampler.start: already started; a Sampler measures one case once")
-        if self.device_type == "cuda":
+        if is_cuda(self.device_type):
             try:
                 self._open_devices()
             except Exception as error:  # noqa: BLE001 - no GPU telemetry is a reason, not a failed case
                 self.nvml_reason = f"could not map CUDA devices to NVML: {type(error).__name__}: {error}"
                 self.devices = []
-        self._tree = ProcessTree(extra_pids=self._pids)
+        self._tree = ProcessTreeUsage(extra_pids=self._pids)
         self._rapl = Rapl(self._powercap_root)
         self.began_s = time.perf_counter()
         self._tick(self.began_s)  # the baseline: energy counters, CPU times
