@@ -18,10 +18,9 @@ def test_train(benchmark, case, bench_options, sizing_options):
     try:
         failure = measure_or_failure(case, benchmark, bench_options, SESSION_POOL)
         if failure is None and sizing_options.find_max_batch:
-            SESSION_POOL.close_held()  # the search needs the devices the held ranks would keep
             from bench.run.max_batch import find_max_batch  # after the case: its rank's memory is released
 
-            benchmark.extra_info.update(find_max_batch(case, sizing_options))
+            benchmark.extra_info.update(find_max_batch(case, sizing_options, bench_options, SESSION_POOL))
     except BaseException:
         # Any failure not turned into one line (and Ctrl-C, SIGTERM, SIGHUP): pytest-benchmark marks a
         # benchmark failed on Exception only; an interrupted one would enter the result file written at

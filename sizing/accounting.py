@@ -7,7 +7,10 @@ live set at the high-water mark. The books key each storage by a serial number o
 made later could share one, and the temporary was then counted as a gradient at the moments it lived
 (how often depended on the allocator's layout: about one process in three mis-sized FSDP). It works on fake tensors (FakeTensorMode: nothing is allocated, the
 sizes are exact) and on real ones (then ``limit_bytes`` makes an over-limit step raise
-torch.OutOfMemoryError, the stand-in for device memory on a CPU).
+torch.OutOfMemoryError, the stand-in for device memory on a CPU). On real ranks of the launched
+strategies: a wrapper subclass (FSDP2's DTensor) is counted by its local tensor, and ``follow_resizes``
+follows the storages FSDP2 frees and re-allocates in place. What no dispatched operator returns is not
+seen: DDP's gradient buckets until the reducer writes into them, Horovod's fusion buffer.
 
 Why our own and not torch.distributed._tools.mem_tracker.MemTracker: MemTracker refuses a second
 tracked call of the same modules and files activations under the module whose forward was running,
@@ -21,7 +24,7 @@ import itertools
 import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_flatten
 
 PHASES = ("before", "forward", "backward", "optimizer")
@@ -29,7 +32,7 @@ PHASES = ("before", "forward", "backward", "optimizer")
 
 class Ledger(TorchDispatchMode):
     def __init__(self, limit_bytes: int | None = None, healthy_scalars: bool = False,
-                 keep_history: bool = False) -> None:
+                 keep_history: bool = False, follow_resizes: bool = False) -> None:
         super().__init__()
         self.limit_bytes = limit_bytes
         # Fake tensors have no values: GradScaler's "any inf?" .item() is answered "none", as in a healthy step.
@@ -46,6 +49,11 @@ class Ledger(TorchDispatchMode):
         # (FSDP: from the end of backward to the activations' peak), so the prediction needs all of them.
         self.history: list[tuple[str, dict]] | None = [] if keep_history else None
         self.weight_ids: set[int] = set()  # serials of the parameters' storages, for telling autocast copies apart
+        # FSDP2 frees an unsharded parameter or gradient by resizing its storage to 0 and allocates it
+        # again by resizing it back (UntypedStorage.resize_, no dispatched op): with this on, every
+        # live storage's size is read again at each moment (real tensors; fake ones never resize).
+        self.follow_resizes = follow_resizes
+        self._storage_refs: dict[int, weakref.ref] = {}  # serial -> storage (follow_resizes only)
 
     def adopt(self, tensors, phase: str = "before") -> None:
         """Count tensors that already exist (parameters, data) as live from now on."""
@@ -55,10 +63,10 @@ class Ledger(TorchDispatchMode):
         self._check_peak()
 
     def _track(self, tensor: torch.Tensor, phase: str, op: str) -> None:
-        try:
-            storage = tensor.untyped_storage()
-        except (RuntimeError, NotImplementedError):
-            return  # sparse or other storage-less tensors: none in this workload
+        for storage in _storages(tensor):
+            self._track_storage(storage, phase, op)
+
+    def _track_storage(self, storage, phase: str, op: str) -> None:
         key = id(storage)
         if key in self._serial_of:
             return
@@ -67,15 +75,29 @@ class Ledger(TorchDispatchMode):
         self._serial_of[key] = serial
         self.live[serial] = (nbytes, phase, op)
         self.live_bytes += nbytes
-        weakref.finalize(storage, self._release, key, serial, nbytes)
+        if self.follow_resizes:
+            self._storage_refs[serial] = weakref.ref(storage)
+        weakref.finalize(storage, self._release, key, serial)
 
-    def _release(self, key: int, serial: int, nbytes: int) -> None:
+    def _release(self, key: int, serial: int) -> None:
         if self._serial_of.get(key) == serial:
             del self._serial_of[key]
-        if self.live.pop(serial, None) is not None:
-            self.live_bytes -= nbytes
+        entry = self.live.pop(serial, None)
+        self._storage_refs.pop(serial, None)
+        if entry is not None:
+            self.live_bytes -= entry[0]
+
+    def _reread_sizes(self) -> None:
+        for key, ref in list(self._storage_refs.items()):
+            storage = ref()
+            nbytes, phase, op = self.live[key]
+            if storage is not None and storage.nbytes() != nbytes:
+                self.live[key] = (storage.nbytes(), phase, op)
+                self.live_bytes += storage.nbytes() - nbytes
 
     def _check_peak(self) -> None:
+        if self.follow_resizes:
+            self._reread_sizes()
         if self.history is not None:
             self.history.append((self.phase, dict(self.live)))
         if self.live_bytes > self.peak_bytes:
@@ -101,9 +123,24 @@ class Ledger(TorchDispatchMode):
         return out
 
     def _is_weight(self, tensor) -> bool:
-        return isinstance(tensor, torch.Tensor) and self._serial_of.get(id(tensor.untyped_storage())) in self.weight_ids
+        return isinstance(tensor, torch.Tensor) and any(self._serial_of.get(id(s)) in self.weight_ids
+                                                        for s in _storages(tensor))
 
     def storage_ids(self, tensors) -> set[int]:
         """The serials of the live tracked storages of ``tensors`` (the keys of ``live``); untracked ones are left out."""
-        serials = (self._serial_of.get(id(t.untyped_storage())) for t in tensors if isinstance(t, torch.Tensor))
+        serials = (self._serial_of.get(id(s)) for t in tensors if isinstance(t, torch.Tensor) for s in _storages(t))
         return {serial for serial in serials if serial is not None}
+
+
+def _storages(tensor: torch.Tensor) -> list:
+    """The storages that hold ``tensor``'s bytes. A wrapper subclass (FSDP2's DTensor parameters and
+    gradients) reports a storage of its logical, unsharded size that allocates nothing: what this rank
+    holds is its inner local tensor, so that one is counted."""
+    if is_traceable_wrapper_subclass(tensor):
+        names, _ = tensor.__tensor_flatten__()
+        inner = (getattr(tensor, name) for name in names)  # DTensor names its device mesh too
+        return [s for part in inner if isinstance(part, torch.Tensor) for s in _storages(part)]
+    try:
+        return [tensor.untyped_storage()]
+    except (RuntimeError, NotImplementedError):
+        return []  # sparse or other storage-less tensors: none in this workload

@@ -175,8 +175,38 @@ def test_find_max_batch_records_batch_peak_and_throughput(pytester, run_bench):
     assert failed and min(failed) - batch <= max(1, batch // 32)  # bisected to within 1/32
     # Predicted beside measured at the case's own batch (CPU: the ledger over a real step).
     assert single["measured_step_peak_bytes"] == single["predicted_peak_bytes"]
-    assert records["ddp"]["max_per_device_batch_size"] is None and "in-process" in records["ddp"]["max_batch_reason"]
-    assert records["ddp"]["measured_step_peak_bytes"] is None
+    # The launched ddp-1 rank is searched too: its step holds DDP's gradient buckets beside single's.
+    ddp = records["ddp"]
+    assert 0 < ddp["max_per_device_batch_size"] < batch and ddp["max_batch_peak_bytes"] <= limit
+    assert ddp["measured_step_peak_bytes"] > single["measured_step_peak_bytes"]
+
+
+def test_launched_ddp_ranks_measure_their_step_and_find_the_max_batch(pytester, run_bench):
+    """ddp-2 tiny on CPU, 64 MiB per rank: both ranks run the accounted step and the search together.
+
+    A DDP rank trains single's step at its per-device batch (plus the gradient buckets, which the ledger
+    sees from the end of backward, after the activations' peak of these large batches): the batch the
+    launched search finds must be the one single's in-process search finds, to within the search's 1/32
+    (a rank trying the global batch, or ignoring the limit, finds half of it or never stops)."""
+    from bench.config.cases import BenchCase
+    from bench.run.max_batch import RESOLUTION, InProcessTries, search
+
+    limit = 64 * 2**20
+    result = run_bench("--quick", "--strategies", "ddp", "--world-sizes", "2", "--find-max-batch", "--max-memory", "64MiB")
+    assert result.ret == 0, result.stdout.str()
+    (record,) = [b["extra_info"] for b in only_result_file(pytester.path / "results")["benchmarks"]]
+    assert record["case_id"] == "ddp-2-tiny-fp32"
+    # Gap 1: the busiest rank's accounted step, beside the prediction (which adds the buckets).
+    assert "busiest rank" in record["measured_step_peak_source"]
+    assert abs(record["predicted_peak_error_fraction"]) < 0.01, record
+    # Gap 2: found in the ranks, an out-of-memory try among them (the group lived on to time the batch).
+    batch = record["max_per_device_batch_size"]
+    assert batch > 64 and record["max_batch_peak_bytes"] <= limit and record["max_batch_samples_per_s"] > 0
+    failed = [t["per_device_batch_size"] for t in record["max_batch_tries"] if not t["fits"]]
+    assert failed and min(failed) - batch <= max(1, batch // RESOLUTION)
+    single = BenchCase("single", 1, "tiny", "fp32", "cpu", 64, "weak", 2, 1, 0)
+    single_batch, _ = search(batch, InProcessTries(single, limit).try_at)
+    assert abs(single_batch - batch) <= max(1, batch // RESOLUTION), (single_batch, batch)
 
 
 def test_report_memory_section_shows_error_and_fit_table():

@@ -153,10 +153,10 @@ class InProcessGroup:
     def peak_memory_bytes(self) -> int:
         return self._worker.peak_memory_bytes()
 
-    @property
-    def accounting_worker(self) -> TrainingWorker | None:
-        # The rank itself, for the step-memory accounting of bench/record/memory_model.py (CPU).
-        return self._worker
+    def accounted_step_peak_bytes(self) -> int:
+        """One more step of the rank under the Ledger (bench/record/memory_model.py, CPU); in this
+        thread, not the training thread: the timed rounds are over."""
+        return self._worker.accounted_step_peak_bytes()
 
     def full_parameters(self) -> list:
         return self._worker.full_parameters()

@@ -134,6 +134,23 @@ class RemoteGroup:
         self.peak_memory_bytes_per_device = [int(replies[rank][0]["peak_memory_bytes"]) for rank in sorted(replies)]
         return max(self.peak_memory_bytes_per_device)
 
+    def accounted_step_peak_bytes(self) -> int:
+        """One more real train_step in every rank together (DDP's and FSDP's steps are collectives), each
+        under its own Ledger (bench/run/worker.py); the busiest rank's peak bytes."""
+        replies = self._command({"cmd": "accounted_step_peak"}, "the accounted step")
+        return max(int(message["peak_bytes"]) for message, _ in replies.values())
+
+    def try_batch(self, batch: int, limit_bytes: int | None) -> tuple[bool, int | None]:
+        """--find-max-batch: every rank drops its model and tries one step at ``batch`` per device
+        (bench/run/batch_try.py). Fits when every rank's step did, with the busiest rank's peak. A rank out
+        of memory answers so and stays up; the ranks then hold no model until start_case."""
+        message = {"cmd": "try_batch", "per_device_batch_size": batch, "limit_bytes": limit_bytes}
+        replies = self._command(message, f"the try at per-device batch {batch}")
+        answers = [replies[rank][0] for rank in sorted(replies)]
+        if not all(answer["fits"] for answer in answers):
+            return False, None
+        return True, max(int(answer["peak_bytes"]) for answer in answers)
+
     def facts(self) -> dict:
         """Record keys measured in the ranks: each rank's peak, in rank order, once it was asked for."""
         per_device = getattr(self, "peak_memory_bytes_per_device", None)

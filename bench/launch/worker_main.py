@@ -2,11 +2,15 @@
 
 Connects back to the controller, builds the same TrainingWorker the in-process strategies use, then
 serves commands until told to close: ``run_round`` (K steps, answers this rank's own seconds),
-``peak_memory``, ``reset_peak_memory``, ``parameters`` (full tensors; rank 0 sends them),
-``release_case`` (drop this case's model, optimizer, batches and matmul mode and give the memory
-back; the process group stays), ``new_case`` (release, then build the case sent with it and answer
-``ready``: the controller keeps a group up across the cases of its strategy and world size, see
-bench/run/group_pool.py) and ``close``. The fault hook's round count starts afresh with every case.
+``peak_memory``, ``reset_peak_memory``, ``accounted_step_peak`` (one more step under the Ledger of
+sizing/accounting.py: its peak bytes, the CPU's measured step peak), ``parameters`` (full tensors;
+rank 0 sends them), ``try_batch`` (--find-max-batch: drop this case's model, build it at another
+per-device batch, run one step, answer whether it fit and its peak; an out-of-memory error is caught
+in the rank, which stays up and holds no model until ``new_case``), ``release_case`` (drop this case's
+model, optimizer, batches and matmul mode and give the memory back; the process group stays),
+``new_case`` (release, then build the case sent with it and answer ``ready``: the controller keeps a
+group up across the cases of its strategy and world size, see bench/run/group_pool.py) and ``close``.
+The fault hook's round count starts afresh with every case.
 
 Any exception is sent to the controller as one line before the process exits, so the case fails
 with the rank and the cause. A rank whose controller went away exits at once.
@@ -143,6 +147,11 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
             conn.send({"event": "done", "seconds": worker.run_round(int(message["steps"]))})
         elif command == "peak_memory":
             conn.send({"event": "done", "peak_memory_bytes": worker.peak_memory_bytes()})
+        elif command == "accounted_step_peak":  # CPU: one more step under the Ledger, every rank together
+            conn.send({"event": "done", "peak_bytes": worker.accounted_step_peak_bytes()})
+        elif command == "try_batch":  # --find-max-batch: this rank at another batch, one step (batch_try.py)
+            answer = _try_batch(worker, int(message["per_device_batch_size"]), message.get("limit_bytes"))
+            conn.send({"event": "done", **answer})
         elif command == "reset_peak_memory":
             worker.reset_peak_memory()
             conn.send({"event": "done"})
@@ -159,6 +168,21 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
             return None
         else:
             raise ValueError(f"unknown command {command!r}")
+
+
+def _try_batch(worker, batch: int, limit_bytes: int | None) -> dict:
+    """Drop the case's model (the try needs the memory), try ``batch`` in a rank of its own, answer
+    ``{fits, peak_bytes}``. The rank keeps its process group and holds no model until ``new_case``."""
+    import dataclasses
+
+    from bench.run.batch_try import try_batch
+
+    worker.release()
+    _give_back_memory()
+    fits, peak = try_batch(dataclasses.replace(worker.case, per_device_batch_size=batch), limit_bytes,
+                           rank=worker.ctx.rank, local_rank=worker.ctx.local_rank, join=False)
+    _give_back_memory()
+    return {"fits": fits, "peak_bytes": peak}
 
 
 def _give_back_memory() -> None:

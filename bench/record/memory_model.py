@@ -2,18 +2,18 @@
 
 Predicted: sizing's trace of train_step (and its formula) for the case's strategy, world size and batch.
 Measured: on GPU the busiest rank's ``torch.cuda.max_memory_allocated`` (the record's peak_memory_bytes);
-on CPU the same Ledger accounting, run over one more real train_step of the in-process rank after the
-timed rounds (RSS counts the interpreter, torch's libraries and freed-but-kept pages, so it is no
-measure of the step). Launched CPU ranks do not run that step: their measured value is null, with why.
+on CPU the same Ledger accounting, run over one more real train_step of every rank after the timed
+rounds (in-process, or all launched ranks together: their steps are collectives), the busiest rank's
+(RSS counts the interpreter, torch's libraries and freed-but-kept pages, so it is no measure of the step).
+The Ledger sees what torch's dispatcher returns; what a strategy allocates beside it is named in the
+source string (ACCOUNTED_SOURCE).
 """
 
 from __future__ import annotations
 
 from bench.config.cases import BenchCase
 from bench.hardware.devices import is_cuda
-from sizing.accounting import Ledger
 from sizing.predict import predict
-from sizing.trace import run_accounted_step
 from sizing.workload import Workload
 
 
@@ -22,23 +22,29 @@ def case_workload(case: BenchCase, per_device_batch_size: int | None = None) -> 
                     per_device_batch_size or case.per_device_batch_size)
 
 
-def accounted_step_peak_bytes(worker, limit_bytes: int | None = None) -> int:
-    """One real train_step of ``worker`` under the Ledger; its peak live bytes (raises OutOfMemoryError over the limit)."""
-    ledger = Ledger(limit_bytes=limit_bytes)
-    data = [t for pair in worker.batches for t in pair]
-    run_accounted_step(worker.state, *worker.batches[worker.steps_done % len(worker.batches)], ledger=ledger, data=data)
-    worker.steps_done += 1
-    return ledger.peak_bytes
+ACCOUNTED = "ledger accounting of one real train_step (CPU)"
+ACCOUNTED_SOURCE = {
+    "single": ACCOUNTED,
+    # The reducer allocates its buckets at construction, in C++, outside any step; the Ledger sees each
+    # only when the reducer writes a gradient into it in backward (mul.out). A peak at the end of backward
+    # (small batches) has them; an earlier one (large batches: the activations') misses them, although they
+    # are resident all along, as the prediction counts them.
+    "ddp": f"{ACCOUNTED}, busiest rank; DDP's gradient buckets only from the reducer's first write into them "
+           "in backward (a peak before that misses them)",
+    "fsdp": f"{ACCOUNTED}, busiest rank; DTensor shards at their local size, FSDP2's storage resizes followed",
+    "horovod": f"{ACCOUNTED}, busiest rank; not seen: Horovod's fusion buffer (its C++ core allocates it outside "
+               "torch's dispatcher), which the prediction counts",
+}
 
 
 def measured_step_peak(case: BenchCase, group) -> tuple[int | None, str]:
     """(bytes, how measured) of the case's step, or (None, why not)."""
     if is_cuda(case.device_type):
         return int(group.peak_memory_bytes()), "torch.cuda.max_memory_allocated, busiest rank"
-    worker = getattr(group, "accounting_worker", None)
-    if worker is None:
-        return None, "not measured: launched CPU ranks report RSS only; the step accounting runs in-process (single)"
-    return accounted_step_peak_bytes(worker), "ledger accounting of one real train_step (CPU)"
+    step_peak = getattr(group, "accounted_step_peak_bytes", None)
+    if step_peak is None:
+        return None, f"not measured: the {type(group).__name__} of {case.strategy} runs no accounted step"
+    return int(step_peak()), ACCOUNTED_SOURCE.get(case.strategy, ACCOUNTED)
 
 
 def memory_record(case: BenchCase, group) -> dict:

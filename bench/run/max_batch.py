@@ -1,27 +1,37 @@
 """--find-max-batch: the largest per-device batch a case trains at without running out of memory.
 
 Starts from sizing's prediction and moves away from it in doubling steps until the fit changes, then
-bisects to within 1/32 of the batch. Each try builds the rank afresh at that batch and runs one train_step: on GPU an
-out-of-memory error is the real one (caught, the rank dropped, gc run and the CUDA cache emptied); on CPU
---max-memory is the device memory, enforced by the Ledger over the real step (it raises
-torch.OutOfMemoryError the moment live tensors pass the limit). Then the found batch is timed.
+bisects to within 1/32 of the batch. Each try builds the rank afresh at that batch and runs one train_step
+(bench/run/batch_try.py): on GPU an out-of-memory error is the real one (caught, the rank dropped, gc run
+and the CUDA cache emptied); on CPU --max-memory is the device memory, enforced by the Ledger over the real
+step (it raises torch.OutOfMemoryError the moment live tensors pass the limit). Then the found batch is timed.
 
-Self-contained on purpose: issue 9's out-of-memory handling of launched ranks is separate work, so
-the search runs ranks in-process, which the in-process strategies do (single; dp on GPUs).
+In-process strategies (single; dp on GPUs) try in the pytest process. Launched ones (ddp, fsdp, horovod)
+try in the case's group, every rank at once (their steps are collectives): the group is taken from the
+session's pool, each rank catches its own out-of-memory error and answers, and the group goes back to the
+pool. The limit of that: a rank out of memory while its peers wait in a collective leaves them waiting
+(on GPU, where the ranks' real allocations can differ; on CPU every rank of these strategies counts the
+same bytes and stops at the same operation), so the try hangs until --round-timeout-s, the group is
+killed and the case records why the search failed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
+import sys
 import time
+from collections.abc import Callable
 
 import torch
 
 from bench.config.cases import BenchCase
+from bench.config.options import BenchOptions
 from bench.config.sizing_options import SizingOptions
-from bench.hardware.devices import is_cuda, synchronize
-from bench.record.memory_model import accounted_step_peak_bytes, case_workload
+from bench.hardware.devices import is_cuda
+from bench.launch.remote import WorkerError
+from bench.record.memory_model import case_workload
+from bench.run import batch_try
+from bench.run.group_pool import GroupPool
 from bench.run.worker import TrainingWorker
 from bench.strategies import REGISTRY
 from sizing.predict import max_batch_size
@@ -38,31 +48,9 @@ def device_memory_bytes(case: BenchCase, options: SizingOptions) -> tuple[int | 
     return None, "on CPU --find-max-batch needs --max-memory (the device memory to stand in for)"
 
 
-def _release(worker: TrainingWorker | None) -> None:
-    if worker is not None:
-        worker.close()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def try_batch(case: BenchCase, batch: int, limit_bytes: int) -> tuple[bool, int | None]:
-    """(fits, peak bytes) of one step at ``batch``; an out-of-memory error means it does not fit."""
-    worker = None
-    try:
-        worker = TrainingWorker(dataclasses.replace(case, per_device_batch_size=batch))
-        if is_cuda(case.device_type):
-            worker.run_round(1)
-            return True, worker.peak_memory_bytes()
-        return True, accounted_step_peak_bytes(worker, limit_bytes=limit_bytes)
-    except torch.OutOfMemoryError:
-        return False, None
-    finally:
-        _release(worker)
-
-
-def search(case: BenchCase, start: int, limit_bytes: int) -> tuple[int, list[dict]]:
-    """The largest batch that fits (0: not even 1), and every try as {batch, fits, peak_bytes}.
+def search(start: int, try_at: Callable[[int], tuple[bool, int | None]]) -> tuple[int, list[dict]]:
+    """The largest batch that fits (0: not even 1), and every try as {batch, fits, peak_bytes};
+    ``try_at(batch)`` is one try, (fits, peak bytes).
 
     Exponential search around the prediction: the step away from it doubles (1/32 of it, then 2/32,
     4/32, ... so a prediction that is off by 2x is passed in 6 tries) until the fit changes, then bisection
@@ -72,7 +60,7 @@ def search(case: BenchCase, start: int, limit_bytes: int) -> tuple[int, list[dic
     tries: list[dict] = []
 
     def fits(batch: int) -> bool:
-        ok, peak = try_batch(case, batch, limit_bytes)
+        ok, peak = try_at(batch)
         tries.append({"per_device_batch_size": batch, "fits": ok, "peak_bytes": peak})
         return ok
 
@@ -103,39 +91,84 @@ def search(case: BenchCase, start: int, limit_bytes: int) -> tuple[int, list[dic
     return low, tries
 
 
-def time_batch(case: BenchCase, batch: int) -> float:
-    """Samples per second of this rank at ``batch``, over TIMED_STEPS steps after one warm-up step."""
-    sized = dataclasses.replace(case, per_device_batch_size=batch)
-    worker = TrainingWorker(sized)
-    try:
-        worker.run_round(1)
-        synchronize(worker.ctx.device)
-        seconds = worker.run_round(TIMED_STEPS)
-    finally:
-        _release(worker)
-    # In-process strategies train the global batch in this one process (dp splits it over its GPUs).
+def samples_per_s(sized: BenchCase, run_round: Callable[[int], float]) -> float:
+    """Throughput at ``sized``'s batch: one warm-up step, then TIMED_STEPS timed (the slowest rank's seconds)."""
+    run_round(1)
+    seconds = run_round(TIMED_STEPS)
     return sized.global_batch_size * TIMED_STEPS / seconds
 
 
-def find_max_batch(case: BenchCase, options: SizingOptions) -> dict:
+class InProcessTries:
+    """Tries and timing with the rank in this process (single; dp, which splits the global batch over its GPUs)."""
+
+    def __init__(self, case: BenchCase, limit_bytes: int) -> None:
+        self.case, self.limit_bytes = case, limit_bytes
+
+    def try_at(self, batch: int) -> tuple[bool, int | None]:
+        return batch_try.try_batch(dataclasses.replace(self.case, per_device_batch_size=batch), self.limit_bytes)
+
+    def samples_per_s(self, batch: int) -> float:
+        sized = dataclasses.replace(self.case, per_device_batch_size=batch)
+        worker = TrainingWorker(sized)
+        try:
+            return samples_per_s(sized, worker.run_round)
+        finally:
+            batch_try.release(worker, join=True)
+
+
+class LaunchedTries:
+    """Tries and timing in the case's launched group, every rank at once (bench/launch/remote.py)."""
+
+    def __init__(self, case: BenchCase, group, limit_bytes: int) -> None:
+        self.case, self.group, self.limit_bytes = case, group, limit_bytes
+
+    def try_at(self, batch: int) -> tuple[bool, int | None]:
+        return self.group.try_batch(batch, self.limit_bytes)
+
+    def samples_per_s(self, batch: int) -> float:
+        sized = dataclasses.replace(self.case, per_device_batch_size=batch)
+        self.group.start_case(sized)  # every rank builds the found batch: the tries left them no model
+        return samples_per_s(sized, lambda steps: max(self.group.run_round(steps)))
+
+
+def find_max_batch(case: BenchCase, options: SizingOptions, bench_options: BenchOptions, pool: GroupPool) -> dict:
     """The record keys of the search; ``max_per_device_batch_size`` is null with the reason when not searched."""
     limit_bytes, limit_source = device_memory_bytes(case, options)
     keys = {"max_per_device_batch_size": None, "max_batch_peak_bytes": None, "max_batch_samples_per_s": None,
             "max_batch_memory_limit_bytes": limit_bytes, "max_batch_reason": None}
     if limit_bytes is None:
         return {**keys, "max_batch_reason": limit_source}
-    if REGISTRY[case.strategy].launcher != "inprocess":
-        return {**keys, "max_batch_reason": "the search runs in-process ranks only (single, dp); launched ranks' "
-                                            "out-of-memory handling is issue 9's"}
     began = time.perf_counter()
     predicted = max_batch_size(case_workload(case), limit_bytes)
-    batch, tries = search(case, predicted, limit_bytes)
-    keys.update(max_batch_predicted=predicted, max_batch_tries=tries,
-                max_batch_memory_limit_source=limit_source)
+    keys.update(max_batch_predicted=predicted, max_batch_memory_limit_source=limit_source)
+    if REGISTRY[case.strategy].launcher == "inprocess":
+        pool.close_held()  # the search needs the devices a held launched group would keep
+        return _search_and_time(keys, predicted, InProcessTries(case, limit_bytes), began)
+    # The group that just ran the case, kept by the pool (or a fresh launch); it goes back there after.
+    group = pool.acquire(case, launch_timeout_s=bench_options.launch_timeout_s,
+                         round_timeout_s=bench_options.round_timeout_s).group
+    clean = False
+    try:
+        found = _search_and_time(keys, predicted, LaunchedTries(case, group, limit_bytes), began)
+        clean = True
+        return found
+    except WorkerError as error:  # the group is killed already; the case itself was measured
+        print(f"gpusizer: --find-max-batch of {case.case_id} failed: {error}", file=sys.stderr)
+        return {**keys, "max_batch_reason": f"the search failed: {error}",
+                "max_batch_search_s": time.perf_counter() - began}
+    except KeyboardInterrupt:
+        getattr(group, "abort", group.close)()
+        raise
+    finally:
+        pool.release(case, group, clean=clean)
+
+
+def _search_and_time(keys: dict, predicted: int, tries: InProcessTries | LaunchedTries, began: float) -> dict:
+    batch, tried = search(predicted, tries.try_at)
+    keys = {**keys, "max_batch_tries": tried}
     if batch == 0:
         return {**keys, "max_per_device_batch_size": 0, "max_batch_reason": "not even one sample fits",
                 "max_batch_search_s": time.perf_counter() - began}
-    peak = max(t["peak_bytes"] for t in tries if t["fits"] and t["per_device_batch_size"] == batch)
-    keys.update(max_per_device_batch_size=batch, max_batch_peak_bytes=peak,
-                max_batch_samples_per_s=time_batch(case, batch), max_batch_search_s=time.perf_counter() - began)
-    return keys
+    peak = max(t["peak_bytes"] for t in tried if t["fits"] and t["per_device_batch_size"] == batch)
+    return {**keys, "max_per_device_batch_size": batch, "max_batch_peak_bytes": peak,
+            "max_batch_samples_per_s": tries.samples_per_s(batch), "max_batch_search_s": time.perf_counter() - began}

@@ -15,6 +15,8 @@ from bench.hardware.devices import set_current_cuda_device, synchronize, threads
 from bench.run.memory import peak_memory_per_device, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
+from sizing.accounting import Ledger
+from sizing.trace import run_accounted_step
 
 
 class TrainingWorker:
@@ -73,6 +75,16 @@ class TrainingWorker:
 
     def peak_memory_bytes(self) -> int:
         return max(peak_memory_per_device(self.devices))
+
+    def accounted_step_peak_bytes(self, limit_bytes: int | None = None) -> int:
+        """One more real train_step under the Ledger (sizing/accounting.py): the peak bytes of the tensors
+        live in it. Over ``limit_bytes`` it raises torch.OutOfMemoryError, the CPU's stand-in for device
+        memory. Collective strategies (ddp, fsdp) need every rank to run it together."""
+        ledger = Ledger(limit_bytes=limit_bytes, follow_resizes=True)
+        data = [t for pair in self.batches for t in pair]
+        run_accounted_step(self.state, *self.batches[self.steps_done % len(self.batches)], ledger=ledger, data=data)
+        self.steps_done += 1
+        return ledger.peak_bytes
 
     def facts(self) -> dict:
         """Record keys measured in this rank (docs/record.md): every device's peak, and the strategy's own."""
