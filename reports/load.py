@@ -192,7 +192,8 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         "baseline_only": record["baseline_only"],
         "timing_gap_fraction": float(record["timing_gap_fraction"]),
         **{key: number_or_nan(record.get(key)) for key in (
-            "predicted_peak_bytes", "measured_step_peak_bytes", "max_per_device_batch_size", "max_batch_samples_per_s")},
+            "predicted_peak_bytes", "measured_step_peak_bytes", "predicted_peak_error_fraction",
+            "max_per_device_batch_size", "max_batch_samples_per_s")},
     }
     return row
 

@@ -217,6 +217,7 @@ def test_report_memory_section_shows_error_and_fit_table():
     cases = pd.DataFrame([{"machine": "m1", "case_id": "single-1-small-fp32", "preset": "small", "strategy": "single",
                            "world_size": 1, "precision": "fp32", "per_device_batch_size": 256,
                            "predicted_peak_bytes": float(predicted), "measured_step_peak_bytes": predicted / 1.05,
+                           "predicted_peak_error_fraction": 0.05,
                            "max_per_device_batch_size": 42000.0, "max_batch_samples_per_s": 1234.5}])
     rows = memory_section.comparison_rows(cases)
     assert rows[0]["error"] == "+5.0%" and rows[0]["max batch"] == "42000"
@@ -224,3 +225,36 @@ def test_report_memory_section_shows_error_and_fit_table():
     markdown = memory_section.render_markdown(cases, gpus)
     assert "| workload | predicted peak | L4 | A10G |" in markdown and "fits" in markdown
     assert "Would it fit" in memory_section.render_html(cases, gpus)
+
+
+def test_the_recorded_error_leaves_out_what_the_cpu_accounting_cannot_see():
+    # Horovod's fusion buffer is allocated by its C++ core, outside torch's dispatcher: the Ledger never
+    # sees it, so the error compares the prediction without it (else a tiny case reads as +15,600 %).
+    # On GPU, max_memory_allocated sees it, and the whole prediction is compared.
+    from bench.config.cases import BenchCase
+    from bench.record.memory_model import memory_record
+
+    class Measured:
+        def __init__(self, peak_bytes: int) -> None:
+            self.peak_bytes = peak_bytes
+
+        def accounted_step_peak_bytes(self) -> int:
+            return self.peak_bytes
+
+        def peak_memory_bytes(self) -> int:
+            return self.peak_bytes
+
+    def case(strategy: str, device_type: str = "cpu") -> BenchCase:
+        return BenchCase(strategy=strategy, world_size=2, preset="tiny", precision="fp32", device_type=device_type,
+                         per_device_batch_size=64, scaling="weak", steps_per_round=2, rounds=1, warmup_rounds=0)
+
+    predicted = predict(Workload(PRESETS["tiny"], "fp32", "horovod", 2, 64))
+    fusion = predicted.parts_bytes["horovod_fusion_buffer"]
+    assert fusion == 64 * 2**20
+    seen = predicted.peak_bytes - fusion
+    record = memory_record(case("horovod"), Measured(seen))
+    assert record["predicted_peak_bytes"] == predicted.peak_bytes and record["predicted_peak_error_fraction"] == 0.0
+    on_gpu = memory_record(case("horovod", "cuda"), Measured(seen))
+    assert on_gpu["predicted_peak_error_fraction"] == pytest.approx(fusion / seen)
+    ddp = predict(Workload(PRESETS["tiny"], "fp32", "ddp", 2, 64)).peak_bytes
+    assert memory_record(case("ddp"), Measured(ddp // 2))["predicted_peak_error_fraction"] == pytest.approx(1.0, rel=1e-6)
