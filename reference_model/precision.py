@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gpusizer_common.cpuinfo import cpuinfo_values
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -18,15 +20,9 @@ _CPU_NATIVE_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16"
 
 @functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not readable."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    """The CPU's feature flags (Linux; the first CPU's line); empty where /proc/cpuinfo is not readable."""
+    flags = cpuinfo_values("flags")
+    return frozenset(flags[0].split()) if flags else frozenset()
 
 
 def unsupported_reason(precision: str, device_type: str) -> str | None:

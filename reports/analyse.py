@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gpusizer_common.case_identity import CASE_IDENTITY
+from gpusizer_common.device_type import is_cuda
 from reports.load import ResultSet
 from reports.prices import PriceTable
 
@@ -129,7 +130,7 @@ def throughput_interval(per_round: np.ndarray) -> tuple[float, float]:
 def _labels(setups: pd.DataFrame) -> pd.Series:
     """A short unique name for each setup, as a buyer would say it."""
     def label(row) -> str:
-        unit = "" if row["device_type"] == "cuda" else " (proc)"
+        unit = "" if is_cuda(row["device_type"]) else " (proc)"
         text = (f"{row['machine']} · {row['world_size']}× {row['device_name']}{unit} · {row['strategy']} · "
                 f"{row['precision']} · {row['preset']} b{row['per_device_batch_size']}")
         return text + (" strong" if row["scaling"] == "strong" else "")

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from gpusizer_common.device_type import is_cuda
 from reports.schema import is_number, number_or_nan, text
 
 
@@ -50,7 +51,7 @@ def machine_columns(machine_info: dict) -> dict:
 
 def memory_capacity(devices: list[dict], context: dict, device_type: str) -> float:
     """Per-device memory the case could use: from telemetry, else the inventory; RAM on CPU."""
-    if device_type == "cuda":
+    if is_cuda(device_type):
         totals = [d.get("memory_total_bytes") for d in devices] or context.get("_gpu_memory_bytes") or []
         totals = [t for t in totals if is_number(t) and t > 0]
         return float(min(totals)) if totals else math.nan

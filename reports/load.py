@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from gpusizer_common.device_type import is_cuda
 from reports import derived
 from reports.errors import InputError
 from reports.result_files import expand_paths, read_json
@@ -158,7 +159,7 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
     flags = record.get("flags") if isinstance(record.get("flags"), list) else []
     row = {
         **{key: value for key, value in context.items() if not key.startswith("_")},
-        "gpu_name": record["device_name"] if device_type == "cuda" else None,
+        "gpu_name": record["device_name"] if is_cuda(device_type) else None,
         "device_name": record["device_name"],
         "case_id": record["case_id"],
         "strategy": record["strategy"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gpusizer_common.device_type import is_cuda
 from reports.analyse import SUPERLINEAR_EFFICIENCY
 from reports.recommend import Finding, Pick, Recommendation
 
@@ -229,7 +230,7 @@ def answer_notes(recommendation: Recommendation, context: ReportContext) -> list
         notes.append("One machine measured; to choose between GPUs, run `pytest bench/` on each candidate and pass "
                      "all the files.")
     setups = recommendation.setups
-    if not setups.empty and (setups["device_type"] == "cpu").any():
+    if not setups.empty and (~setups["device_type"].map(is_cuda)).any():
         notes.append("On a CPU, world size N means N worker processes sharing the same cores, not N devices; "
                      "\"(proc)\" in a setup's name marks this.")
     return notes

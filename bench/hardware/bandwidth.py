@@ -140,11 +140,11 @@ def _rank_main(rank: int, world_size: int, device_type: str, port: int, pipe) ->
     import torch
     import torch.distributed as dist
 
-    from bench.hardware.devices import threads_per_rank
+    from bench.hardware.devices import is_cuda, threads_per_rank
 
     try:
         _ceiling_fault_hook(world_size)
-        if device_type == "cpu":
+        if not is_cuda(device_type):
             torch.set_num_threads(threads_per_rank("cpu", world_size))
             device = torch.device("cpu")
         else:
@@ -178,17 +178,15 @@ def _ceiling_fault_hook(world_size: int) -> None:
 
 
 def _time_allreduce(dist, torch, device, size_bytes: int) -> float:
+    from bench.hardware.devices import synchronize
+
     tensor = torch.ones(size_bytes // 4, dtype=torch.float32, device=device)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     dist.all_reduce(tensor)  # warm-up: connections, buffers
-    sync()
+    synchronize(device)
     began = time.perf_counter()
     dist.all_reduce(tensor)
-    sync()
+    synchronize(device)
     # Every rank must run the same number of collectives: agree on the slowest rank's estimate.
     probe_s = torch.tensor([time.perf_counter() - began], dtype=torch.float64, device=device)
     dist.all_reduce(probe_s, op=dist.ReduceOp.MAX)
@@ -197,5 +195,5 @@ def _time_allreduce(dist, torch, device, size_bytes: int) -> float:
     began = time.perf_counter()
     for _ in range(iterations):
         dist.all_reduce(tensor)
-    sync()
+    synchronize(device)
     return (time.perf_counter() - began) / iterations

@@ -8,13 +8,10 @@ import platform
 
 import torch
 
+from gpusizer_common.cpuinfo import cpuinfo_values
+from gpusizer_common.device_type import is_cuda  # bench's modules take it from here, with the rest of the device facts
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
-def is_cuda(device_type: str) -> bool:
-    """Whether a case of ``device_type`` runs on CUDA GPUs (else on the host's CPU cores): the one
-    place the device type's spelling is compared."""
-    return device_type == "cuda"
 
 
 def torch_device(device_type: str, local_rank: int = 0) -> torch.device:
@@ -24,7 +21,7 @@ def torch_device(device_type: str, local_rank: int = 0) -> torch.device:
 
 def set_current_cuda_device(device: torch.device) -> None:
     """Make ``device`` this thread's current CUDA device (a CUDA-only API: nothing to do on CPU)."""
-    if device.type == "cuda":
+    if is_cuda(device.type):
         torch.cuda.set_device(device)
 
 
@@ -85,20 +82,6 @@ def threads_per_rank(device_type: str, processes: int) -> int:
     return max(1, usable_cores() // max(1, processes))
 
 
-CPUINFO_PATH = "/proc/cpuinfo"
-
-
-def cpuinfo_values(field: str, path: str = CPUINFO_PATH) -> list[str] | None:
-    """Every value of ``field`` in /proc/cpuinfo (one per logical CPU that states it), in file order;
-    None where the file cannot be read (not Linux)."""
-    try:
-        with open(path, encoding="utf-8") as cpuinfo:
-            return [line.split(":", 1)[1].strip() for line in cpuinfo
-                    if ":" in line and line.split(":", 1)[0].strip() == field]
-    except OSError:
-        return None
-
-
 @functools.cache
 def cpu_model_name() -> str:
     names = cpuinfo_values("model name")
@@ -112,5 +95,5 @@ def device_name(device_type: str, index: int = 0) -> str:
 
 
 def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
+    if is_cuda(device.type):
         torch.cuda.synchronize(device)

@@ -14,8 +14,9 @@ import platform
 import psutil
 import torch
 
-from bench.hardware.devices import cpu_model_name, cpuinfo_values, cuda_unavailable_reason, usable_cores
+from bench.hardware.devices import cpu_model_name, cuda_unavailable_reason, usable_cores
 from bench.telemetry.nvml import DeviceLost, Nvml, open_nvml, text
+from gpusizer_common.cpuinfo import cpuinfo_values
 
 DMI_ROOT = "/sys/class/dmi/id"
 # Set by the user (or their provisioning) when the machine does not say what it is.

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from bench.hardware.devices import synchronize
+from bench.hardware.devices import is_cuda, synchronize
 from reference_model import Precision
 
 # Square sizes: big enough to saturate the units, small enough to finish in seconds.
@@ -51,7 +51,7 @@ def _measure(device: torch.device, precision: str) -> float:
                         break
                 best = max(best, flops * count / elapsed)
             del a, b
-    if device.type == "cuda":
+    if is_cuda(device.type):
         # The pytest process must not sit on gigabytes of cached blocks that rank 0 then misses.
         torch.cuda.empty_cache()
     return best

@@ -16,6 +16,7 @@ import threading
 import traceback
 
 from bench.config.cases import BenchCase
+from bench.hardware.devices import is_cuda
 from bench.launch.remote import WorkerError
 from bench.launch.worker_main import Fault, case_faults
 from bench.run.memory import release_cached_memory
@@ -71,7 +72,7 @@ class _TrainingThread(threading.Thread):
 
     def run(self) -> None:
         device = self.worker.ctx.device
-        if device.type == "cuda":
+        if is_cuda(device.type):
             import torch
 
             torch.cuda.set_device(device)  # the current device is per thread

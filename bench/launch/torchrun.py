@@ -6,6 +6,7 @@ import re
 import sys
 
 from bench.config.cases import BenchCase
+from bench.hardware.devices import is_cuda
 from bench.launch.diagnosis import describe_exit_code
 from bench.launch.remote import WORKER_MODULE, LaunchSpec, RemoteGroup
 
@@ -33,7 +34,7 @@ def launch_torchrun(case: BenchCase, *, launch_timeout_s: float, round_timeout_s
         command=torchrun_command(case.world_size),
         rank_env=("RANK", "LOCAL_RANK"),
         exit_cause=torchrun_exit_cause,
-        env={"GLOO_SOCKET_IFNAME": "lo"} if case.device_type == "cpu" else {},  # stay on loopback
+        env={"GLOO_SOCKET_IFNAME": "lo"} if not is_cuda(case.device_type) else {},  # stay on loopback
     )
     return RemoteGroup(case, spec, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
 

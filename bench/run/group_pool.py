@@ -43,7 +43,7 @@ class Acquired:
         if not hasattr(self.group, "start_case"):
             return {}
         return {"group_reused": self.reused, "case_setup_s": self.case_setup_s,
-                "worker_pids": list(getattr(self.group, "pids", []))}  # this machine's ranks, rank order
+                "worker_pids": list(self.group.pids)}  # this machine's ranks, rank order (WorkerGroup.pids)
 
 
 class GroupPool:

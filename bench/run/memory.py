@@ -15,11 +15,13 @@ import sys
 
 import torch
 
+from bench.hardware.devices import is_cuda
+
 
 def reset_peak_memory(devices: list[torch.device]) -> None:
     """Start the peak count of every device afresh (the CPU: this process's peak RSS)."""
     for device in devices:
-        if device.type == "cuda":
+        if is_cuda(device.type):
             torch.cuda.reset_peak_memory_stats(device)
         else:
             reset_peak_rss()
@@ -27,7 +29,7 @@ def reset_peak_memory(devices: list[torch.device]) -> None:
 
 def peak_memory_per_device(devices: list[torch.device]) -> list[int]:
     """Bytes at the peak since the reset, one per device (cuda: max_memory_allocated; cpu: peak RSS)."""
-    return [int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else peak_rss_bytes()
+    return [int(torch.cuda.max_memory_allocated(device)) if is_cuda(device.type) else peak_rss_bytes()
             for device in devices]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.config.cases import BenchCase
-from bench.hardware.devices import torch_device
+from bench.hardware.devices import is_cuda, torch_device
 from reference_model import Precision, TrainState, build_model, global_batches, make_optimizer, train_step
 
 VERIFY_STEPS = 3
@@ -52,7 +52,7 @@ def reference_parameters(case: BenchCase, steps: int, device: torch.device) -> t
             train_step(state, *batches[step % len(batches)])
         trained = [p.detach().float().cpu().clone() for p in model.parameters()]
     del model, state, batches
-    if device.type == "cuda":
+    if is_cuda(device.type):
         torch.cuda.empty_cache()  # the reference ran in the pytest process: give its GPU memory back
     return initial, trained
 

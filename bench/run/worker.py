@@ -11,7 +11,7 @@ import time
 import torch
 
 from bench.config.cases import BenchCase
-from bench.hardware.devices import set_current_cuda_device, synchronize, threads_per_rank
+from bench.hardware.devices import is_cuda, set_current_cuda_device, synchronize, threads_per_rank
 from bench.run.memory import peak_memory_per_device, reset_peak_memory
 from bench.strategies import REGISTRY, RankContext
 from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
@@ -57,7 +57,7 @@ class TrainingWorker:
         """Run ``steps`` training steps and return this rank's own seconds for them, device-synchronised."""
         device = self.ctx.device
         batches, count = self.batches, len(self.batches)
-        if device.type == "cuda":
+        if is_cuda(device.type):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             for _ in range(steps):

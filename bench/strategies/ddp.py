@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.hardware.devices import is_cuda
 from bench.strategies import process_group
 from bench.strategies.base import RankContext, Strategy
 from reference_model import TrainState
@@ -22,7 +23,7 @@ class DDP(Strategy):
 
         # The optimizer keeps working on the same parameter tensors: DDP wraps, it does not copy.
         # DDP broadcasts rank 0's parameters on construction; gradients are averaged in backward.
-        device_ids = [ctx.device] if ctx.device.type == "cuda" else None
+        device_ids = [ctx.device] if is_cuda(ctx.device.type) else None
         state.model = DistributedDataParallel(state.model, device_ids=device_ids)
         return state
 

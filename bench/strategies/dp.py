@@ -27,7 +27,7 @@ class DataParallel(Strategy):
         return 1  # one process drives every GPU: it gets every core
 
     def rank_devices(self, ctx: RankContext) -> list[torch.device]:
-        if ctx.device.type != "cuda":
+        if not is_cuda(ctx.device.type):
             return [ctx.device]
         return [torch.device("cuda", index) for index in range(ctx.world_size)]
 

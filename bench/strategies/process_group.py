@@ -36,7 +36,7 @@ def backend_unavailable_reason(device_type: str) -> str | None:
 def join(ctx: RankContext) -> None:
     import torch.distributed as dist
 
-    kwargs = {"device_id": ctx.device} if ctx.device.type == "cuda" else {}
+    kwargs = {"device_id": ctx.device} if is_cuda(ctx.device.type) else {}
     dist.init_process_group(backend_for(ctx.device.type), rank=ctx.rank, world_size=ctx.world_size,
                             timeout=COLLECTIVE_TIMEOUT, **kwargs)
 
