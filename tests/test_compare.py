@@ -246,7 +246,10 @@ def test_folder_baseline_pools_the_latest_runs_and_shows_history(same_commit_run
     runs = gather(same_commit_runs["runs"], tmp_path / "history")  # oldest first
     current = runs[-1].rename(tmp_path / "current.json")
     markdown, out = tmp_path / "c.md", tmp_path / "v.json"
-    assert compare(runs[0].parent, current, "--baseline-runs", "2", "--markdown", markdown, "--json", out) == 0
+    # The verdict is not this test's subject: the two pooled runs come from different pairs, minutes
+    # apart, and this machine's speed moves between pairs (a neighbour's job: 39.7k vs 21.4k samples/s
+    # seen in one CI run), a real change the gate must report. The pairs' own tests judge false alarms.
+    assert compare(runs[0].parent, current, "--baseline-runs", "2", "--markdown", markdown, "--json", out) in (0, 1)
     verdicts = read_json(out)
     assert [Path(run).name for run in verdicts["baseline"]["runs"]] == [run.name for run in runs[-3:-1]]
     (case,) = verdicts["cases"]

@@ -38,10 +38,12 @@ def test_one_launch_serves_every_preset_of_a_strategy_and_world_size(tmp_path):
 
 def test_a_failed_case_is_never_followed_by_its_group(tmp_path):
     """The fault counts rounds per case: round 1 of the second case fires on the kept group (its ranks
-    ran rounds for the first case already). That case fails; the third launches a fresh group."""
+    ran rounds for the first case already). That case fails; the third launches a fresh group.
+    fp32 only: bf16 is skipped on CPUs without native bf16 units, which would leave nothing after the
+    failure to check."""
     skip_unless_available("ddp")
-    proc, mark = start_bench(tmp_path, "ddp-2-small-fp32:rank0:raise@round1", "--presets", "tiny,small",
-                             "--precisions", "fp32,bf16", "--strategies", "ddp", "--world-sizes", "2")
+    proc, mark = start_bench(tmp_path, "ddp-2-small-fp32:rank0:raise@round1", "--presets", "tiny,small,medium",
+                             "--precisions", "fp32", "--strategies", "ddp", "--world-sizes", "2")
     output = finish(proc)
     assert proc.returncode == 1, output
     data = result_file(tmp_path)
@@ -50,9 +52,8 @@ def test_a_failed_case_is_never_followed_by_its_group(tmp_path):
     assert failed["status"] == "failed"
     assert "rank 0 failed in round 1" in failed["reason"] and "injected fault" in failed["reason"], failed["reason"]
     measured = records(data)
-    assert set(measured) == {"ddp-2-tiny-fp32", "ddp-2-tiny-bf16", "ddp-2-small-bf16"}
-    assert measured["ddp-2-tiny-bf16"]["group_reused"] is True  # the group of the first case, still healthy
-    after = measured["ddp-2-small-bf16"]
+    assert set(measured) == {"ddp-2-tiny-fp32", "ddp-2-medium-fp32"}
+    after = measured["ddp-2-medium-fp32"]
     assert after["group_reused"] is False and after["case_setup_s"] is None
     assert set(after["worker_pids"]).isdisjoint(measured["ddp-2-tiny-fp32"]["worker_pids"])
     assert leftovers(mark) == []
