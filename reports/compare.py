@@ -33,8 +33,10 @@ COMPARISON_COLUMNS = (
     "throughput_change", "throughput_change_low", "throughput_change_high",
     "baseline_samples_per_s", "current_samples_per_s", "p_value", "min_p_value", "baseline_run_ids",
 )
-# Verdicts that mean the case was actually compared (the gate must not pass on none of these).
+# Verdicts that mean the case was actually compared, and those of them that decided something: the
+# gate passes only when at least one case was decided (inconclusive everywhere is a comparison of nothing).
 COMPARED_VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE)
+DECIDED_VERDICTS = (REGRESSED, IMPROVED, UNCHANGED)
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,9 @@ def _verdict(change: float, low: float, high: float, p_value: float, min_p: floa
     """Regressed (improved) only when the rounds differ significantly (Mann-Whitney p < alpha) AND the
     whole confidence interval of the throughput change lies beyond the threshold. Significance alone
     flags the harmless few-% drift between two runs of a busy machine; a threshold on the point
-    estimate alone flags one noisy run. ``low``/``high``: the interval of the throughput change."""
+    estimate alone flags one noisy run. A case whose interval reaches below -threshold without
+    regressing is inconclusive, never unchanged: the measurement cannot rule a regression out.
+    ``low``/``high``: the interval of the throughput change."""
     significant = p_value < config.alpha
     if significant and high < -config.threshold:
         return REGRESSED, ""
@@ -231,6 +235,14 @@ def _verdict(change: float, low: float, high: float, p_value: float, min_p: floa
     if not significant and min_p >= config.alpha:
         return INCONCLUSIVE, (f"too few rounds to decide ({n_baseline} vs {n_current}: the test cannot reach "
                               f"p < {config.alpha:g}); measure more rounds (--rounds)")
+    if low < -config.threshold:
+        # The interval still holds a slowdown past the threshold: "unchanged" would pass the gate on a
+        # measurement that cannot rule a regression out (seen: a 30% slower copy at [-54%, +23%]).
+        if significant and change < -config.threshold:
+            return INCONCLUSIVE, (f"possibly slower than -{config.threshold:.0%}, but the interval reaches "
+                                  f"inside the threshold; re-run to decide")
+        return INCONCLUSIVE, (f"too noisy to decide: the interval reaches below -{config.threshold:.0%}; "
+                              f"re-run on a quieter machine or with more rounds (--rounds)")
     if abs(change) > config.threshold:
         why = "the interval reaches inside the threshold" if significant else "not significant"
         return UNCHANGED, f"possibly {'slower' if change < 0 else 'faster'}, but {why}; noisy rounds"
@@ -299,6 +311,11 @@ class CompareReport:
     def compared(self) -> int:
         """Cases actually compared; 0 means the gate has nothing to say (every case new or missing)."""
         return int(self.comparison["verdict"].isin(COMPARED_VERDICTS).sum())
+
+    @property
+    def decided(self) -> int:
+        """Cases with a verdict the measurement supports; 0 means every compared case was inconclusive."""
+        return int(self.comparison["verdict"].isin(DECIDED_VERDICTS).sum())
 
     def count(self, verdict: str) -> int:
         return int((self.comparison["verdict"] == verdict).sum())

@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-different-hardware", action="store_true",
                         help="compare even when GPU, driver, CUDA, torch (or CPU) differ; the report says what")
     parser.add_argument("--allow-missing", action="store_true",
-                        help="exit 0 (not 3) when no case could be compared: every case new or missing, or "
-                             "CURRENT measured nothing")
+                        help="exit 0 (not 3) when no case could be compared or decided: every case new, "
+                             "missing or inconclusive, or CURRENT measured nothing")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown (a PR comment)")
     parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
     parser.add_argument("--html", metavar="FILE",
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if report.regressed:
         print(f"gpusizer compare: regressed: {', '.join(report.regressed)}", file=sys.stderr)
         return EXIT_REGRESSED
-    if not report.compared:
+    if not report.decided:
         print(f"gpusizer compare: nothing compared: {compare_render.nothing_compared_reason(report)}"
               + ("" if args.allow_missing else "; pass --allow-missing to accept this"), file=sys.stderr)
         return EXIT_OK if args.allow_missing else EXIT_NOTHING_COMPARED

@@ -81,9 +81,11 @@ def history_rows(report: CompareReport) -> list[tuple[str, ...]]:
 
 
 def nothing_compared_reason(report: CompareReport) -> str:
-    parts = [f"{report.count(verdict)} {verdict}" for verdict in (NEW, MISSING, NOT_COMPARABLE)
+    parts = [f"{report.count(verdict)} {verdict}" for verdict in (INCONCLUSIVE, NEW, MISSING, NOT_COMPARABLE)
              if report.count(verdict)]
-    return "no case is in both the baseline and the current run" + (f" ({', '.join(parts)})" if parts else "")
+    what = ("no case could be decided: the measurements cannot rule a regression in or out" if report.compared
+            else "no case is in both the baseline and the current run")
+    return what + (f" ({', '.join(parts)})" if parts else "")
 
 
 def headline(report: CompareReport) -> str:
@@ -92,11 +94,11 @@ def headline(report: CompareReport) -> str:
     regressed = report.regressed
     if regressed:
         return f"REGRESSED: {len(regressed)} case(s) slower: {', '.join(regressed)}"
-    if not report.compared:
+    if not report.decided:
         return f"NOTHING COMPARED: {nothing_compared_reason(report)}"
     parts = [f"{report.count(IMPROVED)} improved"] if report.count(IMPROVED) else []
     if report.count(INCONCLUSIVE):
-        parts.append(f"{report.count(INCONCLUSIVE)} inconclusive (too few rounds)")
+        parts.append(f"{report.count(INCONCLUSIVE)} inconclusive (see their notes)")
     return "no regression" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -159,10 +161,11 @@ def _md_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def markdown(report: CompareReport) -> str:
-    # Green only for a comparison of something that did not regress; nothing compared is a warning.
+    # Green only when every compared case was decided and none regressed; nothing compared, or any
+    # case the measurement could not decide, is a warning.
     if report.regressed or not report.comparable:
         marker = ":x:"
-    elif not report.compared:
+    elif not report.decided or report.count(INCONCLUSIVE):
         marker = ":warning:"
     else:
         marker = ":white_check_mark:"
@@ -194,8 +197,9 @@ def to_json(report: CompareReport) -> str:
     config = report.config
     payload = {
         "verdict": ("not comparable" if not report.comparable else "regressed" if report.regressed
-                    else "nothing compared" if not report.compared else "ok"),
+                    else "nothing compared" if not report.decided else "ok"),
         "compared": report.compared,
+        "decided": report.decided,
         "ignored": list(report.ignored),
         "regressed": report.regressed,
         "settings": {"threshold": config.threshold, "alpha": config.alpha, "confidence": config.confidence,

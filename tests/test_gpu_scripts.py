@@ -97,10 +97,10 @@ def gpu_record(strategy: str, world_size: int, precision: str, **extra) -> dict:
     return record
 
 
-def payload(recs: list[dict], failed: dict[str, str] | None = None) -> dict:
-    failed = failed or {}
+def payload(recs: list[dict], failed: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> dict:
     cases = [{"case_id": r["case_id"], "status": "passed", "reason": None} for r in recs]
-    cases += [{"case_id": case_id, "status": "failed", "reason": reason} for case_id, reason in failed.items()]
+    cases += [{"case_id": case_id, "status": "failed", "reason": reason} for case_id, reason in (failed or {}).items()]
+    cases += [{"case_id": case_id, "status": "skipped", "reason": reason} for case_id, reason in (skipped or {}).items()]
     return {"benchmarks": [{"extra_info": r} for r in recs], "gpusizer": {"cases": cases},
             "machine_info": {"gpusizer": {"cpu_cores": 16}}}
 
@@ -126,20 +126,23 @@ RELEASED = [{"check": "8 single-1: memory released", "ok": True, "detail": "afte
 def test_a_good_gpu_run_passes_every_check_and_says_what_needs_two_gpus(tmp_path):
     done = table(tmp_path, payload(GOOD), OOM_RUN, RELEASED)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("check ok:") == 8
+    assert done.stdout.count("check ok:") == 7
     assert "check n/a: 2 fsdp peak < ddp peak at world size 2" in done.stdout
+    # At dp-1 no replica thread runs, so the replicas' dtype cannot be shown on one GPU.
+    assert "check n/a: 1 dp bf16: the replicas computed in bfloat16: needs 2 GPUs" in done.stdout
     assert "single-1-medium-bf16" in done.stdout and "dp-1-medium-bf16 (oom run)" in done.stdout
     assert done.stdout.rstrip().endswith("gpu-check: passed")
 
 
 @pytest.mark.parametrize(("change", "failure"), [
-    (lambda recs: recs[3].update(replica_output_dtypes=["float16"]), "check failed: 1 dp bf16"),
+    (lambda recs: recs.append(gpu_record("dp", 2, "bf16", replica_output_dtypes=["float16"])),
+     "check failed: 1 dp bf16"),
     (lambda recs: recs[7].update(mixed_precision_policy={"param_dtype": None, "reduce_dtype": None}),
      "check failed: 3 fsdp bf16"),
     (lambda recs: recs[0].update(tf32_override=True), "check failed: 5 fp32 is fp32"),
     (lambda recs: recs[4].update(threads_per_rank=16 * 8), "check failed: 6 threads per rank"),
     (lambda recs: recs[4]["telemetry"]["devices"][0].pop("power_cap_fraction"), "check failed: 7 NVML"),
-    (lambda recs: recs[4]["telemetry"]["devices"][0].update(memory_info_version=1), "check failed: 7 NVML"),
+    (lambda recs: recs[4]["telemetry"]["devices"][0].pop("memory_info_version"), "check failed: 7 NVML"),
     (lambda recs: recs[1].update(round_times_s=[0.004, 0.004]), "check failed: 4 time-sized rounds"),
     (lambda recs: recs.extend([gpu_record("fsdp", 2, "bf16", peak_memory_bytes=9 * 2**30),
                                gpu_record("ddp", 2, "bf16", peak_memory_bytes=8 * 2**30)]),
@@ -150,6 +153,16 @@ def test_each_mechanism_check_fails_when_its_record_says_so(tmp_path, change, fa
     change(recs)
     done = table(tmp_path, payload(recs), OOM_RUN, RELEASED)
     assert done.returncode == 1 and failure in done.stderr, done.stdout + done.stderr
+
+
+def test_an_unplanned_skip_fails_the_check_and_too_few_gpus_does_not(tmp_path):
+    two_gpus = {"ddp-2-medium-bf16": "world size 2 needs 2 GPUs; this machine has 1"}
+    done = table(tmp_path, payload(GOOD, skipped=two_gpus), OOM_RUN, RELEASED)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ceiling = {"ddp-2-medium-bf16": "the all-reduce ceiling at world size 2 failed: its ranks failed, so every "
+                                    "case of world size 2 is skipped: NCCL error"}
+    done = table(tmp_path, payload(GOOD, skipped=ceiling), OOM_RUN, RELEASED)
+    assert done.returncode == 1 and "ddp-2-medium-bf16 skipped: the all-reduce ceiling" in done.stderr
 
 
 def test_the_out_of_memory_case_must_fail_in_one_line_and_the_next_ones_pass(tmp_path):
