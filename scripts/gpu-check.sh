@@ -89,6 +89,26 @@ if [ -s "$main" ]; then
 else
     echo "gpu-check: FAILED"
 fi
+# A broken interconnect (issue 9 item 10): with 2 GPUs, an NCCL all-reduce ceiling made to fail skips every
+# world-size-2 case at once, in seconds, instead of each waiting out its launch or round timeout.
+if [ "$GPUS" -ge 2 ]; then
+    ceiling_dir=$(mktemp -d); began=$SECONDS
+    GPUSIZER_FAULT=allreduce2:fail timeout --kill-after=30 240 "$PY" -m pytest bench/ -q -p no:cacheprovider \
+        --device cuda --strategies ddp --world-sizes 2 --precisions fp32,bf16 --presets small --rounds 3 \
+        --results-dir "$ceiling_dir" >/dev/null 2>&1 || true
+    "$PY" - "$ceiling_dir" "$((SECONDS - began))" <<'PYEOF' || status=1
+import glob, json, sys
+files = glob.glob(sys.argv[1] + "/*.json")
+cases = json.load(open(files[0]))["gpusizer"]["cases"] if files else []
+ok = bool(cases) and all(c["status"] == "skipped" and "all-reduce" in (c["reason"] or "") for c in cases)
+print(f"broken NCCL interconnect skips world size 2 in {sys.argv[2]} s: {'ok' if ok else 'FAILED'}: "
+      + ("; ".join(f"{c['case_id']} {c['status']}: {c['reason']}" for c in cases) or "no result file"))
+sys.exit(0 if ok else 1)
+PYEOF
+    rm -rf "$ceiling_dir"
+else
+    echo "broken NCCL interconnect: n/a: needs 2 GPUs (tests/test_faults.py checks it on CPU gloo)"
+fi
 # GPU-only: other processes' SM share from nvmlDeviceGetProcessUtilization (null + reason if unsupported)
 # and the end-of-session matmul peak against the start one (the "unstable" flag's inputs).
 if [ -s "$main" ]; then
@@ -129,6 +149,27 @@ print(f"in-process hang on cuda: {'ok' if ok else 'FAILED'}: {hung['reason']}; n
 sys.exit(0 if ok else 1)
 PYEOF
 rm -rf "$hang_dir"
+# "fp32" forced to TF32 by a container's override variable (issue 9 item 5): the fp32 case must say so
+# (tf32_override true, the flag raised) instead of passing TF32 speed off as fp32.
+tf32_dir=$(mktemp -d)
+TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 timeout --kill-after=30 120 "$PY" -m pytest bench/ -q -p no:cacheprovider \
+    --device cuda --strategies single --world-sizes 1 --precisions fp32 --presets small --rounds 3 \
+    --results-dir "$tf32_dir" >/dev/null 2>&1 || true
+"$PY" - "$tf32_dir" <<'PYEOF' || status=1
+import glob, json, sys
+files = glob.glob(sys.argv[1] + "/*.json")
+records = [b["extra_info"] for b in json.load(open(files[0]))["benchmarks"]] if files else []
+ok = bool(records) and all(r.get("tf32_override") is True and "tf32_override" in r.get("flags", []) for r in records)
+print(f"TF32 override variable on fp32: {'ok' if ok else 'FAILED'}: "
+      + ("; ".join(f"{r['case_id']} tf32_override {r.get('tf32_override')} flags {r.get('flags')}" for r in records)
+         or "no case ran"))
+sys.exit(0 if ok else 1)
+PYEOF
+rm -rf "$tf32_dir"
+# --plan on the GPU (issue 9): the cases, their skips and an estimate, with nothing started or written.
+plan_out=$(timeout 120 "$PY" -m pytest bench/ -q -p no:cacheprovider --plan --device cuda --price-per-hour 4 2>&1) \
+    && grep -q "estimated" <<<"$plan_out" && echo "--plan on cuda: ok: $(grep -m1 "estimated" <<<"$plan_out")" \
+    || { echo "--plan on cuda: FAILED"; tail -5 <<<"$plan_out"; status=1; }
 echo "result files: $main $oom $release"
 # Memory model on the GPU (issue 13): predicted vs measured peak within 10 %, --find-max-batch vs real OOM.
 PYTHON="$PY" bash scripts/gpu-check-memory.sh || status=1

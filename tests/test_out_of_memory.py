@@ -112,6 +112,27 @@ def test_in_process_out_of_memory_in_set_up_fails_one_line_and_frees_the_model(m
     assert len(model_refs) == 1 and model_refs[0]() is None
 
 
+def test_a_cublas_allocation_failure_is_out_of_memory_too_and_other_runtime_errors_are_not(monkeypatch, model_refs):
+    # On a full GPU cuBLAS fails to allocate its workspace with a plain RuntimeError, not OutOfMemoryError.
+    monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
+
+    def no_memory_for_cublas(model):
+        raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+
+    monkeypatch.setattr(bench.run.worker, "make_optimizer", no_memory_for_cublas)
+    failure = measure_or_failure(case(), FakeBenchmark(), options())
+    assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ") and "CUBLAS_STATUS_ALLOC_FAILED" in failure
+    gc.collect()
+    assert len(model_refs) == 1 and model_refs[0]() is None
+
+    def a_real_bug(model):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (16x8 and 9x8)")
+
+    monkeypatch.setattr(bench.run.worker, "make_optimizer", a_real_bug)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        measure_or_failure(case(), FakeBenchmark(), options())
+
+
 def test_the_plain_form_of_another_rank_or_case_does_not_touch_an_in_process_case(monkeypatch):
     monkeypatch.setenv("GPUSIZER_FAULT", "ddp-2-tiny-fp32:rank0:oom@round1,rank1:oom@round1")
 

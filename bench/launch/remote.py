@@ -109,8 +109,9 @@ class RemoteGroup:
             raise WorkerError(f"{spec.name} could not start: {error}") from None
         try:
             self._connect_all(time.monotonic() + launch_timeout_s, launch_timeout_s)
-            self._gather("ready", time.monotonic() + max(launch_timeout_s - (time.perf_counter() - began), 0.0),
-                         "start-up", f"--launch-timeout-s {launch_timeout_s:g}")
+            self._note_threads(self._gather(
+                "ready", time.monotonic() + max(launch_timeout_s - (time.perf_counter() - began), 0.0),
+                "start-up", f"--launch-timeout-s {launch_timeout_s:g}"))
         except BaseException:
             self._kill()
             raise
@@ -200,10 +201,15 @@ class RemoteGroup:
                 conn.send(message)
             except OSError:
                 self._fail_ranks({rank: None}, "start-up")
-        self._gather("ready", time.monotonic() + self.launch_timeout_s, "start-up",
-                     f"--launch-timeout-s {self.launch_timeout_s:g}")
+        self._note_threads(self._gather("ready", time.monotonic() + self.launch_timeout_s, "start-up",
+                                        f"--launch-timeout-s {self.launch_timeout_s:g}"))
         self._in_flight = False
         return time.perf_counter() - began
+
+    def _note_threads(self, replies: dict[int, tuple[dict, bytes]]) -> None:
+        """The record's threads_per_rank is what the ranks' torch reports using (the most of any rank),
+        not the share this process asked for in OMP_NUM_THREADS: a launcher or image that overrides it shows."""
+        self.threads_per_rank = max(int(message.get("threads", self.threads_per_rank)) for message, _ in replies.values())
 
     def close(self) -> None:
         """Ask every rank for a clean exit; kill whatever has not exited by the deadline. Idempotent."""

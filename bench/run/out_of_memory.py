@@ -7,8 +7,6 @@ one that ran out while running (torch.OutOfMemoryError in the pytest process or 
 
 from __future__ import annotations
 
-import gc
-
 import torch
 
 from bench.config.cases import BenchCase
@@ -76,15 +74,12 @@ def too_large_reason(case: BenchCase, memory_bytes: int | None) -> str | None:
                         f"weights, gradients and optimizer state alone need {need / GIB:.1f} GiB {where}")
 
 
+# Allocation failures that reach Python as a plain RuntimeError, not torch.OutOfMemoryError: cuBLAS
+# cannot allocate its workspace or handle when the caching allocator has taken the rest of the GPU.
+ALLOCATION_FAILURE_TEXTS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDA out of memory", "CUDA error: out of memory")
+
+
 def is_out_of_memory(one_line_error: str) -> bool:
-    """Whether a rank's one-line failure (bench.launch.remote.WorkerError) was an out-of-memory error."""
-    return f"{OOM_TYPE_NAME}:" in one_line_error
-
-
-def release_memory() -> None:
-    """After a case that ran out: collect what its dropped frames held, and give cached blocks back."""
-    gc.collect()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index in range(torch.cuda.device_count()):
-            with torch.cuda.device(index):
-                torch.cuda.empty_cache()
+    """Whether a one-line failure (a rank's WorkerError, or an in-process RuntimeError's first line)
+    was the device running out of memory."""
+    return f"{OOM_TYPE_NAME}:" in one_line_error or any(text in one_line_error for text in ALLOCATION_FAILURE_TEXTS)

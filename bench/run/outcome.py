@@ -15,7 +15,8 @@ from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.launch.remote import WorkerError
 from bench.run.controller import measure_case
-from bench.run.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_memory, release_memory
+from bench.run.memory import release_cached_memory
+from bench.run.out_of_memory import device_memory_bytes, does_not_fit, is_out_of_memory
 from bench.run.verify import VerifyError
 
 
@@ -26,6 +27,13 @@ def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions, pool=N
     try:
         measure_case(case, benchmark, options, pool)
     except torch.OutOfMemoryError as error:
+        failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
+        benchmark.has_error = True
+    except RuntimeError as error:
+        # cuBLAS and CUDA allocation failures arrive as a plain RuntimeError: the same "does not fit".
+        # Any other RuntimeError is a real failure, for pytest to report with its traceback.
+        if not is_out_of_memory(_first_line(error)):
+            raise
         failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
         benchmark.has_error = True
     except (WorkerError, VerifyError) as error:
@@ -40,7 +48,7 @@ def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions, pool=N
         else:
             failure = text
     if failure is not None:
-        release_memory()  # the error and its frames are gone: what they held can be collected now
+        release_cached_memory()  # the error and its frames are gone: what they held can be collected now
     return failure
 
 

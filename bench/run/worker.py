@@ -26,8 +26,8 @@ class TrainingWorker:
         self.case = case
         self.strategy = REGISTRY[case.strategy]
         # This process's share of the cores, on GPU as on CPU (dp's one process gets them all).
-        self.threads = threads_per_rank(case.device_type, self.strategy.processes(case.world_size))
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(threads_per_rank(case.device_type, self.strategy.processes(case.world_size)))
+        self.threads = torch.get_num_threads()  # what this rank's torch then uses, as it reports it
         device = self.strategy.rank_device(case.device_type, local_rank)
         set_current_cuda_device(device)
         self.ctx = RankContext(rank=rank, local_rank=local_rank, world_size=case.world_size, device=device)
