@@ -42,6 +42,7 @@ _AGGREGATES = {
     "runs": ("run_id", "nunique"),
     "peak_memory_bytes": ("peak_memory_bytes", "max"),
     "memory_capacity_bytes": ("memory_capacity_bytes", "min"),
+    "memory_used_fraction": ("memory_used_fraction", "max"),
     "util_mean_pct": ("util_mean_pct", "mean"),
     "throttle_fraction": ("throttle_fraction", "max"),
     "timing_gap_fraction": ("timing_gap_fraction", "max"),
@@ -73,6 +74,7 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
     setups["mfu"] = (setups["samples_per_s"] * setups["flops_per_sample"]
                      / (setups["peak_flops_per_s"] * setups["compute_devices"]))
     setups["memory_headroom_fraction"] = 1.0 - setups["peak_memory_bytes"] / setups["memory_capacity_bytes"]
+    setups["memory_free_fraction"] = 1.0 - setups["memory_used_fraction"]
     setups["label"] = _labels(setups)
     _add_scaling(setups)
     _add_cost(setups, prices, target_samples)

@@ -58,6 +58,19 @@ def memory_capacity(devices: list[dict], context: dict, device_type: str) -> flo
     return number_or_nan(context.get("_ram_bytes"))
 
 
+def memory_used_fraction(devices: list[dict], cpu: dict, context: dict) -> float:
+    """The share of memory in use on the fullest device, read as the benchmark's "memory_near_capacity"
+    flag judges it (bench/telemetry/flags.py): NVML's used over total on a GPU; on a CPU the process
+    tree's peak RSS over the machine's RAM. The report shows this number beside that flag."""
+    shares = [d["memory_used_peak_bytes"] / d["memory_total_bytes"] for d in devices
+              if is_number(d.get("memory_used_peak_bytes")) and is_number(d.get("memory_total_bytes"))
+              and d["memory_total_bytes"] > 0]
+    if shares:
+        return float(max(shares))
+    rss, ram = cpu.get("peak_rss_bytes"), context.get("_ram_bytes")
+    return float(rss / ram) if not devices and is_number(rss) and is_number(ram) and ram > 0 else math.nan
+
+
 def util_mean(devices: list[dict], cpu: dict) -> float:
     values = [d.get("util_mean_pct") for d in devices if is_number(d.get("util_mean_pct"))]
     if values:
@@ -70,6 +83,8 @@ def throttle(devices: list[dict]) -> float:
     for device in devices:
         fractions = device.get("throttle_fraction")
         if isinstance(fractions, dict):
-            # "other" reasons include idle clock-downs, which are no sign of an overheated or capped GPU.
-            shares.extend(fractions[k] for k in ("thermal", "power") if is_number(fractions.get(k)))
+            # The reasons the benchmark's "throttled" flag counts (bench/telemetry/summary.py: thermal, the
+            # hardware power brake, the hardware slowdown), so the number shown beside the flag is the one
+            # it was judged on. Idle clock-downs and the software power cap are not among them.
+            shares.extend(value for value in fractions.values() if is_number(value))
     return float(max(shares)) if shares else math.nan

@@ -184,6 +184,7 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         "peak_memory_bytes": number_or_nan(record.get("peak_memory_bytes")),
         "memory_capacity_bytes": derived.memory_capacity(devices, context, device_type),
         "energy_j": number_or_nan(telemetry.get("energy_j")),
+        "memory_used_fraction": derived.memory_used_fraction(devices, cpu, context),
         "util_mean_pct": derived.util_mean(devices, cpu),
         "throttle_fraction": derived.throttle(devices),
         "telemetry_source": text(telemetry.get("source")),

@@ -25,7 +25,8 @@ FLAG_VALUES = {
     "throttled": "throttle_fraction",
     "low_utilisation": "util_mean_pct",
     "timing_gap": "timing_gap_fraction",
-    "memory_near_capacity": "memory_headroom_fraction",
+    # The flag's own measure (NVML used / total, or the tree's RSS / RAM), not the training's peak.
+    "memory_near_capacity": "memory_free_fraction",
 }
 UNSTABLE = "unstable"
 RUNNERS_UP = 3
@@ -144,12 +145,14 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
     unstable = candidates["flags"].map(lambda flags: UNSTABLE in flags).astype(bool)
     low = candidates[f"{column}_low"].where(~unstable)
     high = candidates[f"{column}_high"].where(~unstable)
-    ranks = dominance_ranks(candidates[column], low, high, objective.higher_is_better)
+    # ...and it gets no rank of its own: "rank 1" would read as "among the best" for a setup that may be slow.
+    ranks = dominance_ranks(candidates[column], low, high, objective.higher_is_better).where(~unstable)
     ordered = candidates.assign(**{f"rank_{objective.key}": ranks, "_unstable": unstable}).sort_values(
         [f"rank_{objective.key}", "_unstable", column], ascending=[True, True, not objective.higher_is_better])
     best = ordered.iloc[0]
     overlaps = _overlaps(best, ordered, low.reindex(ordered.index), high.reindex(ordered.index))
-    tied = ordered.iloc[1:][overlaps.iloc[1:]]
+    # An unstable setup overlaps everything (no interval): it is listed as withheld, not as a tie.
+    tied = ordered.iloc[1:][overlaps.iloc[1:] & ~ordered["_unstable"].iloc[1:]]
     clearly_worse = ordered.iloc[1:][~overlaps.iloc[1:]]
     # Runners-up by point estimate (their rank shown beside), so a faster setup never reads as worse.
     runners_up = ordered.iloc[1:].sort_values(column, ascending=not objective.higher_is_better)

@@ -66,6 +66,7 @@ CASE_SCHEMA: dict[str, tuple[str, str | None]] = {
     "peak_memory_bytes": ("float64", None),
     "memory_capacity_bytes": ("float64", None),  # per device: GPU memory, or the machine's RAM on CPU
     "energy_j": ("float64", None),
+    "memory_used_fraction": ("float64", None),  # fullest device's memory in use, as memory_near_capacity judges it
     "util_mean_pct": ("float64", None),
     "throttle_fraction": ("float64", None),  # the largest thermal or power throttle share of any device
     "telemetry_source": ("string", None),

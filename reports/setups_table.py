@@ -14,7 +14,7 @@ from reports.words import fmt_bytes, fmt_duration, fmt_interval, fmt_money, fmt_
 def display_table(setups: pd.DataFrame, currency: str | None) -> pd.DataFrame:
     """The setups table as a reader sees it: formatted text, one row per setup."""
     def rank(value) -> str:
-        return "" if not math.isfinite(value) else f"{value:.0f}"
+        return "unranked" if not math.isfinite(value) else f"{value:.0f}"
 
     rows = []
     ordered = setups.sort_values(["preset", "rank_fastest", "samples_per_s"], ascending=[True, True, False],

@@ -24,6 +24,7 @@ from reports.load import load_results
 from reports.prices import load_prices
 from reports.recommend import dominance_ranks, recommend
 from reports.schema import CASE_COLUMNS
+from reports.words import FINDING_TEXT
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_DEADLINE_S = 120
@@ -181,9 +182,15 @@ def test_scaling_efficiency_mfu_and_cost_follow_from_the_raw_numbers(real_result
 
 
 def test_identical_runs_on_two_machines_are_not_distinguishable(real_result_files, tmp_path):
-    # Second machine = the same real run with its hostname changed: same numbers, so no winner.
-    twin = copy_with(real_result_files[1], tmp_path / "twin.json", rename_machine("twin-of-vm"))
-    results = load_results([real_result_files[1], str(twin)])
+    # Second machine = the same real run with its hostname changed: same numbers, so no winner. Both
+    # copies are marked steady (an "unstable" flag from this shared machine's load would withhold them).
+    def steady(data: dict) -> None:
+        for bench in data["benchmarks"]:
+            bench["extra_info"]["flags"] = [f for f in bench["extra_info"]["flags"] if f != "unstable"]
+
+    original = copy_with(real_result_files[1], tmp_path / "original.json", steady)
+    twin = copy_with(str(original), tmp_path / "twin.json", rename_machine("twin-of-vm"))
+    results = load_results([str(original), str(twin)])
     recommendation = recommend(summarise(results, None, TARGET_SAMPLES), results, priced=False)
     fastest = next(p for p in recommendation.picks if p.objective.key == "fastest")
     assert fastest.best is not None and len(fastest.tied) == 1
@@ -241,6 +248,36 @@ def test_a_measured_dp_is_never_recommended_even_when_it_is_the_fastest(real_res
         assert pick.best is None or pick.best["strategy"] != "dp"
 
 
+def test_an_unstable_setup_is_warned_first_withheld_and_never_ranked(real_result_files, tmp_path):
+    # The real ddp-2 record, flagged unstable as bench/record/flags.py writes it, with rounds ten times
+    # shorter (marked): the fastest setup by far, which must still not win nor get a rank of its own.
+    def unstable_ddp2(data: dict) -> None:
+        for other in data["benchmarks"]:  # the others steady, whatever this machine did: ddp-2 is the subject
+            other["extra_info"]["flags"] = [f for f in other["extra_info"]["flags"] if f != "unstable"]
+        bench = entry(data, "ddp-2-tiny-fp32")
+        record = bench["extra_info"]
+        record["flags"] = [*record["flags"], "unstable"]
+        record["unstable_reasons"] = ["peaks differ: end/start 0.62"]
+        record["round_times_s"] = [t / 10 for t in record["round_times_s"]]
+        bench["stats"]["data"] = [t / 10 for t in bench["stats"]["data"]]
+    copy = copy_with(real_result_files[0], tmp_path / "unstable.json", unstable_ddp2)
+    results = load_results([str(copy)])
+    setups = summarise(results, None, TARGET_SAMPLES)
+    assert setups.loc[setups["samples_per_s"].idxmax(), "strategy"] == "ddp"
+    fastest = next(p for p in recommend(setups, results, priced=False).picks if p.objective.key == "fastest")
+    assert fastest.best["label"] != fastest.withheld[0]["label"] and len(fastest.withheld) == 1
+    assert "ddp" in fastest.withheld[0]["label"] and np.isnan(fastest.withheld[0]["rank_fastest"])
+    assert all(np.isfinite(row["rank_fastest"]) for row in (fastest.best, *fastest.tied))
+
+    html = report_ok(tmp_path / "unstable.html", copy)
+    markdown = html.with_suffix(".md").read_text()
+    warnings = markdown.split("Unstable machine: comparisons withheld", 1)
+    assert len(warnings) == 2 and "peaks differ" in warnings[1]
+    # First among the warnings: no other warning title comes before it.
+    assert not any(title in warnings[0] for title, _ in FINDING_TEXT.values() if title != FINDING_TEXT["unstable"][0])
+    assert "Comparisons withheld:" in markdown and "unranked" in markdown
+
+
 def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_path):
     # NVML cannot exist on this CPU machine: the telemetry block is given NVML-shaped values here,
     # the boundary the telemetry tests fake too. Everything else is the real record.
@@ -252,7 +289,7 @@ def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_pa
                     bench["extra_info"]["flags"] = sorted({*bench["extra_info"]["flags"], "throttled"})
                 bench["extra_info"]["telemetry"] = {
                     "source": "nvml", "devices": [{"util_mean_pct": 97.0, "memory_total_bytes": 8 * 1024**3,
-                                                   "throttle_fraction": {"thermal": throttle, "power": 0.0}}],
+                                                   "throttle_fraction": {"thermal": 0.0, "power": 0.0, "other": throttle}}],
                     "cpu": {}, "energy_j": energy_j}
         return change
 
@@ -272,10 +309,12 @@ def test_energy_and_throttling_come_from_gpu_telemetry(real_result_files, tmp_pa
     # Both intervals come from the same real round times, so they overlap only if those rounds spread
     # more than tenfold (a loaded machine can do that); either way the tie must follow the intervals.
     hot_row = recommendation.setups[recommendation.setups["machine"] == "hot-machine"].iloc[0]
-    # An unstable measurement (this shared machine is often busy) has no interval to separate them by.
+    # An unstable measurement (this shared machine is often busy) has no interval to separate them by:
+    # it is withheld from the comparison, not called a tie.
     unstable = "unstable" in hot_row["flags"]
-    assert bool(energy.tied) == (unstable or bool(hot_row["joules_per_sample_low"]
-                                                  <= energy.best["joules_per_sample_high"]))
+    assert bool(energy.tied) == (not unstable and bool(hot_row["joules_per_sample_low"]
+                                                       <= energy.best["joules_per_sample_high"]))
+    assert ("hot-machine" in [row["machine"] for row in energy.withheld]) == unstable
     throttled = [f for f in recommendation.findings if f.kind == "throttled"]
     assert [f.subject.split(" ·")[0] for f in throttled] == ["hot-machine"]
     assert throttled[0].value == pytest.approx(0.4)
@@ -301,6 +340,30 @@ def test_the_report_reads_flags_and_never_re_judges(real_result_files, tmp_path)
     out = report_ok(tmp_path / "r.html", source)
     page = out.read_text()
     assert "Flagged by the benchmark: tf32_override" in page and "<code>tf32_override</code>" in page
+
+
+def test_a_flag_is_shown_with_the_number_it_was_judged_on(real_result_files, tmp_path):
+    """memory_near_capacity is judged on NVML's used over total (other processes and the allocator's
+    cache count); the training's own peak (peak_memory_bytes) is far lower here. The warning must
+    show the first, not a second measure that would contradict it. Throttling likewise counts the
+    hardware slowdown. NVML values are given here (no GPU on this machine); the rest is the real record."""
+    def change(data: dict) -> None:
+        for bench in data["benchmarks"]:
+            record = bench["extra_info"]
+            record["flags"] = ["memory_near_capacity", "throttled"]
+            record["unstable_reasons"] = []
+            record["peak_memory_bytes"] = 2**30  # 1 GiB of 80: the training alone leaves 99% free
+            record["telemetry"] = {"source": "nvml", "cpu": {}, "energy_j": None, "devices": [
+                {"util_mean_pct": 97.0, "memory_total_bytes": 80 * 2**30, "memory_used_peak_bytes": 78 * 2**30,
+                 "throttle_fraction": {"thermal": 0.0, "power": 0.0, "other": 0.3}}]}
+    source = copy_with(real_result_files[1], tmp_path / "full.json", change)
+    results = load_results([str(source)])
+    setups = summarise(results, None, TARGET_SAMPLES)
+    findings = {f.kind: f for f in recommend(setups, results, priced=False).findings}
+    assert findings["memory_near_capacity"].value == pytest.approx(2 / 80)
+    assert findings["throttled"].value == pytest.approx(0.3)
+    # The table's headroom column stays the training's own peak against the device: a different fact.
+    assert setups["memory_headroom_fraction"].iloc[0] > 0.9
 
 
 # -- the command ---------------------------------------------------------------------------------
