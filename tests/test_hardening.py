@@ -81,6 +81,28 @@ def test_numeric_option_outside_its_range_is_refused_naming_the_range(field, val
     _options()  # the defaults are inside every range
 
 
+@pytest.mark.parametrize("args, option", [
+    (("--find-max-batch", "--max-memory", "1e300"), "--max-memory"),
+    (("--hosts", "a:" + "9" * 30), "--hosts"),
+    (("--hosts", "a:1", "--internode-gbps", "1e308"), "--internode-gbps"),
+    (("--plan", "--price-per-hour", "1e300"), "--price-per-hour"),
+])
+def test_sizes_slots_rates_and_prices_past_their_range_are_usage_errors(tmp_path, args, option):
+    # Each passed validation before (a 30-digit slot count, a 1e300-byte memory) and failed every case.
+    line = usage_error_line(bench(tmp_path, "--quick", "--strategies", "single", *args))
+    assert line.removeprefix("ERROR: ").startswith(option) and "allowed:" in line, line
+    assert not (tmp_path / "results").exists()
+
+
+def test_slots_are_bounded_like_world_sizes_and_repeated_rates_count_once():
+    from bench.config.hosts import MAX_SLOTS
+    from bench.config.multinode_options import internode_gbps_from_config
+    from bench.config.options import MAX_WORLD_SIZE
+
+    assert MAX_SLOTS == MAX_WORLD_SIZE  # hosts.py cannot import options.py (options imports it)
+    assert internode_gbps_from_config({"gs_internode_gbps": "100,400,100"}.get) == (100.0, 400.0)
+
+
 def test_infinite_timeout_and_30_digit_seed_are_usage_errors_before_any_case(tmp_path):
     for args, option in ((("--launch-timeout-s", "inf"), "--launch-timeout-s"),
                          (("--seed", "1" * 30), "--seed")):

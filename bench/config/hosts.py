@@ -32,13 +32,18 @@ class Host:
         return f"{self.name}:{self.slots}"
 
 
+# Slots of one host: as many as --world-sizes allows devices in a run (bench/config/options.MAX_WORLD_SIZE).
+MAX_SLOTS = 4096
+
+
 def _slots(option: str, name: str, raw: str) -> int:
     try:
         slots = int(raw)
     except ValueError:
         slots = 0
-    if slots < 1:
-        raise ValueError(f"{option}: host {name!r} has slots {raw!r}, not a positive integer; allowed: an integer >= 1")
+    if not 1 <= slots <= MAX_SLOTS:
+        raise ValueError(f"{option}: host {name!r} has slots {raw!r}, not a positive integer up to {MAX_SLOTS}; "
+                         f"allowed: an integer from 1 to {MAX_SLOTS}")
     return slots
 
 

@@ -15,7 +15,7 @@ MULTINODE_OPTION_TABLE = (
     ("--controller-address", "gs_controller_address", "",
      "IPv4 address of this machine the hosts connect back to; default: this machine's route to the second host"),
     ("--internode-gbps", "gs_internode_gbps", "",
-     "comma-separated inter-node link rates in Gbit/s (> 0) the report's scaling projection assumes, e.g. 100,400"),
+     "comma-separated inter-node link rates in Gbit/s (> 0, up to 100000; repeats dropped) the report's scaling projection assumes, e.g. 100,400"),
     ("--ssh-port", "gs_ssh_port", "", "ssh port of the hosts (as horovodrun -p); default: ssh's own"),
     ("--ssh-identity-file", "gs_ssh_identity_file", "",
      "ssh private key for the hosts (as horovodrun -i); default: ssh's own"),
@@ -49,7 +49,12 @@ def cluster_from_config(get) -> Cluster | None:
                    ssh_identity_file=identity or None)
 
 
+# Bounds of --internode-gbps: today's fastest links are 800 Gbit/s; 100 Tbit/s leaves room and stops typos.
+MAX_INTERNODE_GBPS = 100_000.0
+
+
 def internode_gbps_from_config(get) -> tuple[float, ...]:
+    """The rates in the order given, repeats dropped (one projection per rate)."""
     raw = (get("gs_internode_gbps") or "").strip()
     if not raw:
         return ()
@@ -59,8 +64,9 @@ def internode_gbps_from_config(get) -> tuple[float, ...]:
             rate = float(part)
         except ValueError:
             rate = float("nan")
-        if not rate > 0 or rate == float("inf"):
-            raise ValueError(f"--internode-gbps: {part.strip()!r} is not a positive number; "
-                             f"allowed: comma-separated numbers > 0 (Gbit/s), e.g. 100,400")
-        rates.append(rate)
+        if not 0 < rate <= MAX_INTERNODE_GBPS:
+            raise ValueError(f"--internode-gbps: {part.strip()!r} is not a positive number up to "
+                             f"{MAX_INTERNODE_GBPS:g}; allowed: comma-separated numbers > 0 (Gbit/s), e.g. 100,400")
+        if rate not in rates:
+            rates.append(rate)
     return tuple(rates)

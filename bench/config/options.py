@@ -47,6 +47,7 @@ MAX_COUNT = 1_000_000  # batch size, steps per round, rounds, warm-up rounds
 MAX_WORLD_SIZE = 4096
 MAX_SEED = 2**32 - 1  # each rank's data seed is seed * 100_003 + rank, which must stay within torch's 64 bits
 MIN_TIMEOUT_S, MAX_TIMEOUT_S = 0.001, 7 * 24 * 3600.0  # a week: any real launch or round is shorter
+MAX_PRICE_PER_HOUR = 1e6  # no machine rents for more an hour; a larger number is a typo
 
 
 def _strategy_names() -> tuple[str, ...]:
@@ -106,8 +107,9 @@ class BenchOptions:
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)!r}; allowed: a number > 0")
             _check_range(f"--{name.replace('_', '-')}", getattr(self, name), MIN_TIMEOUT_S, MAX_TIMEOUT_S)
-        if self.price_per_hour is not None and not (math.isfinite(self.price_per_hour) and self.price_per_hour >= 0):
-            raise ValueError(f"--price-per-hour: {self.price_per_hour!r}; allowed: a finite number >= 0")
+        if self.price_per_hour is not None and not (math.isfinite(self.price_per_hour)
+                                                    and 0 <= self.price_per_hour <= MAX_PRICE_PER_HOUR):
+            raise ValueError(f"--price-per-hour: {self.price_per_hour!r}; allowed: a number from 0 to {MAX_PRICE_PER_HOUR:g}")
         for name in ("min_round_s", "warmup_s"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= MAX_ROUND_SIZING_S):
@@ -236,7 +238,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="list the cases and skips with reasons and the estimated wall time; runs nothing, "
                          "writes no result file")
     group.addoption("--price-per-hour", dest="gs_price_per_hour", default=None, metavar="VALUE",
-                    help="with --plan: the machine's price per hour (a number >= 0), to estimate the cost")
+                    help="with --plan: the machine's price per hour (a number from 0 to 1e6), to estimate the cost")
     group.addoption("--verify", dest="gs_verify", action="store_true",
                     help="before measuring, check each strategy reaches the same weights as single (fp32)")
     add_multinode_options(group)
@@ -285,7 +287,7 @@ def _price(raw: str) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"--price-per-hour: {raw!r} is not a number; allowed: a finite number >= 0") from None
+        raise ValueError(f"--price-per-hour: {raw!r} is not a number; allowed: a number from 0 to {MAX_PRICE_PER_HOUR:g}") from None
     return value
 
 
