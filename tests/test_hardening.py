@@ -278,6 +278,38 @@ def test_listener_drops_hostile_hellos_and_still_accepts_its_worker():
         listener.close()
 
 
+def test_silent_clients_do_not_hold_up_the_worker_behind_them():
+    # A dozen local clients connect and say nothing. Handled one at a time, each held the listener for
+    # its whole hello timeout (10 s each: 120 s, a launch's whole deadline); side by side, the real
+    # worker behind them is accepted at once and the silent ones are dropped at their own deadline.
+    listener = Listener()
+    silent = [socket.create_connection(tuple_address(listener.address)) for _ in range(12)]
+    try:
+        worker: list = []
+        thread = threading.Thread(target=lambda: worker.append(
+            connect(listener.address, listener.token, 0, {"pid": os.getpid()}, timeout_s=60)), daemon=True)
+        began = time.monotonic()
+        thread.start()
+        accepted = listener.accept(began + 60, hello_timeout_s=8.0)
+        waited_s = time.monotonic() - began
+        thread.join(30)
+        assert accepted is not None and accepted[1]["rank"] == 0
+        assert waited_s < 8.0, f"the worker waited {waited_s:.1f} s behind silent clients"
+        # The silent ones are still pending, then dropped once their own 8 s are up.
+        dropped = [listener.accept(time.monotonic() + 30, hello_timeout_s=8.0) for _ in range(12)]
+        assert dropped == [None] * 12 and all("ChannelTimeout" in why for why in listener.dropped[-12:])
+        assert all(_dropped(sock) for sock in silent)
+    finally:
+        for sock in silent:
+            sock.close()
+        listener.close()
+
+
+def tuple_address(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
 def test_hostile_local_clients_during_a_ddp_launch_do_not_fail_the_case(tmp_path):
     skip_unless_available("ddp")
     proc, mark = start_bench(tmp_path, "", "--strategies", "ddp", "--world-sizes", "2")

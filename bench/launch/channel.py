@@ -86,6 +86,26 @@ class Connection:
         data, self._buffer = self._buffer[:count], self._buffer[count:]
         return data
 
+    def poll(self, max_header_bytes: int = MAX_HEADER_BYTES,
+             max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[dict, bytes] | None:
+        """A complete message if one has arrived, reading only what is there (never waiting); None
+        when it is not complete yet (what came is kept for the next call)."""
+        try:
+            chunk = self.sock.recv(_RECV_CHUNK_BYTES, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            chunk = None
+        if chunk == b"":
+            raise ChannelClosed("connection closed by the peer")
+        self._buffer += chunk or b""
+        if len(self._buffer) < _LENGTHS.size:
+            return None
+        header_len, payload_len = _LENGTHS.unpack_from(self._buffer)
+        if header_len > max_header_bytes or payload_len > max_payload_bytes:
+            raise ChannelClosed(f"message of {header_len} + {payload_len} bytes is not from a gpusizer worker")
+        if len(self._buffer) < _LENGTHS.size + header_len + payload_len:
+            return None
+        return self.recv(None, max_header_bytes, max_payload_bytes)  # whole in the buffer: no wait
+
     def has_buffered(self) -> bool:
         return bool(self._buffer)
 
@@ -155,6 +175,8 @@ class Listener:
         self.sock.listen(64)
         self.address = "{}:{}".format(*self.sock.getsockname())
         self.dropped: list[str] = []  # why each connection that failed the check was dropped (for diagnosis)
+        # Connections that got their nonce and have not answered yet: (nonce, deadline of their hello).
+        self._pending: dict[Connection, tuple[bytes, float]] = {}
 
     def env(self) -> dict[str, str]:
         """What a worker needs to connect back."""
@@ -163,33 +185,76 @@ class Listener:
     def accept(self, deadline: float, hello_timeout_s: float = HELLO_TIMEOUT_S) -> tuple[Connection, dict] | None:
         """One authenticated worker and its hello, or None when a connection failed the check.
 
-        ``deadline`` bounds the wait for a connection only; a peer that connected then has
-        ``hello_timeout_s`` to answer. Raises ChannelTimeout when nobody connects before the deadline.
+        Handshakes run side by side: every connection gets its nonce as soon as it connects and then
+        ``hello_timeout_s`` of its own to answer, so a peer that connects and stays silent holds up
+        nobody (handled one at a time, a dozen of them outlasted a 120 s launch). ``deadline`` bounds
+        this call's wait. Raises ChannelTimeout when no worker answered before the deadline.
         """
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-            raise ChannelTimeout("no worker connected before the deadline")
+        while True:
+            now = time.monotonic()
+            for conn, (_, until) in list(self._pending.items()):
+                if now >= until:
+                    self._drop(conn, ChannelTimeout("no hello before its deadline"))
+                    return None
+            left = deadline - now
+            if left <= 0:
+                raise ChannelTimeout("no worker connected before the deadline")
+            wait = min([left, *(until - now for _, until in self._pending.values())])
+            ready = select.select([self.sock, *self._pending], [], [], max(wait, 0.0))[0]
+            for item in ready:
+                if item is self.sock:
+                    self._greet(hello_timeout_s)
+                    continue
+                heard = self._hear(item)
+                if heard is not False:
+                    return heard
+
+    def _greet(self, hello_timeout_s: float) -> None:
         sock, _ = self.sock.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(sock)
         nonce = secrets.token_bytes(NONCE_BYTES)
         try:
             conn.send({"nonce": nonce.hex()})
-            # A client that stays silent must not hold up the others for long.
-            hello, _ = conn.recv(time.monotonic() + hello_timeout_s, max_header_bytes=MAX_HELLO_BYTES,
-                                 max_payload_bytes=0)
+        except OSError as error:
+            self._drop(conn, error)
+            return
+        self._pending[conn] = (nonce, time.monotonic() + hello_timeout_s)
+
+    def _hear(self, conn: Connection) -> tuple[Connection, dict] | None | bool:
+        """The checked hello of a pending connection that has something to read: (conn, hello), None
+        when it failed the check (dropped), or False when its hello is not complete yet."""
+        nonce, _ = self._pending[conn]
+        try:
+            # Only what has arrived: a partial hello stays buffered in the connection until the rest comes.
+            message = conn.poll(max_header_bytes=MAX_HELLO_BYTES, max_payload_bytes=0)
+        except (ChannelClosed, ValueError, OSError) as error:
+            self._drop(conn, error)
+            return None
+        if message is None:
+            return False
+        hello, _ = message
+        try:
             rank, claimed = hello_rank(hello), hello.get("proof")
             if rank is None or not isinstance(claimed, str) or not claimed.isascii():
                 raise ValueError("malformed hello")
             if not hmac.compare_digest(claimed, proof(self.token, nonce, rank)):
                 raise ValueError("bad proof")
-        except (ChannelClosed, ChannelTimeout, ValueError, OSError) as error:
-            self.dropped.append(f"{type(error).__name__}: {error}"[:200])
-            conn.close()
+        except ValueError as error:
+            self._drop(conn, error)
             return None
+        del self._pending[conn]
         return conn, hello
 
+    def _drop(self, conn: Connection, error: BaseException) -> None:
+        self._pending.pop(conn, None)
+        self.dropped.append(f"{type(error).__name__}: {error}"[:200])
+        conn.close()
+
     def close(self) -> None:
+        for conn in list(self._pending):
+            conn.close()
+        self._pending.clear()
         self.sock.close()  # idempotent
 
 
