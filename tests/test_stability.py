@@ -139,6 +139,16 @@ def test_every_threshold_lives_in_bench_flags():
 # -- GPU: other processes on the case's GPU (NVML per-process utilisation, faked) --------------------------
 
 
+def test_a_gpu_window_too_short_to_sample_raises_no_outside_load_flag():
+    from bench.record.record import outside_busy_pct
+
+    telemetry = {"outside": {"gpu_busy_pct": 60.0, "cpu_busy_pct": 55.0}, "samples_too_few": True}
+    value, reason = outside_busy_pct(telemetry, "cuda")
+    assert value is None and "fewer than 10 telemetry samples" in reason
+    assert outside_busy_pct(telemetry, "cpu") == (55.0, None)  # CPU times, not samples: still judged
+    assert outside_busy_pct({**telemetry, "samples_too_few": False}, "cuda") == (60.0, None)
+
+
 def test_other_processes_on_the_gpu_are_measured_and_our_own_are_not(monkeypatch):
     outsider = 1  # init: never in this process's tree
     fake = FakeGpu(uuid="GPU-00000000-aaaa-bbbb-cccc-dddddddddddd", pci_bus_id="00000000:10:00.0",

@@ -9,7 +9,7 @@ import statistics
 
 from bench.config.cases import BenchCase
 from bench.hardware.devices import compute_devices, is_cuda
-from bench.record.flags import TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
+from bench.record.flags import MIN_TELEMETRY_SAMPLES, TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
 from bench.strategies import REGISTRY
 
 SCHEMA_VERSION = 1
@@ -29,6 +29,10 @@ def timing_gap_fraction(controller_s: list[float], worker_s: list[float]) -> flo
 def outside_busy_pct(telemetry: dict, device_type: str) -> tuple[float | None, str | None]:
     """How busy processes outside the benchmark kept the case's device (the telemetry's ``outside``)."""
     outside = telemetry.get("outside") or {}
+    if is_cuda(device_type) and telemetry.get("samples_too_few"):
+        # The GPU share is a mean of NVML's per-tick process samples: too few ticks say nothing, and no
+        # flag is raised from a window that short (the CPU share is a difference of CPU times: it holds).
+        return None, f"fewer than {MIN_TELEMETRY_SAMPLES} telemetry samples in the measured window"
     value = outside.get("gpu_busy_pct" if is_cuda(device_type) else "cpu_busy_pct")
     return value, (None if value is not None else outside.get("reason") or "not sampled")
 
