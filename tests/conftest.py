@@ -91,17 +91,20 @@ def run_bench(pytester):
     return run
 
 
+def make_bench_options(**overrides) -> BenchOptions:
+    """Valid ``BenchOptions`` of a small CPU run (single, batch 8, 2 rounds of 2 steps), with
+    ``overrides``; lists left None take the device's defaults. The one base every test file builds on."""
+    values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None,
+              "per_device_batch_at_smallest_world": 8, "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu",
+              "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
+              "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
+    return BenchOptions(**{**values, **overrides})
+
+
 @pytest.fixture
 def bench_options():
-    """``bench_options(**overrides)``: valid ``BenchOptions`` of a small CPU run (single, batch 8,
-    2 rounds of 2 steps); lists left None take the device's defaults."""
-    def make(**overrides) -> BenchOptions:
-        values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None,
-                  "per_device_batch_at_smallest_world": 8, "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu",
-                  "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
-                  "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
-        return BenchOptions(**{**values, **overrides})
-    return make
+    """``bench_options(**overrides)``: ``make_bench_options`` as a fixture."""
+    return make_bench_options
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import make_bench_options
 from test_faults import (
     BENCH_DIR,
     RUN_TIMEOUT_S,
@@ -56,11 +57,9 @@ def usage_error_line(done: subprocess.CompletedProcess) -> str:
 
 
 def _options(**changes) -> BenchOptions:
-    base = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "per_device_batch_at_smallest_world": 64,
-            "steps_per_round": 5, "rounds": 3, "warmup_rounds": 1, "device": "cpu", "scaling": "weak",
-            "quick": True, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 120.0,
-            "round_timeout_s": 600.0}
-    return BenchOptions(**{**base, **changes})
+    return make_bench_options(**{"per_device_batch_at_smallest_world": 64, "steps_per_round": 5, "rounds": 3,
+                                 "warmup_rounds": 1, "quick": True, "launch_timeout_s": 120.0, "round_timeout_s": 600.0,
+                                 **changes})
 
 
 @pytest.mark.parametrize("field, value, option", [

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_bench_options
 
 from bench.config.cases import build_cases
 from bench.config.hosts import Cluster, Host, parse_hostfile, parse_hosts, place, powers_of_two_upto
@@ -38,11 +39,9 @@ def test_multinode_placement_fills_hosts_in_order():
 
 
 def _options(**overrides) -> BenchOptions:
-    base = {"strategies": ("single", "dp", "ddp"), "world_sizes": None, "presets": ("tiny",), "precisions": ("fp32",),
-                "per_device_batch_at_smallest_world": 8, "steps_per_round": 1, "rounds": 1, "warmup_rounds": 0, "device": "cpu", "scaling": "weak",
-                "quick": False, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 10.0,
-                "round_timeout_s": 10.0}
-    return BenchOptions(**{**base, **overrides})
+    return make_bench_options(**{"strategies": ("single", "dp", "ddp"), "presets": ("tiny",), "precisions": ("fp32",),
+                                 "steps_per_round": 1, "rounds": 1, "launch_timeout_s": 10.0, "round_timeout_s": 10.0,
+                                 **overrides})
 
 
 def test_multinode_world_sizes_range_up_to_total_slots():

@@ -8,6 +8,7 @@ import gc
 
 import pytest
 import torch
+from conftest import make_bench_options
 
 import bench.run.worker
 from bench.config.cases import BenchCase
@@ -27,11 +28,8 @@ def case(strategy: str = "single", world_size: int = 1, device_type: str = "cpu"
 
 
 def options(**overrides) -> BenchOptions:
-    values = {"strategies": ("single",), "world_sizes": None, "presets": ("tiny",), "precisions": None,
-              "per_device_batch_at_smallest_world": 16, "steps_per_round": 2, "rounds": 1, "warmup_rounds": 1, "device": "cpu",
-              "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
-              "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
-    return BenchOptions(**{**values, **overrides})
+    return make_bench_options(**{"presets": ("tiny",), "per_device_batch_at_smallest_world": 16, "rounds": 1,
+                                 "warmup_rounds": 1, **overrides})
 
 
 def test_the_optimizer_keeps_no_state_so_the_estimate_counts_none():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_bench_options
 
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
@@ -26,11 +27,8 @@ def case(strategy: str = "ddp", world_size: int = 2, device_type: str = "cuda", 
 
 
 def options(**overrides) -> BenchOptions:
-    values = {"strategies": ("single", "ddp"), "world_sizes": None, "presets": None, "precisions": None,
-              "per_device_batch_at_smallest_world": 64, "steps_per_round": 10, "rounds": 10, "warmup_rounds": 2, "device": "cuda",
-              "scaling": "weak", "quick": False, "verify": False, "seed": 0, "results_dir": "results",
-              "launch_timeout_s": 60.0, "round_timeout_s": 60.0}
-    return BenchOptions(**{**values, **overrides})
+    return make_bench_options(**{"strategies": ("single", "ddp"), "per_device_batch_at_smallest_world": 64,
+                                 "steps_per_round": 10, "rounds": 10, "warmup_rounds": 2, "device": "cuda", **overrides})
 
 
 def test_a_sized_gpu_case_is_estimated_from_its_round_length_and_launch():

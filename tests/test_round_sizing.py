@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import make_bench_options
 
-from bench.config.options import BenchOptions
 from bench.run.round_sizing import MAX_STEPS_PER_ROUND, RoundSizing, calibrate, next_steps, size_rounds
 from bench.telemetry.flags import MIN_TELEMETRY_SAMPLES, judged_telemetry_flags
 from tests.bench_subprocess import run_bench_cpu
@@ -79,12 +79,7 @@ def test_round_sizing_is_validated():
         RoundSizing(10, 10, 1.0, 3.0, 1, float("nan"), 1, 0.1, True)
 
 
-def base_options(**overrides) -> BenchOptions:
-    values = {"strategies": ("single",), "world_sizes": None, "presets": None, "precisions": None, "per_device_batch_at_smallest_world": 8,
-              "steps_per_round": 2, "rounds": 2, "warmup_rounds": 0, "device": "cpu", "scaling": "weak",
-              "quick": False, "verify": False, "seed": 0, "results_dir": "results", "launch_timeout_s": 60.0,
-              "round_timeout_s": 60.0}
-    return BenchOptions(**{**values, **overrides})
+base_options = make_bench_options
 
 
 def test_defaults_depend_on_the_device_type():
