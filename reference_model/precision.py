@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from gpusizer_common.cpuinfo import cpuinfo_values
+from gpusizer_common.device_type import is_cuda
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
@@ -41,7 +42,7 @@ def unsupported_reason(precision: str, device_type: str) -> str | None:
                 f"{', '.join(sorted(native))}); emulated it is not a meaningful benchmark"
             )
         return None
-    if device_type == "cuda":
+    if is_cuda(device_type):
         major, _ = torch.cuda.get_device_capability()
         if precision == "tf32" and major < 8:
             return f"tf32 needs compute capability >= 8.0; this GPU has {major}.x"
@@ -85,7 +86,7 @@ class Precision:
     @contextlib.contextmanager
     def matmul_mode(self):
         """tf32 is a global switch in torch; set it for the run and restore it afterwards."""
-        if self.device_type != "cuda":
+        if not is_cuda(self.device_type):
             yield
             return
         previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32

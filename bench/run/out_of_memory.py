@@ -11,6 +11,7 @@ import torch
 
 from bench.config.cases import BenchCase
 from bench.hardware.devices import device_name, is_cuda, ranks_per_memory
+from bench.strategies import REGISTRY
 
 GIB = 1 << 30
 # What training holds per parameter before any activation: fp32 weights (every precision keeps fp32
@@ -41,8 +42,6 @@ def device_memory_bytes(device_type: str) -> int | None:
 def state_bytes_per_memory(case: BenchCase) -> int:
     """Weights + gradients + optimizer state that must sit in one device's memory (on CPU: in the
     host's, shared by every rank). A strategy that shards them splits them over the ranks."""
-    from bench.strategies import REGISTRY  # late: the registry imports strategy modules
-
     total = case.model_config.num_params * STATE_BYTES_PER_PARAMETER
     per_rank = -(-total // case.world_size) if REGISTRY[case.strategy].shards_training_state else total
     return per_rank * ranks_per_memory(case.device_type, case.world_size)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.hardware.devices import compute_devices
+from bench.strategies import REGISTRY
 
 # Popen to every rank ready. GPU: torchrun + CUDA context + NCCL init, 8-12 s per launched case
 # (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s.
@@ -63,8 +64,6 @@ def estimate_case(case: BenchCase, options: BenchOptions, skip_reason: str | Non
     """``reuses_group``: the previous running case left its launched group up for this one."""
     if skip_reason is not None:
         return CaseEstimate(case.case_id, skip_reason, 0.0, 0.0, 0.0, 0.0)
-    from bench.strategies import REGISTRY  # late: the registry imports strategy modules
-
     min_round_s = options.resolved_min_round_s(case.device_type)
     one_round_s = round_s(case, min_round_s)
     launched = REGISTRY[case.strategy].launcher != "inprocess"
