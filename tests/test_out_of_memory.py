@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import make_bench_options
 
+import bench.run.outcome
 import bench.run.worker
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
@@ -129,6 +130,17 @@ def test_a_cublas_allocation_failure_is_out_of_memory_too_and_other_runtime_erro
     monkeypatch.setattr(bench.run.worker, "make_optimizer", a_real_bug)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         measure_or_failure(case(), FakeBenchmark(), options())
+
+
+def test_a_rank_failure_stays_one_line_though_worker_error_is_a_runtime_error(monkeypatch):
+    from bench.launch.remote import WorkerError
+
+    def failed_rank(*args, **kwargs):
+        raise WorkerError("single-1-tiny-fp32: rank 1 failed first: ValueError: bad input")
+
+    monkeypatch.setattr(bench.run.outcome, "measure_case", failed_rank)
+    assert measure_or_failure(case(), FakeBenchmark(), options()) == \
+        "single-1-tiny-fp32: rank 1 failed first: ValueError: bad input"
 
 
 def test_the_plain_form_of_another_rank_or_case_does_not_touch_an_in_process_case(monkeypatch):

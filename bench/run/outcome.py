@@ -26,16 +26,6 @@ def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions, pool=N
     failure = None
     try:
         measure_case(case, benchmark, options, pool)
-    except torch.OutOfMemoryError as error:
-        failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
-        benchmark.has_error = True
-    except RuntimeError as error:
-        # cuBLAS and CUDA allocation failures arrive as a plain RuntimeError: the same "does not fit".
-        # Any other RuntimeError is a real failure, for pytest to report with its traceback.
-        if not is_out_of_memory(_first_line(error)):
-            raise
-        failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
-        benchmark.has_error = True
     except (WorkerError, VerifyError) as error:
         # A case that failed after some rounds were timed keeps no statistics: neither in the terminal
         # table nor in the result file (pytest-benchmark marks only failures inside the timed function).
@@ -47,6 +37,14 @@ def measure_or_failure(case: BenchCase, benchmark, options: BenchOptions, pool=N
                                    text.removeprefix(f"{case.case_id}: "))
         else:
             failure = text
+    except RuntimeError as error:
+        # torch.OutOfMemoryError in this process, and the cuBLAS/CUDA allocation failures that arrive as a
+        # plain RuntimeError: "does not fit". Any other RuntimeError is a real failure, for pytest to
+        # report with its traceback. (After the clause above: WorkerError is a RuntimeError too.)
+        if not is_out_of_memory(_first_line(error)):
+            raise
+        failure = does_not_fit(case, device_memory_bytes(case.device_type), _first_line(error))
+        benchmark.has_error = True
     if failure is not None:
         release_cached_memory()  # the error and its frames are gone: what they held can be collected now
     return failure
