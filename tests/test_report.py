@@ -369,6 +369,21 @@ def test_a_flag_is_shown_with_the_number_it_was_judged_on(real_result_files, tmp
 # -- the command ---------------------------------------------------------------------------------
 
 
+def test_report_fit_gpus_adds_the_fit_table_for_the_measured_workloads(real_result_files, tmp_path):
+    # As a user runs it: the real result file, two GPUs named; every measured workload gets a row and
+    # one verdict per GPU, in the Markdown and the HTML (an unknown name is the bad-input test's).
+    html = report_ok(tmp_path / "fit.html", real_result_files[0], "--fit-gpus", "H100-80GB,L4")
+    markdown = html.with_suffix(".md").read_text()
+    fit = markdown.split("### Would it fit", 1)[1]
+    assert "| workload | predicted peak | H100-80GB | L4 |" in fit
+    rows = [line for line in fit.splitlines() if line.startswith("| ") and "batch 64" in line]
+    measured = {record["extra_info"]["case_id"] for record in json.loads(Path(real_result_files[0]).read_text())["benchmarks"]}
+    assert len(rows) == len(measured) and all(("fits" in row) for row in rows)  # tiny fits any GPU
+    assert "Would it fit" in html.read_text() and "H100-80GB" in html.read_text()
+    plain = report_ok(tmp_path / "plain.html", real_result_files[0])
+    assert "Would it fit" not in plain.with_suffix(".md").read_text()
+
+
 def test_report_command_writes_html_markdown_and_csv(real_result_files, tmp_path):
     prices = write_prices(tmp_path / "prices.csv",
                           [(cpu_model(real_result_files[0]), "0.40", "instance", "USD", "test quote", "2026-11-28")])
