@@ -48,7 +48,9 @@ def test_a_cpu_burner_outside_the_benchmark_flags_its_cases_unstable(tmp_path):
     results = tmp_path / "busy"
     burner = _burner(core)
     try:
-        bench = _pinned_bench(results, core, "--quick", "--strategies", "single")
+        # Rounds of at least 0.2 s: the outside share is read from 10 ms clock ticks, and a --quick case's
+        # ~20 ms of rounds is too short to measure (the record then says so instead of a number).
+        bench = _pinned_bench(results, core, "--quick", "--strategies", "single", "--rounds", "5", "--min-round-s", "0.2")
         _reap(bench, time.monotonic() + BENCH_RUN_DEADLINE_S)
     finally:
         burner.kill()

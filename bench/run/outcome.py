@@ -9,8 +9,6 @@ device still full.
 
 from __future__ import annotations
 
-import torch
-
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.launch.remote import WorkerError

@@ -16,6 +16,10 @@ import psutil
 from bench.hardware.devices import is_cuda
 
 _NVML_NOT_FOUND = 6  # nvmlDeviceGetProcessUtilization: no process sample since the timestamp given
+# /proc/stat and a process's CPU times count 10 ms clock ticks: a window of a few ticks cannot show 10% of a
+# core (a --quick case's rounds last ~20 ms; a burner taking half the core read 0.000%). Below this the
+# CPU share is not measured, and says so, rather than read as "no outside load".
+MIN_CPU_WINDOW_S = 0.5
 
 
 def _busy_s(times) -> float:
@@ -90,11 +94,12 @@ class OutsideLoad:
     def summary(self, device_type: str) -> dict:
         cpu_pct = None
         reason = self.cpu_reason
-        if reason is None and self.elapsed_s > 0 and self.cpu_ids:
+        if reason is None and self.elapsed_s >= MIN_CPU_WINDOW_S and self.cpu_ids:
             outside_s = max(0.0, self.system_busy_s - self.tree_busy_s)
             cpu_pct = 100.0 * outside_s / (self.elapsed_s * len(self.cpu_ids))
         elif reason is None:
-            reason = "the sampled window was too short to measure"
+            reason = (f"the sampled window ({self.elapsed_s:.2f} s) was too short to measure CPU load "
+                      f"(under {MIN_CPU_WINDOW_S:g} s of 10 ms clock ticks)")
         gpu_pct = gpu_max_pct = None
         if is_cuda(device_type):
             # The busiest of the case's GPUs: one shared GPU slows every rank of a synchronous step.
