@@ -68,7 +68,7 @@ CASE_SCHEMA: dict[str, tuple[str, str | None]] = {
     "energy_j": ("float64", None),
     "memory_used_fraction": ("float64", None),  # fullest device's memory in use, as memory_near_capacity judges it
     "util_mean_pct": ("float64", None),
-    "throttle_fraction": ("float64", None),  # the largest thermal or power throttle share of any device
+    "throttle_fraction": ("float64", None),  # the largest thermal, power-brake or hardware-slowdown share of any device
     "telemetry_source": ("string", None),
     "flags": ("object", None),
     "unstable_reasons": ("object", None),  # the benchmark's one-line reasons for the "unstable" flag ([] when stable)
