@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from reports.words import fmt_tick
+
 MAX_BARS = 60  # beyond this a bar or box chart is unreadable; the table has every setup
 MAX_PANELS = 24  # machines drawn side by side; beyond this the panels are too small to read
 # Above these the charts keep the fastest and say so (the table and the CSV always have every setup):
@@ -20,8 +22,32 @@ MAX_PANELS = 24  # machines drawn side by side; beyond this the panels are too s
 MAX_SERIES = 60  # lines (setup series) in a line chart, over all its panels
 MAX_COLOURED_MACHINES = 24  # machines with a colour of their own in the cost-time scatter; the rest are grey
 GIB = 1024.0**3
-# Log axes get labelled ticks at 1, 2 and 5 of every decade (plotly's "D2"), readable without hovering.
-LOG_AXIS = {"type": "log", "dtick": "D2"}
+# Log axes get ticks at 1, 2 and 5 of every decade, each labelled in full ("2,000", not plotly's lone "2"
+# for a minor tick: on data spanning less than a decade that was the only label). Where fewer than two of
+# those fall on the data, 1.5, 3 and 7 are added; over more than three decades, the decades alone.
+LOG_STEPS = (1.0, 2.0, 5.0)
+LOG_STEPS_FINE = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+
+
+def log_ticks(values) -> tuple[list[float], list[str]]:
+    """Tick values and their labels for a log axis over ``values`` (the positive, finite ones)."""
+    data = [float(v) for v in values if v is not None and math.isfinite(float(v)) and float(v) > 0]
+    if not data:
+        return [], []
+    low, high = min(data) / 1.2, max(data) * 1.2  # a little room, as the axis's own range has
+    # Over more than three decades 1-2-5 labels would crowd the axis: the decades alone.
+    for steps in ((1.0,),) if high / low > 1e3 else (LOG_STEPS, LOG_STEPS_FINE):
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        ticks = [step * 10.0**exponent for exponent in decades for step in steps if low <= step * 10.0**exponent <= high]
+        if len(ticks) >= 2:
+            break
+    return ticks, [fmt_tick(tick) for tick in ticks]
+
+
+def log_axis(values) -> dict:
+    """A log axis with full labels at 1-2-5 steps over ``values`` (see log_ticks)."""
+    ticks, labels = log_ticks(values)
+    return {"type": "log", "tickmode": "array", "tickvals": ticks, "ticktext": labels} if ticks else {"type": "log"}
 TEXT_COLUMNS = ("label", "machine", "device_name", "strategy", "precision", "preset", "series")
 
 
@@ -93,7 +119,7 @@ def _faceted_lines(plot: pd.DataFrame, y: str, y_title: str, *, log_y: bool = Fa
         y_domain = _domain(rows - 1 - row, rows, gap=0.5 / max(rows, 1) if rows > 1 else 0.0)
         layout[f"xaxis{suffix}"] = {"domain": x_domain, "anchor": f"y{suffix}", "dtick": 1,
                                     "title": {"text": "devices (GPUs; CPU: worker processes)"}}
-        layout[f"yaxis{suffix}"] = {"domain": y_domain, "anchor": f"x{suffix}", **(LOG_AXIS if log_y else {}),
+        layout[f"yaxis{suffix}"] = {"domain": y_domain, "anchor": f"x{suffix}", **(log_axis(plot[y]) if log_y else {}),
                                     "title": {"text": y_title if column == 0 else ""}}
         layout["annotations"].append({"text": machine, "showarrow": False, "xref": "paper", "yref": "paper",
                                       "x": sum(x_domain) / 2, "y": y_domain[1], "yanchor": "bottom",
@@ -140,8 +166,8 @@ def cost_time_chart(data: pd.DataFrame, target_samples: float, currency: str | N
                         labels={"time_h": f"time to train {target_samples:,.0f} samples (h, log scale)",
                                 "cost_to_target": f"cost to train {target_samples:,.0f} samples "
                                                   f"({currency}, log scale)"})
-    figure.update_xaxes(**LOG_AXIS)
-    figure.update_yaxes(**LOG_AXIS)
+    figure.update_xaxes(**log_axis(plot["time_h"]))
+    figure.update_yaxes(**log_axis(plot["cost_to_target"]))
     for preset, group in plot[plot["on_frontier"]].groupby("preset"):
         group = group.sort_values("time_h")
         # The frontier is drawn on top, solid and thick, its points named: readable without hovering.
@@ -184,7 +210,7 @@ def memory_chart(data: pd.DataFrame) -> Chart:
     ])
     # Log scale: a few hundred MiB used next to tens of GiB of capacity must both stay visible.
     figure.update_layout(xaxis_title="setup", yaxis_title="memory per device (GiB, log scale)")
-    figure.update_yaxes(**LOG_AXIS)
+    figure.update_yaxes(**log_axis(pd.concat([plot["peak_memory_bytes"], plot["memory_capacity_bytes"]]) / GIB))
     return Chart("memory", title, _finish(figure, title, plot), note)
 
 
@@ -199,7 +225,7 @@ def round_time_chart(data: pd.DataFrame) -> Chart:
     rounds["round_time_ms"] = rounds["round_times_s"].astype(float) * 1000.0
     figure = px.box(rounds, x="label", y="round_time_ms", color="machine", points="all", log_y=True,
                     labels={"label": "setup", "round_time_ms": "round time (ms, log scale)"})
-    figure.update_yaxes(**LOG_AXIS)
+    figure.update_yaxes(**log_axis(rounds["round_time_ms"]))
     return Chart("round_times", title, _finish(figure, title, plot), note)
 
 

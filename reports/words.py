@@ -85,6 +85,11 @@ def fmt_number(value: float, digits: int = 3) -> str:
     return f"{round(value, decimals):,.{decimals}f}"
 
 
+def fmt_tick(value: float) -> str:
+    """An axis tick as a reader writes it: 2,000 / 1.5 / 0.2 (no trailing zeros; the axis title has the unit)."""
+    return format(value, ",.12g")
+
+
 def fmt_pct(fraction: float) -> str:
     return "n/a" if fraction is None or not math.isfinite(fraction) else f"{fraction * 100:.1f}%"
 

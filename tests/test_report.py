@@ -366,6 +366,25 @@ def test_a_flag_is_shown_with_the_number_it_was_judged_on(real_result_files, tmp
     assert setups["memory_headroom_fraction"].iloc[0] > 0.9
 
 
+def test_log_axes_label_every_tick_in_full_at_1_2_5_steps(real_result_files, tmp_path):
+    from reports.figures import build_charts, log_ticks
+
+    # Less than a decade of data (a CPU run's 1.5k-3.5k samples/s): plotly's own 1-2-5 ticks left a lone
+    # "2" there; every tick now carries its whole number, and there are at least two.
+    assert log_ticks([1500, 3500]) == ([1500.0, 2000.0, 3000.0], ["1,500", "2,000", "3,000"])
+    assert log_ticks([0.3, 80])[1] == ["0.5", "1", "2", "5", "10", "20", "50"]
+    assert log_ticks([120, 1.5e7])[1] == ["100", "1,000", "10,000", "100,000", "1,000,000", "10,000,000"]
+    assert log_ticks([1.1, 1.3]) == ([1.0, 1.5], ["1", "1.5"]) and log_ticks([]) == ([], [])
+    # On the real report's chart: the y axis is log, its ticks are the ones above for the measured values.
+    results = load_results([real_result_files[0]])
+    setups = summarise(results, None, TARGET_SAMPLES)
+    (throughput,) = [chart for chart in build_charts(setups, target_samples=TARGET_SAMPLES, currency=None)
+                     if chart.key == "throughput"]
+    axis = throughput.figure["layout"]["yaxis"]  # a plain figure dict (one panel per machine)
+    assert axis["type"] == "log" and list(axis["ticktext"]) == log_ticks(setups["samples_per_s"])[1]
+    assert len(axis["tickvals"]) >= 2 and "log scale" in axis["title"]["text"]
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
