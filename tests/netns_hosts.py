@@ -152,6 +152,41 @@ class TwoHosts:
         for host in self.hosts:
             _run(TC, "-n", host.netns, "qdisc", "del", "dev", INTERFACE, "root", check=False)
 
+    def power_off(self, host: Host) -> None:
+        """The host dies: its link goes down first (no FIN or RST leaves it, as when a machine loses
+        power), then every process in it is killed, its sshd among them."""
+        _run(IP, "-n", host.netns, "link", "set", INTERFACE, "down")
+        self._kill_all_in(host)
+        if host.sshd is not None:
+            host.sshd.wait(COMMAND_TIMEOUT_S)
+
+    def power_on(self, host: Host) -> None:
+        """Bring a host that power_off took down back: link up, sshd started again and answering."""
+        _run(IP, "-n", host.netns, "link", "set", INTERFACE, "up")
+        host.sshd = self._start_sshd(self.hosts.index(host), host)
+        self._wait_for_ssh(host)
+
+    def block_all_but_ssh(self, host: Host) -> None:
+        """A firewall on ``host`` that lets ssh through and nothing else it sends over TCP: the
+        rendezvous, the ranks' collectives and the controller channel are blocked, sshd's answers
+        (source port 22) are not. Policy routing (``ip rule``), as this kernel has no netfilter
+        tools or classful qdiscs: a connect to a blocked port fails at once on ``host``."""
+        _run(IP, "-n", host.netns, "rule", "add", "priority", "100", "ipproto", "tcp", "sport", "22", "lookup", "main")
+        _run(IP, "-n", host.netns, "rule", "add", "priority", "101", "to", f"{SUBNET}.0/24", "ipproto", "tcp",
+             "blackhole")
+
+    def unblock(self, host: Host) -> None:
+        for priority in ("101", "100"):
+            _run(IP, "-n", host.netns, "rule", "del", "priority", priority, check=False)
+
+    @staticmethod
+    def _kill_all_in(host: Host) -> None:
+        for pid in _run(IP, "netns", "pids", host.netns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
     def processes_left(self) -> dict[str, list[str]]:
         """Per namespace, the processes in it other than its sshd listener."""
         left = {}
@@ -188,12 +223,7 @@ class TwoHosts:
                 host.sshd.kill()
                 host.sshd.wait(COMMAND_TIMEOUT_S)
         for host in self.hosts:
-            # Whatever a failed test left inside our namespace is ours: kill it before deleting it.
-            for pid in _run(IP, "netns", "pids", host.netns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+            self._kill_all_in(host)  # whatever a failed test left inside our namespace is ours
             _run(IP, "netns", "del", host.netns, check=False)
             shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
         _run(IP, "link", "del", f"gva{self.tag}", check=False)  # only exists if moving it failed

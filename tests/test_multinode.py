@@ -38,14 +38,21 @@ def two_hosts(tmp_path_factory):
         hosts.close()
 
 
-def run_bench_on_first_host(hosts: TwoHosts, results_dir: Path, *args: str,
-                            env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    """``pytest bench/`` in the first namespace, with the test's ssh key; returns it and its seconds."""
+def bench_on_first_host(hosts: TwoHosts, results_dir: Path, *args: str,
+                        env: dict | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of ``pytest bench/`` in the first namespace, with the test's ssh key."""
     command = hosts.netns_command(
         hosts.hosts[0], sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q",
         "--results-dir", str(results_dir), "--ssh-identity-file", str(hosts.identity_file), *args)
     run_env = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
     run_env.update({"GPUSIZER_SSH_KNOWN_HOSTS": str(hosts.known_hosts), **(env or {})})
+    return command, run_env
+
+
+def run_bench_on_first_host(hosts: TwoHosts, results_dir: Path, *args: str,
+                            env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """``pytest bench/`` in the first namespace, run to its end; returns it and its seconds."""
+    command, run_env = bench_on_first_host(hosts, results_dir, *args, env=env)
     began = time.monotonic()
     result = subprocess.run(command, cwd=REPO, env=run_env, capture_output=True, text=True,
                             timeout=RUN_DEADLINE_S, check=False)
@@ -126,15 +133,88 @@ def test_multinode_unreachable_host_fails_its_cases_only(two_hosts, tmp_path):
     assert_nothing_left(two_hosts)
 
 
-def test_multinode_host_dying_mid_case_is_named_and_reaped(two_hosts, tmp_path):
+def test_multinode_misspelled_host_fails_its_cases_only(two_hosts, tmp_path):
+    # .invalid never resolves (RFC 2606): the name a typo in --hosts would give.
+    misspelled = "gpusizer-no-such-host.invalid"
     result, _ = run_bench_on_first_host(
-        two_hosts, tmp_path, *QUICK, "--strategies", "ddp", "--world-sizes", "2", "--hosts", both_hosts(two_hosts),
-        env={"GPUSIZER_FAULT": "rank1:crash@round2"})
+        two_hosts, tmp_path, *QUICK, "--strategies", "single,ddp", "--world-sizes", "1,2",
+        "--hosts", f"{two_hosts.hosts[0].address}:1,{misspelled}:1")
+    assert result.returncode == 1, result.stdout[-4000:]
+    cases = {case["case_id"]: case for case in result_of(tmp_path)["gpusizer"]["cases"]}
+    assert cases["single-1-tiny-fp32"]["status"] == "passed"  # the rest of the run goes on
+    failed = cases["ddp-2-tiny-fp32-2nodes"]
+    assert failed["status"] == "failed" and "\n" not in failed["reason"]
+    assert f"host {misspelled} does not resolve" in failed["reason"], failed["reason"]
+    assert_nothing_left(two_hosts)
+
+
+def test_multinode_blocked_port_between_hosts_names_the_host(two_hosts, tmp_path):
+    """The second host's firewall passes ssh and nothing else: the launch reaches it, its torchrun
+    cannot reach the rendezvous on the first host, and the case fails within its launch deadline
+    naming that host."""
+    blocked = two_hosts.hosts[1]
+    launch_timeout_s = 40
+    try:
+        two_hosts.block_all_but_ssh(blocked)
+        result, seconds = run_bench_on_first_host(
+            two_hosts, tmp_path, *QUICK, "--strategies", "ddp", "--world-sizes", "2",
+            "--hosts", both_hosts(two_hosts), "--launch-timeout-s", str(launch_timeout_s))
+    finally:
+        two_hosts.unblock(blocked)
     assert result.returncode == 1, result.stdout[-4000:]
     [case] = result_of(tmp_path)["gpusizer"]["cases"]
-    assert case["status"] == "failed"
-    assert "rank 1" in case["reason"], case["reason"]
+    assert case["status"] == "failed" and "\n" not in case["reason"]
+    assert f"host {blocked.address}" in case["reason"], case["reason"]
+    assert seconds < launch_timeout_s + 90, seconds  # the launch deadline, plus the run's own start and end
     assert_nothing_left(two_hosts)
+
+
+def test_multinode_host_dying_mid_case_is_named_and_reaped(two_hosts, tmp_path):
+    """The second host dies while its rank trains: its link goes down, then everything on it is
+    killed (power_off). The case fails within its round deadline with one line naming that host,
+    and nothing is left on the first host (the second has nothing left by construction)."""
+    dying = two_hosts.hosts[1]
+    round_timeout_s = 60
+    command, env = bench_on_first_host(
+        two_hosts, tmp_path, "--strategies", "ddp", "--world-sizes", "2", "--presets", "tiny",
+        "--precisions", "fp32", "--rounds", "60", "--min-round-s", "0.5", "--warmup-rounds", "1",
+        "--round-timeout-s", str(round_timeout_s), "--hosts", both_hosts(two_hosts))
+    bench = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for_worker(two_hosts, dying, bench), "the second host's rank never started"
+        time.sleep(5)  # past start-up and warm-up: in the measured rounds (60 of at least 0.5 s)
+        assert bench.poll() is None, "the case ended before the host could die mid-case"
+        died = time.monotonic()
+        two_hosts.power_off(dying)
+        output, _ = bench.communicate(timeout=RUN_DEADLINE_S)
+        seconds_after = time.monotonic() - died
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+        two_hosts.power_on(dying)
+    assert bench.returncode == 1, output[-4000:]
+    [case] = result_of(tmp_path)["gpusizer"]["cases"]
+    assert case["status"] == "failed" and "\n" not in case["reason"]
+    assert f"host {dying.address}" in case["reason"], case["reason"]
+    assert seconds_after < round_timeout_s + 60, seconds_after  # its deadline, plus writing the result
+    print(f"host died: case failed {seconds_after:.1f} s later: {case['reason']}")
+    assert_nothing_left(two_hosts)
+
+
+def wait_for_worker(hosts: TwoHosts, host, bench: subprocess.Popen, timeout_s: float = 180) -> bool:
+    """Wait until a rank (bench.launch.worker_main) runs on ``host``; False if the run ends first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and bench.poll() is None:
+        pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                if b"bench.launch.worker_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        time.sleep(0.5)
+    return False
 
 
 MEASURE_ACROSS_HOSTS = """

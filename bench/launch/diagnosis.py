@@ -58,6 +58,12 @@ def innermost_frame(dump: str) -> tuple[str, bool] | None:
     return f"{function} ({Path(path).name}:{line})", waiting
 
 
+def rank_name(rank: int, hosts: dict[int, str] | None = None) -> str:
+    """'rank 1', or in a multi-node case 'rank 1 on host node2' (the host as --hosts named it)."""
+    host = (hosts or {}).get(rank)
+    return f"rank {rank} on host {host}" if host else f"rank {rank}"
+
+
 def rank_list(ranks: list[int]) -> str:
     """'rank 3' or 'ranks 0, 2'."""
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
@@ -73,7 +79,9 @@ def launcher_exit(launcher_name: str, code: int, phase: str, log: str, dropped: 
 
 
 def rank_failure(problems: dict[int, str | None], phase: str, *, conns: dict[int, Connection],
-                 launcher: LaunchedProcessTree, exit_cause: Callable[[str, int], str | None]) -> str:
+                 launcher: LaunchedProcessTree, exit_cause: Callable[[str, int], str | None],
+                 hosts: dict[int, str] | None = None,
+                 host_failure: Callable[[str], str | None] | None = None) -> str:
     """The reason a case failed, naming the rank that failed first, not the ones that followed it.
 
     ``problems`` maps a rank to its error message, or to None when its process ended without a
@@ -81,12 +89,20 @@ def rank_failure(problems: dict[int, str | None], phase: str, *, conns: dict[int
     launcher SIGTERMs the survivors), and the controller may hear of those first; so the other
     ranks (``conns``) get a moment to report, and a rank killed by something other than its
     launcher, or one that raised on its own, is named as the cause. ``exit_cause`` reads the
-    launcher's log for why a silent rank ended.
+    launcher's log for why a silent rank ended. ``hosts``: each rank's host in a multi-node case.
+
+    Multi-node (``host_failure`` given): a host lost mid-case takes its ranks with it, and the
+    fan-out then stops the ranks on the other hosts, which the controller may see end first; so
+    the launcher gets its moment to say which host it lost, and that host is the reason.
     """
     problems = settle_reports(dict(problems), conns)
-    if None in problems.values():
+    if None in problems.values() or host_failure is not None:
         launcher.wait(CAUSE_WAIT_S)  # torchrun and horovodrun log each rank's exit status, then exit
-    return first_failure(problems, phase, launcher.log_text(), exit_cause)
+    log = launcher.log_text()
+    lost = host_failure(log) if host_failure is not None else None
+    if lost:
+        return f"{lost}; the ranks stopped in {phase} ({rank_list(sorted(problems))} first seen ending)"
+    return first_failure(problems, phase, log, exit_cause, hosts)
 
 
 def settle_reports(problems: dict[int, str | None], conns: dict[int, Connection]) -> dict[int, str | None]:
@@ -114,7 +130,7 @@ def settle_reports(problems: dict[int, str | None], conns: dict[int, Connection]
 
 
 def first_failure(problems: dict[int, str | None], phase: str, log: str,
-                  exit_cause: Callable[[str, int], str | None]) -> str:
+                  exit_cause: Callable[[str, int], str | None], hosts: dict[int, str] | None = None) -> str:
     """One line for the rank that failed first: a cause before a follower (a rank that raised because
     a peer went away, then one its launcher stopped), the lowest rank among equals."""
     verdicts = []
@@ -122,16 +138,17 @@ def first_failure(problems: dict[int, str | None], phase: str, log: str,
         if message is None:
             cause = exit_cause(log, rank) or NO_WORD_CAUSE
             follower = any(signal_name in cause for signal_name in FOLLOWER_SIGNALS)
-            verdicts.append((2 if follower else 0, rank, f"rank {rank} died in {phase}: {cause}"))
+            verdicts.append((2 if follower else 0, rank, f"{rank_name(rank, hosts)} died in {phase}: {cause}"))
         else:
             follower = any(hint in message for hint in PEER_FAILURE_HINTS)
-            verdicts.append((1 if follower else 0, rank, f"rank {rank} failed in {phase}: {message}"))
+            verdicts.append((1 if follower else 0, rank, f"{rank_name(rank, hosts)} failed in {phase}: {message}"))
     verdicts.sort()
     others = f" ({len(verdicts) - 1} more rank(s) failed after it)" if len(verdicts) > 1 else ""
     return verdicts[0][2] + others
 
 
-def hung_ranks(ranks: list[int], phase: str, *, procs: dict[int, psutil.Process], dump_dir: Path) -> str:
+def hung_ranks(ranks: list[int], phase: str, *, procs: dict[int, psutil.Process], dump_dir: Path,
+               hosts: dict[int, str] | None = None) -> str:
     """Ask each late rank where it is (faulthandler dumps its stack to ``dump_dir`` on STACK_SIGNAL),
     then the reason: the stuck rank(s), and the peers waiting for them in a collective."""
     for rank in ranks:
@@ -148,7 +165,7 @@ def hung_ranks(ranks: list[int], phase: str, *, procs: dict[int, psutil.Process]
         dump_path = dump_dir / f"rank{rank}.txt"
         frame = innermost_frame(dump_path.read_text(errors="replace")) if dump_path.exists() else None
         place, in_collective = frame or ("unknown code", False)
-        (waiting if in_collective else stuck)[rank] = f"rank {rank} in {place}"
+        (waiting if in_collective else stuck)[rank] = f"{rank_name(rank, hosts)} in {place}"
     if stuck and waiting:  # the usual picture: one rank stuck, its peers waiting for it in a collective
         them = "it" if len(stuck) == 1 else "them"
         return (f"{rank_list(sorted(stuck))} hung: no answer in {phase}; {', '.join(stuck.values())}; "

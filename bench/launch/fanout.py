@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -21,12 +22,15 @@ import sys
 import threading
 import time
 
+from bench.launch.node_main import STARTED_LINE
+
 FANOUT_ENV = "GPUSIZER_FANOUT"
 NODE_MODULE = "bench.launch.node_main"
 # What each host's launcher needs from the controller's environment; the rest is that host's own.
 FORWARD_PREFIXES = ("GPUSIZER_", "OMP_NUM_THREADS", "PYTHONUNBUFFERED", "GLOO_", "NCCL_", "TORCH_", "CUDA_VISIBLE_DEVICES")
 SSH_EXIT_CONNECT_FAILED = 255
 STOP_WAIT_S = 10.0
+_HOST_DOWN = re.compile(r"^gpusizer: (host \S+ (?:lost mid-case|unreachable over ssh).*)$", re.MULTILINE)
 
 
 def ssh_command(host: str, ssh: dict, remote: list[str]) -> list[str]:
@@ -48,9 +52,11 @@ class Node:
         remote = [plan["python"], "-m", NODE_MODULE]
         command = remote if node["local"] else ssh_command(self.host, plan["ssh"], remote)
         self.last_line = ""
+        self.started = False  # node_main's first line came back: ssh got through, the host runs its part
         self.popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, start_new_session=True)
-        line = json.dumps({"argv": node["argv"], "cwd": plan["cwd"], "env": env, "address": node["address"]})
+        line = json.dumps({"argv": node["argv"], "cwd": plan["cwd"], "env": env, "address": node["address"],
+                           "host": self.host, "reach": node.get("reach")})
         self.popen.stdin.write(line.encode() + b"\n")
         self.popen.stdin.flush()  # stdin stays open: its closing is the signal to stop
         self.reader = threading.Thread(target=self._copy_output, daemon=True)
@@ -59,7 +65,9 @@ class Node:
     def _copy_output(self) -> None:
         for raw in self.popen.stdout:
             text = raw.decode(errors="replace").rstrip()
-            if text:
+            if text.startswith(STARTED_LINE):
+                self.started = True
+            elif text:
                 self.last_line = text
             sys.stdout.write(f"[{self.host}] {text}\n")
             sys.stdout.flush()
@@ -77,7 +85,18 @@ class Node:
                 self.popen.wait()
 
 
+def host_failure(log: str) -> str | None:
+    """From the fan-out's output, the host it lost mid-case or never reached (its failure_line), or
+    None. A host whose launcher merely exited non-zero is left out: its ranks tell why, better."""
+    lines = [match.group(1) for match in _HOST_DOWN.finditer(log)]
+    return lines[-1] if lines else None
+
+
 def failure_line(node: Node, code: int) -> str:
+    if code == SSH_EXIT_CONNECT_FAILED and node.started:
+        # ssh itself ended after the host had started its part: the host went down, or the network to it.
+        # Its last line is the ranks' output, not ssh's: it would mislead as the cause.
+        return f"gpusizer: host {node.host} lost mid-case: its ssh connection dropped (the host or the network to it went down)"
     if code == SSH_EXIT_CONNECT_FAILED:
         return f"gpusizer: host {node.host} unreachable over ssh: {node.last_line or 'ssh exited with 255'}"
     return f"gpusizer: host {node.host}: its launcher exited with code {code}: {node.last_line or 'no output'}"

@@ -23,6 +23,7 @@ from bench.launch.remote import WORKER_MODULE, WorkerError
 # picked when it is this one), so back-to-back cases do not collide.
 RDZV_PORT_RANGE = (29500, 29999)
 SSH_CONNECT_TIMEOUT_S = 10
+REACH_FRACTION = 0.6  # of --launch-timeout-s: how long a host tries the rendezvous port before it gives up
 
 
 def case_hosts(case: BenchCase) -> tuple[Host, ...]:
@@ -92,7 +93,12 @@ def torchrun_fanout_env(case: BenchCase, cluster: Cluster, launch_timeout_s: flo
             # --local-addr: the address the other hosts reach this one on (not its FQDN's, which may be loopback).
             f"--local-addr={host_address}", "--max-restarts=0", "-m", WORKER_MODULE,
         ]
-        nodes.append({"host": host.name, "address": host_address, "local": host_address in here, "argv": argv})
+        node = {"host": host.name, "address": host_address, "local": host_address in here, "argv": argv}
+        if index:  # it must reach the first host's rendezvous port: checked there before torchrun starts,
+            # within part of the launch deadline, so the host that cannot is named before the deadline passes
+            node["reach"] = {"address": addresses[0], "port": port,
+                             "timeout_s": max(1.0, REACH_FRACTION * launch_timeout_s)}
+        nodes.append(node)
     plan = {"python": sys.executable, "cwd": os.getcwd(), "ssh": ssh_settings(cluster, launch_timeout_s),
             "nodes": nodes}
     return {FANOUT_ENV: json.dumps(plan), "GLOO_SOCKET_IFNAME": interface_of(address) or "lo"}, address

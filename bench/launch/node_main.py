@@ -1,7 +1,8 @@
 """One host's end of a multi-node case: ``python -m bench.launch.node_main`` (over ssh, or directly
 on the controller's own host), started by bench.launch.fanout.
 
-Its first stdin line is JSON ``{"argv", "cwd", "env", "address"}``: the launcher to run here
+Its first stdin line is JSON ``{"argv", "cwd", "env", "address", "host"}`` (and ``reach`` on every
+host but the first: the rendezvous port it must be able to connect to): the launcher to run here
 (torchrun), and the environment (the channel token among it, kept off every command line). It
 then runs the launcher in a session of its own and watches stdin: when it closes (the controller
 killed the fan-out, or ssh lost the connection) the whole tree here is killed, so a case never
@@ -15,11 +16,20 @@ import os
 import signal
 import subprocess
 import sys
+import socket
 import threading
+import time
 
 import psutil
 
+from bench.launch.worker_main import HOST_ENV
+
 KILL_WAIT_S = 10.0
+PROBE_TRY_S = 3.0  # one connect attempt to the rendezvous port (a dropped SYN waits this long)
+PROBE_PAUSE_S = 0.5
+# The node's first line of output: the fan-out reads it as "ssh got through and this host started",
+# so a connection lost later is told apart from a host that was never reached.
+STARTED_LINE = "gpusizer-node: started"
 
 
 def _kill_tree(popen: subprocess.Popen) -> None:
@@ -52,9 +62,27 @@ def _interface_of(address: str) -> str | None:
     return None
 
 
+def unreachable_reason(address: str, port: int, timeout_s: float) -> str | None:
+    """None once a TCP connection to address:port succeeds; else, after ``timeout_s`` of tries, why not.
+
+    The rendezvous store starts with the first host's torchrun, so "refused" is normal for a moment;
+    a port a firewall blocks never answers, and torchrun itself would wait out its whole join timeout
+    without saying which host could not reach which port."""
+    deadline = time.monotonic() + timeout_s
+    error: OSError | None = None
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, port), timeout=min(PROBE_TRY_S, timeout_s)).close()
+            return None
+        except OSError as caught:
+            error = caught
+            time.sleep(PROBE_PAUSE_S)
+    return f"cannot reach the rendezvous at {address}:{port} from this host within {timeout_s:g} s ({error})"
+
+
 def main() -> None:
     plan = json.loads(sys.stdin.readline())
-    env = {**os.environ, **plan["env"]}
+    env = {**os.environ, **plan["env"], HOST_ENV: plan["host"]}
     # gloo binds to the interface carrying this host's address as the controller named it.
     interface = _interface_of(plan["address"])
     if interface is not None:
@@ -62,6 +90,13 @@ def main() -> None:
     dump_dir = env.get("GPUSIZER_DUMP_DIR")
     if dump_dir:
         os.makedirs(dump_dir, exist_ok=True)  # a separate host has no copy of the controller's temp folder
+    print(f"{STARTED_LINE} on {plan['host']}", flush=True)
+    reach = plan.get("reach")  # the other hosts check the rendezvous port first (a firewall's blocked port)
+    if reach:
+        reason = unreachable_reason(reach["address"], int(reach["port"]), float(reach["timeout_s"]))
+        if reason:
+            print(f"gpusizer: {reason}", flush=True)
+            os._exit(1)
     popen = subprocess.Popen(plan["argv"], cwd=plan["cwd"], env=env, stdin=subprocess.DEVNULL,
                              start_new_session=True)
     stop = threading.Event()

@@ -58,6 +58,8 @@ class LaunchSpec:
     rank_env: tuple[str, str]  # the variables the launcher sets: global rank, local rank
     exit_cause: Callable[[str, int], str | None]  # (launcher log, rank) -> why that rank ended
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Multi-node: (launcher log) -> a host that was lost or never reached, which then explains the ranks' end.
+    host_failure: Callable[[str], str | None] | None = None
     # Where the channel listens: loopback, or for a multi-node case the address the hosts reach.
     channel_host: str = "127.0.0.1"
 
@@ -80,6 +82,7 @@ class RemoteGroup:
         self.rounds_started = 0
         self._conns: dict[int, Connection] = {}
         self._procs: dict[int, psutil.Process] = {}
+        self._hosts: dict[int, str] = {}  # multi-node: each rank's host, from its hello, for the failure line
         self._in_flight = False
         self._closed = False
         self._dump_dir = Path(tempfile.mkdtemp(prefix="gpusizer-stacks-"))
@@ -235,7 +238,8 @@ class RemoteGroup:
             self._check_launcher_alive("start-up")
             if time.monotonic() >= deadline:
                 missing = sorted(set(range(self.case.world_size)) - set(self._conns))
-                self._fail(f"{rank_list(missing)} did not connect within --launch-timeout-s {launch_timeout_s:g}")
+                self._fail(f"{rank_list(missing)} did not connect within --launch-timeout-s {launch_timeout_s:g}"
+                           f"{self._silent_hosts()}")
             try:
                 accepted = self._listener.accept(min(deadline, time.monotonic() + POLL_S))
             except ChannelTimeout:
@@ -245,6 +249,8 @@ class RemoteGroup:
             conn, hello = accepted
             rank = int(hello["rank"])
             self._conns[rank] = conn
+            if self.case.hosts and isinstance(hello.get("host"), str):
+                self._hosts[rank] = hello["host"]
             if not _is_local_peer(conn):
                 continue  # a rank on another host: its pid means nothing here (node_main reaps it there)
             try:
@@ -252,6 +258,16 @@ class RemoteGroup:
                 self._tree.extra_procs.append(self._procs[rank])
             except (psutil.NoSuchProcess, KeyError, ValueError):
                 pass
+
+    def _silent_hosts(self) -> str:
+        """Multi-node: ' (no rank connected from host X)' for the hosts none of whose ranks said hello
+        (ranks are numbered by the rendezvous, so a missing rank number alone does not say where)."""
+        heard = set(self._hosts.values())
+        silent = [spec.rsplit(":", 1)[0] for spec in self.case.hosts or ()]
+        silent = [host for host in silent if host not in heard]
+        if not silent:
+            return ""
+        return f" (no rank connected from host{'s' if len(silent) > 1 else ''} {', '.join(silent)})"
 
     def _command(self, message: dict, phase: str) -> dict[int, tuple[dict, bytes]]:
         if self._closed:
@@ -304,11 +320,12 @@ class RemoteGroup:
     def _fail_ranks(self, problems: dict[int, str | None], phase: str) -> None:
         """Fail the case naming the rank that failed first (diagnosis.rank_failure)."""
         self._fail(rank_failure(problems, phase, conns=self._conns, launcher=self._tree,
-                                exit_cause=self.spec.exit_cause))
+                                exit_cause=self.spec.exit_cause, hosts=self._hosts,
+                                host_failure=self.spec.host_failure))
 
     def _fail_hung(self, ranks: list[int], phase: str) -> None:
         """Fail the case naming where each late rank is (diagnosis.hung_ranks)."""
-        self._fail(hung_ranks(ranks, phase, procs=self._procs, dump_dir=self._dump_dir))
+        self._fail(hung_ranks(ranks, phase, procs=self._procs, dump_dir=self._dump_dir, hosts=self._hosts))
 
     def _fail(self, what: str) -> None:
         """Kill everything, show the launcher's output for the details, raise the one-line reason."""

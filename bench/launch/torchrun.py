@@ -42,6 +42,7 @@ def launch_torchrun(case: BenchCase, *, launch_timeout_s: float, round_timeout_s
 def _launch_multinode(case: BenchCase, *, launch_timeout_s: float, round_timeout_s: float) -> RemoteGroup:
     """torchrun --nnodes N on every host of ``case.hosts`` (over ssh), through bench.launch.fanout."""
     from bench.config.hosts import active_cluster
+    from bench.launch.fanout import host_failure
     from bench.launch.multinode import case_hosts, network_info, torchrun_fanout_env
 
     cluster = active_cluster()
@@ -53,6 +54,7 @@ def _launch_multinode(case: BenchCase, *, launch_timeout_s: float, round_timeout
         exit_cause=torchrun_exit_cause,
         env=env,
         channel_host=address,
+        host_failure=host_failure,
     )
     group = RemoteGroup(case, spec, launch_timeout_s=launch_timeout_s, round_timeout_s=round_timeout_s)
     group.network = network_info(address, case_hosts(case))

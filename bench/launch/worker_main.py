@@ -43,6 +43,7 @@ import traceback
 from dataclasses import dataclass
 
 FAULT_ENV = "GPUSIZER_FAULT"
+HOST_ENV = "GPUSIZER_HOST"  # set by node_main: the host name of a multi-node case, sent in the hello
 FAULT_KINDS = ("crash", "hang", "raise", "oom")
 CEILING_FAULT_KINDS = ("fail", "hang")
 FAULT_GRAMMAR = (f"comma-separated [<case id>:]rank<R>:<{'|'.join(FAULT_KINDS)}>@round<N> or "
@@ -202,6 +203,12 @@ def _give_back_memory() -> None:
         pass
 
 
+def rank_host() -> str | None:
+    """The host this rank runs on, as the user named it in --hosts, so a failure can name the host:
+    node_main sets GPUSIZER_HOST for torchrun's ranks, horovodrun sets HOROVOD_HOSTNAME (the -H name)."""
+    return os.environ.get(HOST_ENV) or os.environ.get("HOROVOD_HOSTNAME")
+
+
 def main() -> None:
     from bench.config.cases import BenchCase
     from bench.launch.channel import ADDRESS_ENV, TOKEN_ENV, connect
@@ -212,7 +219,7 @@ def main() -> None:
     # The controller asks a late rank where it is stuck; faulthandler answers even inside C code.
     dump = open(os.path.join(os.environ[DUMP_DIR_ENV], f"rank{rank}.txt"), "w")  # noqa: SIM115 (lives until exit)
     faulthandler.register(STACK_SIGNAL, file=dump, all_threads=False)
-    conn = connect(os.environ[ADDRESS_ENV], os.environ[TOKEN_ENV], rank, {"pid": os.getpid()})
+    conn = connect(os.environ[ADDRESS_ENV], os.environ[TOKEN_ENV], rank, {"pid": os.getpid(), "host": rank_host()})
     worker = None
     try:
         case = BenchCase(**json.loads(os.environ[CASE_ENV]))
