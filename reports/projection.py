@@ -199,9 +199,10 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
     return Projection(label, compute_s, gradient_bytes, overlap, points, tuple(rows), None)
 
 
-def projections_from_payloads(payloads: list[dict]) -> list[Projection]:
+def projections_from_payloads(payloads: list[dict], internode_gbps: tuple[float, ...] | None = None) -> list[Projection]:
     """Projections from the runs' cases pooled, each case with the bus bandwidth its own run measured
-    (the within-one-host bandwidth for the projected one-node row: the last run's)."""
+    (the within-one-host bandwidth for the projected one-node row: the last run's). The inter-node
+    rates: ``internode_gbps`` (the report's --internode-gbps) when given, else those the runs were given."""
     pooled, rates, ceilings = [], set(), {}
     for payload in payloads:
         ceilings = payload.get("machine_info", {}).get("gpusizer", {}).get("ceilings", {}) or {}
@@ -214,10 +215,43 @@ def projections_from_payloads(payloads: list[dict]) -> list[Projection]:
                 pooled.append({**record, "_busbw_bytes_per_s": _busbw(record, ceilings)})
             except (KeyError, TypeError, ValueError):
                 continue  # a record without the keys the model needs (older schema)
+    if internode_gbps:
+        rates = set(internode_gbps)
     try:
         return project(pooled, ceilings, tuple(sorted(rates)))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return []  # files without what the model needs: no projection rather than a broken report
+
+
+TITLE = "Scaling projection (a model, not a measurement)"
+POINT_HEADER = ("measured case", "bus bandwidth", "measured step", "model", "model error")
+ROW_HEADER = ("nodes", "devices", "inter-node", "projected step", "projected scaling efficiency",
+              "projected samples/s")
+
+
+def _explanation() -> str:
+    return ("PROJECTION from a ring all-reduce model: step = compute + comm - overlap x min(compute, comm), "
+            "comm = 2(N-1)/N x gradient bytes / bus bandwidth, the overlap fitted to the cases that ran. "
+            f"Nothing is projected where the model is off by more than {MAX_MODEL_ERROR:.0%} at a measured point.")
+
+
+def _fit_note(proj: Projection) -> str:
+    return (f"compute {proj.compute_s * 1e3:.3g} ms/step, gradients {proj.gradient_bytes / 1e6:.3g} MB, "
+            f"fitted overlap {proj.overlap:.0%}")
+
+
+def _point_cells(proj: Projection) -> list[tuple[str, ...]]:
+    """The model's error at every measured point: one row of cells per point."""
+    return [(p.case_id, f"{p.busbw_bytes_per_s / 1e9 * 8:.3g} Gbit/s", f"{p.measured_step_s * 1e3:.3g} ms",
+             f"{p.predicted_step_s * 1e3:.3g} ms", f"{p.error:.1%}") for p in proj.points]
+
+
+def _row_cells(proj: Projection) -> list[tuple[str, ...]]:
+    """The projected rows, as cells."""
+    return [(str(row.nodes), str(row.devices),
+             "within one host (measured)" if row.internode_gbps is None else f"{row.internode_gbps:g} Gbit/s",
+             f"{row.step_s * 1e3:.3g} ms", f"{row.scaling_efficiency:.0%}", f"{row.samples_per_s:.4g}")
+            for row in proj.rows]
 
 
 def render_projection_html(projections: list[Projection]) -> str:
@@ -225,32 +259,38 @@ def render_projection_html(projections: list[Projection]) -> str:
     if not projections:
         return ""
     esc = html.escape
-    parts = ["<h2>Scaling projection (a model, not a measurement)</h2>",
-             ('<p class="note">PROJECTION from a ring all-reduce model: step = compute + comm - overlap x '
-             "min(compute, comm), comm = 2(N-1)/N x gradient bytes / bus bandwidth, the overlap fitted to "
-             "the cases that ran. "
-             f"Nothing is projected where the model is off by more than {MAX_MODEL_ERROR:.0%} at a measured "
-             "point.</p>")]
+
+    def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+        head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    parts = [f"<h2>{esc(TITLE)}</h2>", f'<p class="note">{esc(_explanation())}</p>']
     for proj in projections:
-        parts.append(f"<h3>{esc(proj.label)}: projection</h3>")
-        parts.append(f'<p class="note">compute {proj.compute_s * 1e3:.3g} ms/step, gradients '
-                     f"{proj.gradient_bytes / 1e6:.3g} MB, fitted overlap {proj.overlap:.0%}</p>")
-        parts.append("<table><tr><th>measured case</th><th>bus bandwidth</th><th>measured step</th>"
-                     "<th>model</th><th>model error</th></tr>")
-        for p in proj.points:
-            parts.append(f"<tr><td>{esc(p.case_id)}</td><td>{p.busbw_bytes_per_s / 1e9 * 8:.3g} Gbit/s</td>"
-                         f"<td>{p.measured_step_s * 1e3:.3g} ms</td><td>{p.predicted_step_s * 1e3:.3g} ms</td>"
-                         f"<td>{p.error:.1%}</td></tr>")
-        parts.append("</table>")
+        parts += [f"<h3>{esc(proj.label)}: projection</h3>", f'<p class="note">{esc(_fit_note(proj))}</p>',
+                  table(POINT_HEADER, _point_cells(proj))]
         if proj.withheld_reason:
             parts.append(f'<p class="note">{esc(proj.withheld_reason)}</p>')
-            continue
-        parts.append("<table><tr><th>nodes</th><th>devices</th><th>inter-node</th><th>projected step</th>"
-                     "<th>projected scaling efficiency</th><th>projected samples/s</th></tr>")
-        for row in proj.rows:
-            link = "within one host (measured)" if row.internode_gbps is None else f"{row.internode_gbps:g} Gbit/s"
-            parts.append(f"<tr><td>{row.nodes}</td><td>{row.devices}</td><td>{link}</td>"
-                         f"<td>{row.step_s * 1e3:.3g} ms</td><td>{row.scaling_efficiency:.0%}</td>"
-                         f"<td>{row.samples_per_s:.4g}</td></tr>")
-        parts.append("</table>")
+        else:
+            parts.append(table(ROW_HEADER, _row_cells(proj)))
     return "\n".join(parts)
+
+
+def render_projection_markdown(projections: list[Projection]) -> str:
+    """The same section for the Markdown summary; empty when there is nothing to project from."""
+    if not projections:
+        return ""
+
+    def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return lines + ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows] + [""]
+
+    lines = ["", f"## {TITLE}", "", _explanation(), ""]
+    for proj in projections:
+        lines += [f"### {proj.label}: projection", "", _fit_note(proj), ""]
+        lines += table(POINT_HEADER, _point_cells(proj))
+        if proj.withheld_reason:
+            lines += [f"**{proj.withheld_reason}**", ""]
+        else:
+            lines += table(ROW_HEADER, _row_cells(proj))
+    return "\n".join(lines)

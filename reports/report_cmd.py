@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from gpusizer_common.atomic_file import replacing, write_text
+from gpusizer_common.link_rates import parse_internode_gbps
 from reports.errors import InputError
 
 DEFAULT_TARGET_SAMPLES = 1_000_000_000  # one large round number; shown in the report
@@ -31,6 +32,16 @@ def _positive_number(option: str):
         return value
 
     return parse
+
+
+def _link_rates(raw: str) -> tuple[float, ...]:
+    try:
+        rates = parse_internode_gbps(raw)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--internode-gbps: ")) from None
+    if not rates:
+        raise argparse.ArgumentTypeError("empty; allowed: comma-separated numbers > 0 (Gbit/s), e.g. 100,400")
+    return rates
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=_positive_number("--budget"), metavar="AMOUNT",
                         help="the most to spend on training the target samples, in the prices' currency (a total, "
                              "not per hour); adds the objective 'fastest within the budget'. Needs --prices")
+    parser.add_argument("--internode-gbps", type=_link_rates, default=(), metavar="RATES",
+                        help="comma-separated inter-node link rates in Gbit/s (> 0, up to 100000) for the scaling "
+                             "projection, e.g. 100,400 (default: the rates the runs were given with "
+                             "`pytest bench/ --internode-gbps`)")
     parser.add_argument("--fit-gpus", metavar="NAMES",
                         help="comma-separated GPU names (e.g. H100-80GB,L4,A10G): adds a table of whether each "
                              "measured workload is predicted to fit them; `gpusizer fit --help` has the sizing")
@@ -136,15 +151,15 @@ def run(args: argparse.Namespace) -> int:
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
     from reports import memory_section
-    from reports.projection import projections_from_payloads, render_projection_html
+    from reports.projection import projections_from_payloads, render_projection_html, render_projection_markdown
     from reports.result_files import read_json
 
-    projection_html = render_projection_html(projections_from_payloads([read_json(path) for path in input_files]))
-    extra_sections = memory_section.render_html(results.cases, fit_gpus) + "\n" + projection_html
+    projections = projections_from_payloads([read_json(path) for path in input_files], args.internode_gbps)
+    extra_sections = memory_section.render_html(results.cases, fit_gpus) + "\n" + render_projection_html(projections)
     answer = build_answer(recommendation, context)  # once: the HTML and the Markdown say the same
     write_text(outputs["html"], render_html(recommendation, answer, charts, context, extra_sections=extra_sections))
     write_text(outputs["markdown"], render_markdown(recommendation, answer, context, outputs["html"].name)
-               + memory_section.render_markdown(results.cases, fit_gpus))
+               + memory_section.render_markdown(results.cases, fit_gpus) + render_projection_markdown(projections))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)
     print(f"report: {outputs['html']}")

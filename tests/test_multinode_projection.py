@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from reports.projection import MAX_MODEL_ERROR, model_step_s, project, render_projection_html, ring_comm_s
+from reports.projection import (
+    MAX_MODEL_ERROR,
+    model_step_s,
+    project,
+    projections_from_payloads,
+    render_projection_html,
+    render_projection_markdown,
+    ring_comm_s,
+)
 
 PARAMS = 1_000_000
 GRAD_BYTES = 4 * PARAMS
@@ -60,3 +68,47 @@ def test_multinode_projection_fits_compute_from_one_link_at_two_rates():
     assert proj.overlap == pytest.approx(overlap, abs=0.03)
     assert max(p.error for p in proj.points) < 0.01
     assert "compute fitted" in proj.label
+
+
+def payload(records: list[dict], internode_gbps=()) -> dict:
+    """A result file as `pytest bench/` writes it, with only what the projection reads."""
+    return {"machine_info": {"gpusizer": {"ceilings": CEILINGS}}, "gpusizer": {"internode_gbps": list(internode_gbps)},
+            "benchmarks": [{"extra_info": rec} for rec in records]}
+
+
+def test_multinode_projection_markdown_says_what_the_html_says():
+    compute_s, overlap = 0.1, 0.25
+    measured = model_step_s(compute_s, ring_comm_s(2, GRAD_BYTES, 50e6), overlap)
+    [proj] = projections_from_payloads([payload([record(1, compute_s), record(2, measured, 2, ("a:1", "b:1"))],
+                                                (0.5,))])
+    markdown = render_projection_markdown([proj])
+    assert "## Scaling projection (a model, not a measurement)" in markdown and "PROJECTION" in markdown
+    row = next(r for r in proj.rows if r.nodes == 8)
+    assert 0.2 < row.scaling_efficiency < 0.9  # a row where the link matters
+    cells = ["8", "8", "0.5 Gbit/s", f"{row.step_s * 1e3:.3g} ms", f"{row.scaling_efficiency:.0%}"]
+    assert "| " + " | ".join(cells) + " |" in markdown
+    assert "<td>" + "</td><td>".join(cells) + "</td>" in render_projection_html([proj])
+    assert "| ddp-2-tiny-fp32-2nodes | 0.4 Gbit/s |" in markdown  # the model's error at the measured point
+    withheld = projections_from_payloads([payload([record(1, compute_s), record(2, measured, 2, ("a:1", "b:1"))])])
+    assert "**not projected: no --internode-gbps was given for the run**" in render_projection_markdown(withheld)
+    assert render_projection_markdown([]) == ""
+
+
+def test_multinode_report_internode_gbps_projects_at_the_rates_given_to_the_report(tmp_path, capsys):
+    import json
+
+    from reports.cli import main as gpusizer
+
+    compute_s = 0.1
+    measured = model_step_s(compute_s, ring_comm_s(2, GRAD_BYTES, 50e6), 0.25)
+    data = payload([record(1, compute_s), record(2, measured, 2, ("a:1", "b:1"))], (100.0,))
+    [proj] = projections_from_payloads([data], (25.0, 400.0))
+    assert {r.internode_gbps for r in proj.rows if r.nodes > 1} == {25.0, 400.0}  # the report's rates win
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as exit_info:
+        gpusizer(["report", str(source), "--internode-gbps", "100,-1", "-o", str(tmp_path / "r.html")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--internode-gbps" in error and "'-1'" in error, error
+    assert not (tmp_path / "r.html").exists()  # nothing written on bad input

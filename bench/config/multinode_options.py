@@ -4,6 +4,7 @@ options so either side can change without the other."""
 from __future__ import annotations
 
 from bench.config.hosts import Cluster, parse_hostfile, parse_hosts
+from gpusizer_common.link_rates import parse_internode_gbps
 
 # (option, dest, default, help); "" means not given.
 MULTINODE_OPTION_TABLE = (
@@ -49,24 +50,6 @@ def cluster_from_config(get) -> Cluster | None:
                    ssh_identity_file=identity or None)
 
 
-# Bounds of --internode-gbps: today's fastest links are 800 Gbit/s; 100 Tbit/s leaves room and stops typos.
-MAX_INTERNODE_GBPS = 100_000.0
-
-
 def internode_gbps_from_config(get) -> tuple[float, ...]:
     """The rates in the order given, repeats dropped (one projection per rate)."""
-    raw = (get("gs_internode_gbps") or "").strip()
-    if not raw:
-        return ()
-    rates = []
-    for part in raw.split(","):
-        try:
-            rate = float(part)
-        except ValueError:
-            rate = float("nan")
-        if not 0 < rate <= MAX_INTERNODE_GBPS:
-            raise ValueError(f"--internode-gbps: {part.strip()!r} is not a positive number up to "
-                             f"{MAX_INTERNODE_GBPS:g}; allowed: comma-separated numbers > 0 (Gbit/s), e.g. 100,400")
-        if rate not in rates:
-            rates.append(rate)
-    return tuple(rates)
+    return parse_internode_gbps(get("gs_internode_gbps"))
