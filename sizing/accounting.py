@@ -7,10 +7,11 @@ live set at the high-water mark. The books key each storage by a serial number o
 made later could share one, and the temporary was then counted as a gradient at the moments it lived
 (how often depended on the allocator's layout: about one process in three mis-sized FSDP). It works on fake tensors (FakeTensorMode: nothing is allocated, the
 sizes are exact) and on real ones (then ``limit_bytes`` makes an over-limit step raise
-torch.OutOfMemoryError, the stand-in for device memory on a CPU). On real ranks of the launched
-strategies: a wrapper subclass (FSDP2's DTensor) is counted by its local tensor, and ``follow_resizes``
-follows the storages FSDP2 frees and re-allocates in place. What no dispatched operator returns is not
-seen: DDP's gradient buckets until the reducer writes into them, Horovod's fusion buffer.
+torch.OutOfMemoryError, the stand-in for device memory on a CPU). On FSDP ranks, real (launched) or
+fake (sizing/fsdp_trace.py): a wrapper subclass (FSDP2's DTensor) is counted by its local tensor, and
+``follow_resizes`` follows the storages FSDP2 frees and re-allocates in place. What no dispatched operator
+returns is not seen: DDP's gradient buckets until the reducer writes into them, Horovod's fusion buffer.
+``labels`` names storages by what they are (a subclass's choice) where the phase they were born in would not.
 
 Why our own and not torch.distributed._tools.mem_tracker.MemTracker: MemTracker refuses a second
 tracked call of the same modules and files activations under the module whose forward was running,
@@ -51,9 +52,13 @@ class Ledger(TorchDispatchMode):
         self.weight_ids: set[int] = set()  # serials of the parameters' storages, for telling autocast copies apart
         # FSDP2 frees an unsharded parameter or gradient by resizing its storage to 0 and allocates it
         # again by resizing it back (UntypedStorage.resize_, no dispatched op): with this on, every
-        # live storage's size is read again at each moment (real tensors; fake ones never resize).
+        # live storage's size is read again at each moment (real tensors and fake ones alike: a fake
+        # tensor's storage resizes too, which is how the FSDP trace, sizing/fsdp_trace.py, sees it).
         self.follow_resizes = follow_resizes
         self._storage_refs: dict[int, weakref.ref] = {}  # serial -> storage (follow_resizes only)
+        # serial -> part, for storages named by what they are rather than when they were born (a subclass
+        # names FSDP2's buffers by the operator that fills them); kept after the storage is freed.
+        self.labels: dict[int, str] = {}
 
     def adopt(self, tensors, phase: str = "before") -> None:
         """Count tensors that already exist (parameters, data) as live from now on."""
@@ -125,6 +130,11 @@ class Ledger(TorchDispatchMode):
     def _is_weight(self, tensor) -> bool:
         return isinstance(tensor, torch.Tensor) and any(self._serial_of.get(id(s)) in self.weight_ids
                                                         for s in _storages(tensor))
+
+    def label(self, tensors, part: str) -> None:
+        """Name the live tracked storages of ``tensors`` as ``part``; the first name given stays."""
+        for serial in self.storage_ids(tensors):
+            self.labels.setdefault(serial, part)
 
     def storage_ids(self, tensors) -> set[int]:
         """The serials of the live tracked storages of ``tensors`` (the keys of ``live``); untracked ones are left out."""

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import functools
 
-from sizing.formula import formula_step
-from sizing.step_memory import StepMemory
+from sizing.step_memory import METHODS, StepMemory
 from sizing.strategies import STRATEGY_MEMORY
-from sizing.trace import trace_step
 from sizing.workload import Workload
 
-STEP_METHODS = {"trace": trace_step, "formula": formula_step}
 HEADROOM_FRACTION = 0.85  # under this share of memory: fits with headroom (allocator, fragmentation, context)
 MAX_SEARCH_BATCH = 2**31
 
@@ -18,13 +15,9 @@ MAX_SEARCH_BATCH = 2**31
 @functools.lru_cache(maxsize=4096)  # fit asks the same workload once per GPU
 def predict(workload: Workload, method: str = "trace") -> StepMemory:
     """The busiest device's memory at the step's high-water mark."""
-    if method not in STEP_METHODS:
-        raise ValueError(f"method: {method!r}; allowed: {', '.join(STEP_METHODS)}")
-    strategy = STRATEGY_MEMORY[workload.strategy]
-    batch = strategy.process_batch_size(workload.per_device_batch_size, workload.world_size)
-    timeline = STEP_METHODS[method](workload.config, workload.precision, batch)
-    return timeline.peak(lambda moment: strategy.per_device(moment, workload.config, workload.world_size,
-                                                            workload.per_device_batch_size, workload.precision))
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r}; allowed: {', '.join(METHODS)}")
+    return STRATEGY_MEMORY[workload.strategy].peak(workload, method)
 
 
 def verdict(peak_bytes: int, memory_bytes: int) -> str:
@@ -55,11 +48,15 @@ def max_batch_size(workload: Workload, memory_bytes: int, method: str = "formula
     return low
 
 
-def min_fsdp_world_size(workload: Workload, memory_bytes: int, limit: int = 4096) -> int | None:
-    """The smallest world size at which FSDP brings this workload within ``memory_bytes``; None up to ``limit``."""
+def min_fsdp_world_size(workload: Workload, memory_bytes: int, limit: int = 4096,
+                        method: str = "formula") -> int | None:
+    """The smallest world size at which FSDP brings this workload within ``memory_bytes``; None up to ``limit``.
+
+    By the formula, as max_batch_size: the FSDP trace runs FSDP2 on fake ranks (about a second for xl),
+    and a bisection asks a dozen world sizes per GPU and precision."""
     def fits(world_size: int) -> bool:
         sized = Workload(workload.config, workload.precision, "fsdp", world_size, workload.per_device_batch_size)
-        return predict(sized).peak_bytes <= memory_bytes
+        return predict(sized, method).peak_bytes <= memory_bytes
 
     # More shards never need more memory per device: bisect.
     if not fits(limit):

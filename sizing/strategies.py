@@ -1,21 +1,35 @@
-"""What each strategy does to one device's memory, applied to a traced (or formula) single-process step.
+"""What each strategy does to one device's memory: the peak predict() asks for, by trace or by formula.
 
 One small class per strategy, keyed by the strategy's name as bench/strategies names it; nothing here
 branches on a strategy's name. Sizes are those of torch 2.13's implementations with default settings.
+By default (``StrategyMemory.peak``) a strategy's effect is modelled: ``per_device`` is applied at every
+moment of the single-process step, traced (sizing/trace.py) or by formula (sizing/formula.py). FSDP is
+not modelled on that step: its trace runs FSDP2 itself on fake ranks (sizing/fsdp_trace.py) and its
+formula is its own (``fsdp_step``). DDP stays modelled: its constructor checks the parameters across
+the ranks with a collective that reads their data, which fake tensors have not ("data is not allocated
+yet"); with ``init_sync=False`` it builds, but its backward then fails in the fake group's all-reduce (its
+future carries no tensor) unless a stand-in comm hook replaces the real one, and its gradient buckets are
+allocated in C++ at construction, outside the step. Such a trace would be no less modelled than
+``DDPMemory``, which agrees exactly with the accounting of real CPU ranks. Horovod's fusion buffer and
+DataParallel's replica threads are modelled too.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from reference_model import ModelConfig
-from sizing.formula import FP32_BYTES, data_pool_bytes
+from sizing.formula import FP32_BYTES, data_pool_bytes, formula_step, fsdp_step
+from sizing.fsdp_trace import trace_fsdp_step
 from sizing.step_memory import StepMemory
+from sizing.trace import trace_step
+
+if TYPE_CHECKING:
+    from sizing.workload import Workload
+
+SINGLE_PROCESS_STEPS = {"trace": trace_step, "formula": formula_step}
 
 HOROVOD_FUSION_BYTES = 64 * 2**20  # HOROVOD_FUSION_THRESHOLD's default: one fusion buffer per device
-SHARDED_PARTS = ("parameters", "gradients", "optimizer_state")
-# FSDP's MixedPrecisionPolicy param_dtype per precision (bench/strategies/fsdp.py); others gather fp32.
-LOW_PRECISION_BYTES = {"bf16": 2, "fp16": 2}
 
 
 class StrategyMemory:
@@ -25,8 +39,15 @@ class StrategyMemory:
     def process_batch_size(self, per_device_batch_size: int, world_size: int) -> int:
         return per_device_batch_size
 
-    def per_device(self, step: StepMemory, config: ModelConfig, world_size: int, per_device_batch_size: int,
-                   precision: str = "fp32") -> StepMemory:
+    def peak(self, workload: Workload, method: str) -> StepMemory:
+        """The busiest device's memory at the step's high-water mark: one process's step (``method``:
+        trace or formula) with ``per_device`` applied at every moment, the largest after it."""
+        config, world_size, batch = workload.config, workload.world_size, workload.per_device_batch_size
+        timeline = SINGLE_PROCESS_STEPS[method](config, workload.precision, self.process_batch_size(batch, world_size))
+        return timeline.peak(lambda moment: self.per_device(moment, config, world_size, batch))
+
+    def per_device(self, step: StepMemory, config: ModelConfig, world_size: int,
+                   per_device_batch_size: int) -> StepMemory:
         """The busiest device's memory, given the step one process runs on its batch."""
         return step
 
@@ -39,7 +60,7 @@ class SingleMemory(StrategyMemory):
 class DDPMemory(StrategyMemory):
     name = "ddp"
 
-    def per_device(self, step, config, world_size, per_device_batch_size, precision="fp32"):
+    def per_device(self, step, config, world_size, per_device_batch_size):
         # The reducer's flat buckets hold a second copy of every gradient (gradient_as_bucket_view=False),
         # allocated at wrap time and kept: every gradient byte is there twice.
         return step.with_parts(ddp_gradient_buckets=config.num_params * FP32_BYTES)
@@ -48,7 +69,7 @@ class DDPMemory(StrategyMemory):
 class HorovodMemory(StrategyMemory):
     name = "horovod"
 
-    def per_device(self, step, config, world_size, per_device_batch_size, precision="fp32"):
+    def per_device(self, step, config, world_size, per_device_batch_size):
         # Gradients are all-reduced in place through one fusion buffer of the threshold's size.
         return step.with_parts(horovod_fusion_buffer=HOROVOD_FUSION_BYTES)
 
@@ -58,7 +79,7 @@ class DataParallelMemory(StrategyMemory):
 
     name = "dp"
 
-    def per_device(self, step, config, world_size, per_device_batch_size, precision="fp32"):
+    def per_device(self, step, config, world_size, per_device_batch_size):
         others = world_size - 1
         pool = data_pool_bytes(config, per_device_batch_size) * others
         gathered = 2 * others * per_device_batch_size * config.output_size * FP32_BYTES  # outputs and their gradient
@@ -66,29 +87,18 @@ class DataParallelMemory(StrategyMemory):
 
 
 class FSDPMemory(StrategyMemory):
-    """FSDP2 with one shard group per Linear (as bench/strategies/fsdp.py wraps it).
+    """FSDP2 with one shard group per Linear under the precision's MixedPrecisionPolicy (sizing/sharding.py,
+    as bench/strategies/fsdp.py wraps its ranks).
 
-    Parameters, gradients and optimizer state are split over the world; each device also holds the
-    unsharded parameters of the layer it computes and of the next (prefetched) one, and in backward
-    the unsharded gradient of one layer before its reduce-scatter. At world size 1 the buffers exist too.
-
-    At bf16/fp16 bench/strategies/fsdp.py sets ``MixedPrecisionPolicy(param_dtype=<that>, reduce_dtype=fp32)``:
-    the all-gathered parameters are 2 bytes each, so autocast finds them already in low precision and
-    keeps no weight copies of its own; the unsharded gradient is computed in that dtype and cast to
-    fp32 for the reduce-scatter, so both copies of it are live.
+    Not modelled on the single-process step: the trace runs FSDP2 itself on fake ranks at the workload's
+    world size (sizing/fsdp_trace.py), and the formula is FSDP's own, layer by layer (sizing/formula.py).
     """
 
     name = "fsdp"
 
-    def per_device(self, step, config, world_size, per_device_batch_size, precision="fp32"):
-        sharded = {part: -(-step.parts_bytes.get(part, 0) // world_size) for part in SHARDED_PARTS}
-        layer_elements = sorted((i * o + o for i, o in config.layer_shapes), reverse=True)
-        low = LOW_PRECISION_BYTES.get(precision)
-        gathered = sum(layer_elements[:2]) * (low or FP32_BYTES)
-        gradient = layer_elements[0] * (low + FP32_BYTES if low else FP32_BYTES)
-        changes = {"autocast_weight_copies": 0} if low else {}
-        return step.with_parts(**sharded, **changes, fsdp_unsharded_parameters=gathered,
-                               fsdp_unsharded_gradient=gradient)
+    def peak(self, workload, method):
+        step = trace_fsdp_step if method == "trace" else fsdp_step
+        return step(workload.config, workload.precision, workload.per_device_batch_size, workload.world_size).peak()
 
 
 STRATEGY_MEMORY: dict[str, StrategyMemory] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gc
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -59,7 +60,8 @@ def run_accounted_step(state: TrainState, inputs: torch.Tensor, targets: torch.T
         return hook
 
     handles = [
-        model.register_forward_pre_hook(set_phase("forward")),
+        # prepend: before FSDP2's root pre-forward hook, whose cast of the inputs is the forward's.
+        model.register_forward_pre_hook(set_phase("forward"), prepend=True),
         model.register_full_backward_pre_hook(set_phase("backward")),
         optimizer.register_step_pre_hook(set_phase("optimizer")),
     ]
@@ -80,31 +82,25 @@ def run_accounted_step(state: TrainState, inputs: torch.Tensor, targets: torch.T
         for handle in handles:
             handle.remove()
         ledger.phase = "before"
-    grad_ids = ledger.storage_ids(p.grad for p in params if p.grad is not None)
-    opt_ids = ledger.storage_ids(_state_tensors(state))
-    data_ids = ledger.storage_ids(data)
+    # Later entries win: a parameter's storage is a parameter whatever label the ledger gave it.
+    named = dict(ledger.labels)
+    for part, tensors in (("data", data), ("optimizer_state", _state_tensors(state)),
+                          ("gradients", (p.grad for p in params if p.grad is not None))):
+        named.update(dict.fromkeys(ledger.storage_ids(tensors), part))
+    named.update(dict.fromkeys(param_ids, "parameters"))
     sets = [(ledger.peak_phase, ledger.peak_live)] + list(ledger.history or ())
-    return [(phase, _classify(live, param_ids, grad_ids, opt_ids, data_ids)) for phase, live in sets]
+    return [(phase, _classify(live, named)) for phase, live in sets]
 
 
-def _classify(live: dict, param_ids: set, grad_ids: set, opt_ids: set, data_ids: set) -> dict:
+def _classify(live: dict, named: dict[int, str]) -> dict:
+    """Bytes per part: a storage's name if it has one, else by how and when it was born."""
     parts = dict.fromkeys(BASE_PARTS, 0)
     for key, (nbytes, phase, op) in live.items():
-        if key in param_ids:
-            part = "parameters"
-        elif key in grad_ids:
-            part = "gradients"
-        elif key in opt_ids:
-            part = "optimizer_state"
-        elif key in data_ids:
-            part = "data"
-        elif op == "weight_copy":
-            part = "autocast_weight_copies"
-        elif phase == "forward":
-            part = "activations"
-        else:
-            part = "temporaries"
-        parts[part] += nbytes
+        part = named.get(key)
+        if part is None:
+            part = ("autocast_weight_copies" if op == "weight_copy" else
+                    "activations" if phase == "forward" else "temporaries")
+        parts[part] = parts.get(part, 0) + nbytes
     return parts
 
 
@@ -116,12 +112,19 @@ def trace_step(config: ModelConfig, precision: str, batch_size: int) -> StepTime
         model = build_model(config, device="meta")
     with FakeTensorMode():
         _fake_parameters(model)
-        batches = make_batches(config, batch_size, seed=0, rank=0, device="cpu")
-        prec = Precision(precision, "cpu")
-        state = TrainState(model, make_optimizer(model), prec, prec.make_grad_scaler())
-        with Ledger(healthy_scalars=True):
-            train_step(state, *batches[0])  # warm-up: optimizer and scaler state now exist
-        ledger = Ledger(healthy_scalars=True, keep_history=True)
-        data = [t for pair in batches for t in pair]
-        moments = run_accounted_step(state, *batches[1], ledger=ledger, data=data)
+        return fake_step_timeline(model, config, precision, batch_size, Ledger)
+
+
+def fake_step_timeline(model: nn.Module, config: ModelConfig, precision: str, batch_size: int,
+                       ledger_type: Callable[..., Ledger]) -> StepTimeline:
+    """Inside a FakeTensorMode, on ``model`` (fake parameters, wrapped or not): a warm-up train_step,
+    then the second one counted by a ``ledger_type`` at every moment."""
+    batches = make_batches(config, batch_size, seed=0, rank=0, device="cpu")
+    prec = Precision(precision, "cpu")
+    state = TrainState(model, make_optimizer(model), prec, prec.make_grad_scaler())
+    with ledger_type(healthy_scalars=True):
+        train_step(state, *batches[0])  # warm-up: optimizer and scaler state (and FSDP's lazy set-up) now exist
+    ledger = ledger_type(healthy_scalars=True, keep_history=True)
+    data = [t for pair in batches for t in pair]
+    moments = run_accounted_step(state, *batches[1], ledger=ledger, data=data)
     return StepTimeline("trace", tuple(StepMemory("trace", parts, phase) for phase, parts in moments))

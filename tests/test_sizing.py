@@ -11,8 +11,11 @@ import torch
 from reference_model import PRECISIONS, PRESETS, Precision, TrainState, build_model, make_batches, make_optimizer
 from reports.cli import main as gpusizer
 from sizing.accounting import Ledger
+from sizing.formula import formula_step
+from sizing.fsdp_trace import trace_fsdp_step
 from sizing.gpus import GPUS
 from sizing.predict import max_batch_size, min_fsdp_world_size, predict, verdict
+from sizing.step_memory import StepTimeline
 from sizing.strategies import STRATEGY_MEMORY
 from sizing.trace import run_accounted_step, trace_step
 from sizing.units import parse_bytes
@@ -20,33 +23,117 @@ from sizing.workload import Workload, config_for_params
 from tests.test_bench_harness import only_result_file
 
 AGREEMENT = 0.10
+LARGE_LAYER_ELEMENTS = 8192 * 8192 + 8192  # every Linear of the large preset
 
 
-@pytest.mark.parametrize("preset", tuple(PRESETS))
-def test_trace_and_formula_agree_within_ten_percent(preset):
-    """Every preset x strategy x precision, at world sizes 1 and 8 and at the default and a large batch."""
-    worst = []
+def disagreements(preset: str, strategies=tuple(STRATEGY_MEMORY)) -> list[tuple]:
+    """(|formula - trace| / trace, precision, strategy, world size, batch, traced parts, formula parts) for
+    every precision x strategy at world sizes 1, 2 and 8 and batches 256 and 8192, smallest first."""
+    rows = []
     for precision in PRECISIONS:
-        for strategy in STRATEGY_MEMORY:
-            for world_size in (1, 8):
+        for strategy in strategies:
+            for world_size in (1, 2, 8):
                 for batch in (256, 8192):
                     workload = Workload(PRESETS[preset], precision, strategy, world_size, batch)
                     traced, formula = predict(workload, "trace"), predict(workload, "formula")
                     error = abs(formula.peak_bytes - traced.peak_bytes) / traced.peak_bytes
-                    worst.append((error, precision, strategy, world_size, batch,
-                                  dict(traced.parts_bytes), dict(formula.parts_bytes)))
-    worst.sort(key=lambda row: row[0])
-    assert worst[-1][0] <= AGREEMENT, f"error, precision, strategy, world, batch, traced, formula: {worst[-1]}"
+                    rows.append((error, precision, strategy, world_size, batch,
+                                 dict(traced.parts_bytes), dict(formula.parts_bytes)))
+    return sorted(rows, key=lambda row: row[0])
 
 
-def test_trace_counts_parameters_gradients_and_data_exactly():
-    config = PRESETS["small"]
-    parts = trace_step(config, "fp32", 256).peak().parts_bytes
-    assert parts["parameters"] == config.num_params * 4
-    assert parts["gradients"] == config.num_params * 4  # the peak of a weight-heavy step: end of backward
-    assert parts["data"] == 4 * 256 * (config.input_size * 4 + 8)
-    bf16 = trace_step(config, "bf16", 8192).peak().parts_bytes
-    assert bf16["autocast_weight_copies"] > 0 and bf16["activations"] > 0
+@pytest.mark.parametrize("preset", tuple(PRESETS))
+def test_trace_and_formula_agree_within_ten_percent(preset):
+    """Every preset x strategy x precision, at world sizes 1, 2 and 8 and at the default and a large batch.
+    For FSDP the trace is FSDP2 itself on fake ranks (sizing/fsdp_trace.py), the formula FSDP's own."""
+    worst = disagreements(preset)[-1]
+    assert worst[0] <= AGREEMENT, f"error, precision, strategy, world, batch, traced, formula: {worst}"
+
+
+def _fsdp_as_it_was_modelled(config, precision, batch_size, world_size) -> StepTimeline:
+    # The model before FSDP was traced for real (one process's step, its parameters, gradients and optimizer
+    # state split W ways, two layers' parameters and one layer's gradient added unsharded). Both sides of
+    # the comparison used it, so it agreed with itself; against the real FSDP trace it is 32 % off.
+    elements = sorted(((fan_in + 1) * fan_out for fan_in, fan_out in config.layer_shapes), reverse=True)
+    low = 2 if precision in ("bf16", "fp16") else 0
+
+    def sharded(moment):
+        parts = moment.parts_bytes
+        split = {part: -(-parts[part] // world_size) for part in ("parameters", "gradients", "optimizer_state")}
+        return moment.with_parts(**split, autocast_weight_copies=0 if low else parts["autocast_weight_copies"],
+                                 fsdp_unsharded_parameters=sum(elements[:2]) * (low or 4),
+                                 fsdp_unsharded_gradient=elements[0] * (low + 4 if low else 4))
+    return StepTimeline("formula", tuple(sharded(m) for m in formula_step(config, precision, batch_size).moments))
+
+
+@pytest.fixture
+def fresh_predictions():
+    predict.cache_clear()
+    yield
+    predict.cache_clear()
+
+
+def test_the_agreement_check_fails_a_wrong_fsdp_formula(monkeypatch, fresh_predictions):
+    """The FSDP comparison can fail: the formula FSDP had before disagrees with the trace of FSDP2 itself."""
+    monkeypatch.setattr("sizing.strategies.fsdp_step", _fsdp_as_it_was_modelled)
+    worst = disagreements("small", ("fsdp",))[-1]
+    assert worst[0] > 0.3, worst[:5]
+
+
+def test_fsdp_trace_runs_fsdp2_itself_at_the_world_size():
+    """Shards padded to the world size, and FSDP2's own buffers as it allocates them: at the large preset's
+    backward peak one layer's all-gather buffer, its unsharded parameters and gradients in the policy's dtype,
+    and the fp32 reduce-scatter input the previous layer left."""
+    config = PRESETS["large"]
+    for precision, gathered_bytes in (("fp32", 4), ("bf16", 2)):
+        parts = predict(Workload(config, precision, "fsdp", 8, 256)).parts_bytes
+        assert parts["parameters"] == config.num_params * 4 // 8  # 8192 rows split evenly
+        assert parts["autocast_weight_copies"] == 0  # the gathered weights are bf16 already
+        for part in ("fsdp_all_gather_buffers", "fsdp_unsharded_parameters", "fsdp_unsharded_gradients"):
+            assert parts[part] == LARGE_LAYER_ELEMENTS * gathered_bytes, (precision, part, parts)
+        assert parts["fsdp_reduce_scatter_buffers"] == LARGE_LAYER_ELEMENTS * 4, parts
+    # Rows are padded to a multiple of the world size: tiny's 128-row layers on 3 ranks hold 43 rows each.
+    tiny = PRESETS["tiny"]
+    assert predict(Workload(tiny, "fp32", "fsdp", 3, 64)).parts_bytes["parameters"] == 2 * 43 * 129 * 4
+    # World size 1 gathers nothing: the shard is copied into the unsharded parameters, no all-gather buffer.
+    single_rank = trace_fsdp_step(config, "fp32", 256, 1).moments
+    assert max(m.parts_bytes.get("fsdp_unsharded_parameters", 0) for m in single_rank) == LARGE_LAYER_ELEMENTS * 4
+    assert max(m.parts_bytes.get("fsdp_all_gather_buffers", 0) for m in single_rank) == 0
+
+
+BESIDE_A_DEFAULT_GROUP = """
+import json
+import torch
+import torch.distributed as dist
+from reference_model import PRESETS
+from sizing.fsdp_trace import trace_fsdp_step
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+peak = trace_fsdp_step(PRESETS["tiny"], "bf16", 64, 4).peak().peak_bytes
+ones = torch.ones(1)
+dist.all_reduce(ones)  # the default group still works
+print(json.dumps({"peak": peak, "world": dist.get_world_size(), "backend": dist.get_backend(), "sum": ones.item()}))
+dist.destroy_process_group()
+"""
+
+
+def test_fsdp_trace_leaves_the_default_process_group_alone():
+    """A launched rank (or any process with a default group) can trace: the fake group is built beside it,
+    and the trace there is the trace here, where there is none."""
+    import subprocess
+    import sys
+
+    import torch.distributed as dist
+    from torch.distributed.distributed_c10d import _resolve_process_group
+
+    done = subprocess.run([sys.executable, "-c", BESIDE_A_DEFAULT_GROUP], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+    here = trace_fsdp_step(PRESETS["tiny"], "bf16", 64, 4).peak().peak_bytes
+    assert there == {"peak": here, "world": 1, "backend": "gloo", "sum": 1.0}
+    assert not dist.is_initialized()  # nor made one here
+    with pytest.raises(RuntimeError):
+        _resolve_process_group("gpusizer-fsdp-trace-0")  # unregistered when its trace ended
 
 
 def test_strategies_change_memory_as_they_should():
@@ -54,10 +141,7 @@ def test_strategies_change_memory_as_they_should():
     peak = {s: predict(Workload(config, "fp32", s, 8, 256)).peak_bytes for s in STRATEGY_MEMORY}
     grads = config.num_params * 4
     assert peak["ddp"] - peak["single"] == grads  # DDP's buckets: a second copy of the gradients
-    assert peak["fsdp"] < peak["single"] / 3  # parameters and gradients split 8 ways, plus three layers unsharded
-    fsdp = predict(Workload(config, "fp32", "fsdp", 8, 256)).parts_bytes
-    assert fsdp["parameters"] == -(-config.num_params * 4 // 8)
-    assert fsdp["fsdp_unsharded_parameters"] == 2 * (8192 * 8192 + 8192) * 4
+    assert peak["fsdp"] < peak["single"] / 2  # parameters and gradients split 8 ways, four layer-sized buffers added
 
 
 def test_ledger_on_real_tensors_matches_the_trace_and_enforces_a_limit():
@@ -80,10 +164,12 @@ def test_max_batch_and_fsdp_world_size():
     assert predict(Workload(workload.config, "fp32", "single", 1, batch), "formula").peak_bytes <= limit
     assert predict(Workload(workload.config, "fp32", "single", 1, batch + 1), "formula").peak_bytes > limit
     xl = Workload(PRESETS["xl"], "bf16", "fsdp", 1, 256)
-    size = min_fsdp_world_size(xl, GPUS["L4"].memory_bytes)
+    size = min_fsdp_world_size(xl, GPUS["L4"].memory_bytes)  # by the formula, as max_batch_size
     assert size is not None and size > 1
-    assert predict(Workload(xl.config, "bf16", "fsdp", size, 256)).peak_bytes <= GPUS["L4"].memory_bytes
-    assert predict(Workload(xl.config, "bf16", "fsdp", size - 1, 256)).peak_bytes > GPUS["L4"].memory_bytes
+    at_size, below = (Workload(xl.config, "bf16", "fsdp", world, 256) for world in (size, size - 1))
+    assert predict(at_size, "formula").peak_bytes <= GPUS["L4"].memory_bytes
+    assert predict(below, "formula").peak_bytes > GPUS["L4"].memory_bytes
+    assert predict(at_size).peak_bytes <= GPUS["L4"].memory_bytes < predict(below).peak_bytes  # the trace agrees
     assert verdict(80, 100) == "fits" and verdict(90, 100) == "tight" and verdict(101, 100) == "does not fit"
 
 
@@ -207,6 +293,26 @@ def test_launched_ddp_ranks_measure_their_step_and_find_the_max_batch(pytester, 
     single = BenchCase("single", 1, "tiny", "fp32", "cpu", 64, "weak", 2, 1, 0)
     single_batch, _ = search(batch, InProcessTries(single, limit).try_at)
     assert abs(single_batch - batch) <= max(1, batch // RESOLUTION), (single_batch, batch)
+
+
+def test_launched_fsdp_ranks_measure_what_the_trace_predicts(pytester, run_bench):
+    """fsdp-1 and fsdp-2 tiny on CPU: the accounting of the real ranks' step (gloo, real tensors) against
+    the trace of FSDP2 on fake ranks.
+
+    World size 1 runs no collective: exactly the trace. At 2, gloo's reduce-scatter copies its input (one
+    layer's fp32 gradients, 66,048 bytes here) and the copy lives until gloo's worker thread lets go of the
+    work: measured 0.15 % above the trace when that is before the next layer's all-gather, 6.3 % above when
+    after (a matter of thread timing; either in repeated runs). NCCL reduce-scatters in place, the fake group
+    makes no copy."""
+    result = run_bench("--quick", "--strategies", "fsdp", "--world-sizes", "1,2")
+    assert result.ret == 0, result.stdout.str()
+    records = {b["extra_info"]["case_id"]: b["extra_info"] for b in only_result_file(pytester.path / "results")["benchmarks"]}
+    assert set(records) == {"fsdp-1-tiny-fp32", "fsdp-2-tiny-fp32"}
+    for record in records.values():
+        assert "busiest rank" in record["measured_step_peak_source"]
+        assert sum(v for k, v in record["predicted_peak_parts_bytes"].items() if k.startswith("fsdp_")) > 0
+    assert records["fsdp-1-tiny-fp32"]["predicted_peak_error_fraction"] == 0, records["fsdp-1-tiny-fp32"]
+    assert -0.07 < records["fsdp-2-tiny-fp32"]["predicted_peak_error_fraction"] <= 0, records["fsdp-2-tiny-fp32"]
 
 
 def test_report_memory_section_shows_error_and_fit_table():

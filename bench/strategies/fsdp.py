@@ -6,28 +6,10 @@ import torch
 
 from bench.strategies import process_group
 from bench.strategies.base import RankContext, Strategy
-from reference_model import Precision, TrainState, make_optimizer
+from reference_model import TrainState, make_optimizer
+from sizing.sharding import mixed_precision_dtypes, mixed_precision_policy, shard_model
 
-# Gradients are reduced in fp32 whatever the compute dtype: summing N ranks' bf16 gradients loses
-# bits that fp32 keeps, and this is how FSDP users configure it.
-REDUCE_DTYPE = torch.float32
-
-
-def mixed_precision_dtypes(precision: str) -> tuple[torch.dtype, torch.dtype] | None:
-    """(param_dtype, reduce_dtype) of the case's MixedPrecisionPolicy; None (all fp32) for fp32 and tf32."""
-    compute = Precision(precision, "cpu").autocast_dtype  # the dtype does not depend on the device type
-    return None if compute is None else (compute, REDUCE_DTYPE)
-
-
-def mixed_precision_policy(precision: str):
-    """The MixedPrecisionPolicy for ``precision``: parameters all-gathered and used in the compute dtype
-    (bf16/fp16), gradients reduced in fp32; the default (everything in fp32) for fp32 and tf32."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
-    dtypes = mixed_precision_dtypes(precision)
-    if dtypes is None:
-        return MixedPrecisionPolicy()
-    return MixedPrecisionPolicy(param_dtype=dtypes[0], reduce_dtype=dtypes[1])
+__all__ = ["FSDP", "mixed_precision_policy"]  # the policy a case runs under, as tests/test_gpu_paths.py checks it
 
 
 class FSDP(Strategy):
@@ -49,16 +31,9 @@ class FSDP(Strategy):
         process_group.join(ctx)
 
     def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
-        from torch.distributed.fsdp import fully_shard
-
-        # One shard group per Linear, so each layer's all-gather overlaps the previous layer's compute,
-        # then the root for what is left. Parameters become DTensors: the optimizer must be made anew.
-        # Without a policy FSDP gathers and reduces in fp32 even when the step autocasts to bf16/fp16.
-        policy = mixed_precision_policy(state.precision.name)
-        for layer in state.model:
-            if isinstance(layer, torch.nn.Linear):
-                fully_shard(layer, mp_policy=policy)
-        fully_shard(state.model, mp_policy=policy)
+        # sizing/sharding.py: one shard group per Linear, then the root, under the precision's policy
+        # (the memory trace shards its fake ranks with the same function).
+        shard_model(state.model, state.precision.name)
         state.optimizer = make_optimizer(state.model)
         return state
 
