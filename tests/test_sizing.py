@@ -387,3 +387,24 @@ def test_fake_cuda_autograd_still_aborts_in_the_cpu_build_so_the_trace_uses_fake
                           timeout=120)
     assert done.returncode != 0 and "fake cuda autograd works" not in done.stdout, done.stdout
     assert "not linked with support for cuda" in done.stderr, done.stderr[-2000:]
+
+
+def test_fsdp_prediction_falls_back_to_the_formula_where_torch_cannot_trace_it(monkeypatch):
+    # The FSDP trace builds its fake process group on torch internals; a torch without them (another
+    # version) must still predict, from the formula, say so, and not fail the benchmark case.
+    import sizing.strategies
+
+    def missing_internals(*_args):
+        raise AttributeError("module 'torch._C._distributed_c10d' has no attribute 'FakeProcessGroup'")
+
+    workload = Workload(PRESETS["small"], "bf16", "fsdp", 4, 256)
+    assert predict(workload, "trace").method == "trace"
+    monkeypatch.setattr(sizing.strategies, "trace_fsdp_step", missing_internals)
+    predict.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="FSDP cannot be traced with this torch"):
+            fallback = predict(workload, "trace")
+        assert fallback.method == "formula"
+        assert fallback.peak_bytes == predict(workload, "formula").peak_bytes
+    finally:
+        predict.cache_clear()  # no fallback answer stays cached for the tests after this one
