@@ -88,3 +88,25 @@ def test_multinode_bad_hostfile_line_names_the_line(tmp_path):
     path.write_text("node-a slots=2\nnode-b cpus=4\n")
     with pytest.raises(ValueError, match=r"--hostfile: .*hosts:2: malformed line 'node-b cpus=4'"):
         parse_hostfile(str(path))
+
+
+def test_multinode_failure_lines_name_the_host():
+    """The words of a multi-node failure, from what the launcher and the ranks said (the real faults
+    are in tests/test_multinode.py): a rank's host, and a host lost mid-case told from one never reached."""
+    from types import SimpleNamespace
+
+    from bench.launch.diagnosis import first_failure
+    from bench.launch.fanout import failure_line, host_failure
+
+    line = first_failure({1: "boom"}, "round 3", "", lambda log, rank: None, {0: "node-a", 1: "node-b"})
+    assert line == "rank 1 on host node-b failed in round 3: boom"
+    assert first_failure({1: "boom"}, "round 3", "", lambda log, rank: None) == "rank 1 failed in round 3: boom"
+    lost = failure_line(SimpleNamespace(host="node-b", started=True, last_line="a rank's warning"), 255)
+    never = failure_line(SimpleNamespace(host="node-b", started=False, last_line="Connection timed out"), 255)
+    exited = failure_line(SimpleNamespace(host="node-b", started=True, last_line="Traceback..."), 1)
+    assert "host node-b lost mid-case" in lost and "a rank's warning" not in lost
+    assert never == "gpusizer: host node-b unreachable over ssh: Connection timed out"
+    log = f"[node-a] training\n{lost}\n"
+    assert host_failure(log) == lost.removeprefix("gpusizer: ")
+    assert host_failure(f"[node-a] x\n{never}\n") == never.removeprefix("gpusizer: ")
+    assert host_failure(f"[node-b] x\n{exited}\n") is None  # its ranks tell why, better

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from bench.config.cases import BenchCase
+from bench.config.hosts import resolve
 from bench.hardware.devices import threads_per_rank
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener
 from bench.launch.diagnosis import (
@@ -62,6 +63,13 @@ class LaunchSpec:
     host_failure: Callable[[str], str | None] | None = None
     # Where the channel listens: loopback, or for a multi-node case the address the hosts reach.
     channel_host: str = "127.0.0.1"
+
+
+def _address_of(host: str) -> str | None:
+    try:
+        return resolve(host)
+    except OSError:
+        return None
 
 
 def _is_local_peer(conn: Connection) -> bool:
@@ -264,7 +272,8 @@ class RemoteGroup:
         (ranks are numbered by the rendezvous, so a missing rank number alone does not say where)."""
         heard = set(self._hosts.values())
         silent = [spec.rsplit(":", 1)[0] for spec in self.case.hosts or ()]
-        silent = [host for host in silent if host not in heard]
+        # torchrun's ranks say the name as given, horovodrun's the address it was given (-H) for it.
+        silent = [host for host in silent if host not in heard and _address_of(host) not in heard]
         if not silent:
             return ""
         return f" (no rank connected from host{'s' if len(silent) > 1 else ''} {', '.join(silent)})"
