@@ -80,25 +80,36 @@ class FSDPLedger(Ledger):
                    for serial in self.storage_ids([tensor]))
 
 
+class FakeGroupUnavailable(RuntimeError):
+    """This torch lacks what the fake process group is built on (torch internals: another version)."""
+
+
 @contextlib.contextmanager
 def fake_device_mesh(world_size: int):
     """A 1-D DeviceMesh of ``world_size`` ranks over a fake process group, this process rank 0; the default
-    process group, if this process has one, is neither needed nor touched."""
-    from torch._C._distributed_c10d import FakeProcessGroup, HashStore, ProcessGroup
-    from torch.distributed import distributed_c10d as c10d
-    from torch.distributed.device_mesh import DeviceMesh
-
+    process group, if this process has one, is neither needed nor touched. Raises FakeGroupUnavailable
+    where this torch cannot build it (only that: an error of the trace itself is not hidden)."""
     name = f"gpusizer-fsdp-trace-{next(_group_serials)}"
-    group = ProcessGroup(HashStore(), 0, world_size)
-    group._set_default_backend(ProcessGroup.BackendType.CUSTOM)
-    group._register_backend(torch.device("cpu"), ProcessGroup.BackendType.CUSTOM,
-                            FakeProcessGroup._create_internal(0, world_size))
-    group._set_group_name(name)
-    c10d._register_process_group(name, group)
     try:
-        mesh = DeviceMesh("cpu", torch.arange(world_size), _init_backend=False, _rank=0)
-        mesh._dim_group_names = [name]
-        mesh._pg_registry[name] = group
+        from torch._C._distributed_c10d import FakeProcessGroup, HashStore, ProcessGroup
+        from torch.distributed import distributed_c10d as c10d
+        from torch.distributed.device_mesh import DeviceMesh
+
+        group = ProcessGroup(HashStore(), 0, world_size)
+        group._set_default_backend(ProcessGroup.BackendType.CUSTOM)
+        group._register_backend(torch.device("cpu"), ProcessGroup.BackendType.CUSTOM,
+                                FakeProcessGroup._create_internal(0, world_size))
+        group._set_group_name(name)
+        c10d._register_process_group(name, group)
+    except (ImportError, AttributeError, TypeError, RuntimeError) as error:
+        raise FakeGroupUnavailable(f"{type(error).__name__}: {error}") from error
+    try:
+        try:
+            mesh = DeviceMesh("cpu", torch.arange(world_size), _init_backend=False, _rank=0)
+            mesh._dim_group_names = [name]
+            mesh._pg_registry[name] = group
+        except (AttributeError, TypeError) as error:
+            raise FakeGroupUnavailable(f"{type(error).__name__}: {error}") from error
         yield mesh
     finally:
         c10d._unregister_process_group(name)

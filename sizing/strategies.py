@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from reference_model import ModelConfig
 from sizing.formula import FP32_BYTES, data_pool_bytes, formula_step, fsdp_step
-from sizing.fsdp_trace import trace_fsdp_step
+from sizing.fsdp_trace import FakeGroupUnavailable, trace_fsdp_step
 from sizing.step_memory import StepMemory
 from sizing.trace import trace_step
 
@@ -96,18 +96,21 @@ class FSDPMemory(StrategyMemory):
     """
 
     name = "fsdp"
+    trace_unavailable: str | None = None  # why this torch cannot trace FSDP, once found
 
     def peak(self, workload, method):
         args = (workload.config, workload.precision, workload.per_device_batch_size, workload.world_size)
-        if method == "trace":
+        if method == "trace" and self.trace_unavailable is None:
             try:
                 return trace_fsdp_step(*args).peak()
-            except Exception as error:  # noqa: BLE001 - any failure of torch's private process-group API
+            except FakeGroupUnavailable as error:
                 # The fake process group is built on torch internals (sizing/fsdp_trace.py) that another
                 # torch version may lack: the formula (within 10 % of the trace by test) answers then, and
-                # the StepMemory says so (method "formula"), rather than a benchmark case failing.
-                warnings.warn(f"gpusizer: FSDP cannot be traced with this torch ({type(error).__name__}: "
-                              f"{error}); its predicted memory comes from the formula", RuntimeWarning, stacklevel=2)
+                # the StepMemory says so (method "formula"), rather than a benchmark case failing. Once
+                # per process: the next predictions do not retry it.
+                self.trace_unavailable = str(error)
+                warnings.warn(f"gpusizer: FSDP cannot be traced with this torch ({error}); its predicted "
+                              "memory comes from the formula", RuntimeWarning, stacklevel=2)
         return fsdp_step(*args).peak()
 
 

@@ -394,17 +394,29 @@ def test_fsdp_prediction_falls_back_to_the_formula_where_torch_cannot_trace_it(m
     # version) must still predict, from the formula, say so, and not fail the benchmark case.
     import sizing.strategies
 
+    from sizing.fsdp_trace import FakeGroupUnavailable
+
     def missing_internals(*_args):
-        raise AttributeError("module 'torch._C._distributed_c10d' has no attribute 'FakeProcessGroup'")
+        raise FakeGroupUnavailable("AttributeError: module 'torch._C._distributed_c10d' has no attribute "
+                                   "'FakeProcessGroup'")
+
+    def broken_trace(*_args):
+        raise KeyError("a bug in the trace itself")
 
     workload = Workload(PRESETS["small"], "bf16", "fsdp", 4, 256)
     assert predict(workload, "trace").method == "trace"
-    monkeypatch.setattr(sizing.strategies, "trace_fsdp_step", missing_internals)
+    fsdp = STRATEGY_MEMORY["fsdp"]
+    monkeypatch.setattr(sizing.strategies, "trace_fsdp_step", broken_trace)
     predict.cache_clear()
+    with pytest.raises(KeyError):  # a bug in the trace is not hidden behind the formula
+        predict(workload, "trace")
+    monkeypatch.setattr(sizing.strategies, "trace_fsdp_step", missing_internals)
     try:
         with pytest.warns(RuntimeWarning, match="FSDP cannot be traced with this torch"):
             fallback = predict(workload, "trace")
         assert fallback.method == "formula"
         assert fallback.peak_bytes == predict(workload, "formula").peak_bytes
+        assert fsdp.trace_unavailable and "FakeProcessGroup" in fsdp.trace_unavailable
     finally:
+        vars(fsdp).pop("trace_unavailable", None)  # back to the class's None: later tests trace again
         predict.cache_clear()  # no fallback answer stays cached for the tests after this one

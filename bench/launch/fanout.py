@@ -72,17 +72,26 @@ class Node:
             sys.stdout.write(f"[{self.host}] {text}\n")
             sys.stdout.flush()
 
-    def stop(self) -> None:
+    def close_stdin(self) -> None:
+        """Ask this host to stop: node_main kills its tree on EOF."""
         if self.popen.poll() is None:
             try:
-                self.popen.stdin.close()  # node_main kills its tree on EOF
+                self.popen.stdin.close()
             except OSError:
                 pass
-            try:
-                self.popen.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """Wait for this host's part to end until ``deadline`` (monotonic), then kill its ssh client."""
+        try:
+            self.popen.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    @property
+    def lost(self) -> bool:
+        """ssh ended with its own error after the host had started: the host or its network went down."""
+        return self.popen.poll() == SSH_EXIT_CONNECT_FAILED and self.started
 
 
 def host_failure(log: str) -> str | None:
@@ -114,16 +123,24 @@ def main() -> int:
     failed: tuple[Node, int] | None = None
     while not stopping.is_set():
         codes = [(node, node.popen.poll()) for node in nodes]
-        failed = next(((node, code) for node, code in codes if code not in (None, 0)), None)
+        ended = [(node, code) for node, code in codes if code not in (None, 0)]
+        # A lost host first: the others' ranks fail because of it, and may be seen ending sooner.
+        failed = min(ended, key=lambda pair: not pair[0].lost, default=None)
         if failed is not None or all(code == 0 for _, code in codes):
             break
         time.sleep(0.2)
+    line = failure_line(*failed) if failed is not None else None
+    if line:
+        print(line, flush=True)  # at once: the controller reads the cause while the hosts are stopped
+    for node in nodes:  # every host told at once, then one deadline for all: a stuck host delays no other
+        node.close_stdin()
+    deadline = time.monotonic() + STOP_WAIT_S
     for node in nodes:
-        node.stop()
+        node.wait_or_kill(deadline)
     for node in nodes:
         node.reader.join(2.0)
-    if failed is not None:
-        print(failure_line(*failed), flush=True)
+    if line:
+        print(line, flush=True)  # again, as the last line (what a launcher's exit status is told with)
         return failed[1]
     return 1 if stopping.is_set() else 0
 

@@ -62,21 +62,24 @@ def _interface_of(address: str) -> str | None:
     return None
 
 
-def unreachable_reason(address: str, port: int, timeout_s: float) -> str | None:
-    """None once a TCP connection to address:port succeeds; else, after ``timeout_s`` of tries, why not.
+def unreachable_reason(address: str, port: int, timeout_s: float, stop: threading.Event) -> str | None:
+    """None once a TCP connection to address:port succeeds (or ``stop`` is set: the case is being
+    stopped); else, when ``timeout_s`` of tries are over, why not.
 
     The rendezvous store starts with the first host's torchrun, so "refused" is normal for a moment;
     a port a firewall blocks never answers, and torchrun itself would wait out its whole join timeout
     without saying which host could not reach which port."""
     deadline = time.monotonic() + timeout_s
     error: OSError | None = None
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
         try:
-            socket.create_connection((address, port), timeout=min(PROBE_TRY_S, timeout_s)).close()
+            socket.create_connection((address, port), timeout=min(PROBE_TRY_S, left)).close()
             return None
         except OSError as caught:
             error = caught
-            time.sleep(PROBE_PAUSE_S)
+            stop.wait(min(PROBE_PAUSE_S, max(deadline - time.monotonic(), 0.0)))
+    if stop.is_set():
+        return None
     return f"cannot reach the rendezvous at {address}:{port} from this host within {timeout_s:g} s ({error})"
 
 
@@ -90,15 +93,6 @@ def main() -> None:
     dump_dir = env.get("GPUSIZER_DUMP_DIR")
     if dump_dir:
         os.makedirs(dump_dir, exist_ok=True)  # a separate host has no copy of the controller's temp folder
-    print(f"{STARTED_LINE} on {plan['host']}", flush=True)
-    reach = plan.get("reach")  # the other hosts check the rendezvous port first (a firewall's blocked port)
-    if reach:
-        reason = unreachable_reason(reach["address"], int(reach["port"]), float(reach["timeout_s"]))
-        if reason:
-            print(f"gpusizer: {reason}", flush=True)
-            os._exit(1)
-    popen = subprocess.Popen(plan["argv"], cwd=plan["cwd"], env=env, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
     stop = threading.Event()
 
     def watch_stdin() -> None:
@@ -106,9 +100,21 @@ def main() -> None:
             pass
         stop.set()  # EOF: the controller's side is gone
 
+    # Watching from the start, the probe included: a case stopped while this host probes ends here at once.
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=watch_stdin, daemon=True).start()
+    print(f"{STARTED_LINE} on {plan['host']}", flush=True)
+    reach = plan.get("reach")  # the other hosts check the rendezvous port first (a firewall's blocked port)
+    if reach:
+        reason = unreachable_reason(reach["address"], int(reach["port"]), float(reach["timeout_s"]), stop)
+        if reason:
+            print(f"gpusizer: {reason}", flush=True)
+            os._exit(1)
+    if stop.is_set():
+        os._exit(1)  # stopped before anything started: nothing to kill
+    popen = subprocess.Popen(plan["argv"], cwd=plan["cwd"], env=env, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     while popen.poll() is None and not stop.wait(0.2):
         pass
     code = popen.poll()

@@ -333,7 +333,11 @@ class RemoteGroup:
                                 host_failure=self.spec.host_failure))
 
     def _fail_hung(self, ranks: list[int], phase: str) -> None:
-        """Fail the case naming where each late rank is (diagnosis.hung_ranks)."""
+        """Fail the case naming where each late rank is (diagnosis.hung_ranks), or the host the
+        launcher lost (a dead host's ranks never answer: that host, not a hang, is the reason)."""
+        lost = self.spec.host_failure(self._tree.log_text()) if self.spec.host_failure else None
+        if lost:
+            self._fail(f"{lost}; no answer from {rank_list(ranks)} in {phase}")
         self._fail(hung_ranks(ranks, phase, procs=self._procs, dump_dir=self._dump_dir, hosts=self._hosts))
 
     def _fail(self, what: str) -> None:
