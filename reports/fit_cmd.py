@@ -134,8 +134,8 @@ def render_text(config, gpus, rows: list[dict], fsdp: list[dict]) -> str:
             f"{row['world_size']:>5} {row['per_device_batch_size']:>6} {format_bytes(row['predicted_peak_bytes']):>10} "
             f"{format_bytes(row['formula_peak_bytes']):>10}  {row['verdict']:<13} {row['max_per_device_batch_size']:>9}")
     if fsdp:
-        lines += ["", "smallest FSDP world size that fits (per-device peak within memory; by the formula, which "
-                      "agrees with the trace within 10 %):"]
+        lines += ["", ("smallest FSDP world size that fits (per-device peak within memory; by the formula, which "
+                       "agrees with the trace within 10 %):")]
         for row in fsdp:
             size = row["min_fsdp_world_size"]
             lines.append(f"  {row['gpu']:<14} {row['precision']:<5} {size if size is not None else 'over 4096'}")

@@ -206,7 +206,8 @@ def wait_for_worker(hosts: TwoHosts, host, bench: subprocess.Popen, timeout_s: f
     """Wait until a rank (bench.launch.worker_main) runs on ``host``; False if the run ends first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and bench.poll() is None:
-        pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
+        pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True,
+                              check=False).stdout.split()
         for pid in pids:
             try:
                 if b"bench.launch.worker_main" in Path(f"/proc/{pid}/cmdline").read_bytes():

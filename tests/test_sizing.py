@@ -393,7 +393,6 @@ def test_fsdp_prediction_falls_back_to_the_formula_where_torch_cannot_trace_it(m
     # The FSDP trace builds its fake process group on torch internals; a torch without them (another
     # version) must still predict, from the formula, say so, and not fail the benchmark case.
     import sizing.strategies
-
     from sizing.fsdp_trace import FakeGroupUnavailable
 
     def missing_internals(*_args):
