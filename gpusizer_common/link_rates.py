@@ -5,6 +5,7 @@ from __future__ import annotations
 
 # Today's fastest links are 800 Gbit/s; 100 Tbit/s leaves room and stops typos.
 MAX_INTERNODE_GBPS = 100_000.0
+ALLOWED = "comma-separated numbers > 0 (Gbit/s), e.g. 100,400"
 
 
 def parse_internode_gbps(raw: str | None) -> tuple[float, ...]:
@@ -21,7 +22,7 @@ def parse_internode_gbps(raw: str | None) -> tuple[float, ...]:
             rate = float("nan")
         if not 0 < rate <= MAX_INTERNODE_GBPS:
             raise ValueError(f"--internode-gbps: {part.strip()!r} is not a positive number up to "
-                             f"{MAX_INTERNODE_GBPS:g}; allowed: comma-separated numbers > 0 (Gbit/s), e.g. 100,400")
+                             f"{MAX_INTERNODE_GBPS:g}; allowed: {ALLOWED}")
         if rate not in rates:
             rates.append(rate)
     return tuple(rates)

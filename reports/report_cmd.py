@@ -13,8 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from gpusizer_common import link_rates
 from gpusizer_common.atomic_file import replacing, write_text
-from gpusizer_common.link_rates import parse_internode_gbps
 from reports.errors import InputError
 
 DEFAULT_TARGET_SAMPLES = 1_000_000_000  # one large round number; shown in the report
@@ -36,11 +36,11 @@ def _positive_number(option: str):
 
 def _link_rates(raw: str) -> tuple[float, ...]:
     try:
-        rates = parse_internode_gbps(raw)
+        rates = link_rates.parse_internode_gbps(raw)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--internode-gbps: ")) from None
     if not rates:
-        raise argparse.ArgumentTypeError("empty; allowed: comma-separated numbers > 0 (Gbit/s), e.g. 100,400")
+        raise argparse.ArgumentTypeError(f"empty; allowed: {link_rates.ALLOWED}")
     return rates
 
 
