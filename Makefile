@@ -8,15 +8,14 @@ BENCH_ARGS ?=
 REPORT_DIR ?= reports-out
 RESULTS_DIR ?= results
 
-.PHONY: setup bench report test horovod gpu-check compare-peers harness-overhead clean
+.PHONY: setup bench report test horovod gpu-check compare-peers harness-overhead check-floors clean
 
 setup: $(VENV)/.installed
 
-# --system-site-packages: a cloud image's CUDA torch in the system Python stays usable.
-$(VENV)/.installed: pyproject.toml
-	test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install "$(TORCH_SPEC)"
-	$(VPY) -m pip install --quiet -e ".[all]"
+# The newest allowed release of each dependency, even where the system Python has older ones; a torch
+# already there (a cloud image's CUDA build, seen through --system-site-packages) is kept.
+$(VENV)/.installed: pyproject.toml scripts/setup-venv.sh scripts/project_deps.py
+	PYTHON=$(PYTHON) VENV=$(VENV) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup-venv.sh
 	touch $@
 
 # The report is built from the file this run wrote (newer than a stamp taken before it), never from
@@ -50,5 +49,10 @@ compare-peers: setup horovod
 harness-overhead: setup
 	$(VPY) scripts/measure-harness-overhead.py --preset small --pairs 5
 
+# Every declared range at its floor (its own venv, .venv-floor): a --quick benchmark, report, compare
+# and the unit tests that need no launcher. FLOOR_TORCH_SPEC picks the torch (default: TORCH_SPEC).
+check-floors:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(or $(FLOOR_TORCH_SPEC),$(TORCH_SPEC))" bash scripts/check-floors.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-floor build *.egg-info

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from bench.config.cases import build_cases
 from bench.config.options import add_options, options_from_config
 from bench.config.sizing_options import SIZING_KEY, add_sizing_options, sizing_options_from_config
 from bench.hardware.devices import device_count, resolve_device_type
+from bench.record.results import benchmark_json_problem
 from bench.record.session import BenchSession
 from bench.run import interrupts
 
@@ -25,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    json_path = take_benchmark_json(config)  # first: its refusal must not wait on other options
     try:
         options = options_from_config(config)
         config.stash[SIZING_KEY] = sizing_options_from_config(config)
@@ -32,18 +35,33 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     # Per-round data is what reports and regression checks are built on: always keep it.
     config.option.benchmark_save_data = True
-    if not options.plan:  # --plan writes nothing, so it makes no folder either
+    if not options.plan and json_path is None:  # --plan writes nothing, so it makes no folder either
         check_results_dir(config, options.results_dir)
-    config.stash[SESSION_KEY] = BenchSession(config, options)
+    config.stash[SESSION_KEY] = BenchSession(config, options, json_path)
     interrupts.install()  # SIGTERM, SIGHUP: handled as Ctrl-C
     from bench.config.hosts import set_active_cluster
 
     set_active_cluster(options.cluster)  # read by the multi-node launchers
 
 
+def take_benchmark_json(config: pytest.Config) -> Path | None:
+    """``--benchmark-json PATH``: checked before anything runs (an existing PATH is refused, exit 4,
+    the file untouched), then written by this run itself, whole after every case. pytest-benchmark is
+    told there is no such option value, so it does not write the file once more at the end by opening
+    and filling it in place (a reader could see it half-written)."""
+    value = config.getoption("benchmark_json", None)
+    if value is None:
+        return None
+    problem = benchmark_json_problem(value)
+    if problem:
+        raise pytest.UsageError(problem)
+    config.option.benchmark_json = None  # read by pytest-benchmark's own pytest_configure, which runs last
+    return Path(value)
+
+
 def check_results_dir(config: pytest.Config, results_dir: str) -> None:
     """--results-dir must be a folder this run can create a file in, found before any case runs."""
-    if config.getoption("benchmark_json", None) is not None or config.option.collectonly:
+    if config.option.collectonly:
         return  # nothing is written there
     from bench.record.results import writable_folder_problem
 
@@ -85,6 +103,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     device_type = resolve_device_type(options.device)
     cases = build_cases(options, device_type, device_count(device_type))
     metafunc.parametrize("case", cases, ids=[case.case_id for case in cases])
+
+
+@pytest.fixture
+def case_benchmark(benchmark, request):
+    """pytest-benchmark's ``benchmark`` fixture, kept by the session, which writes the result file from it."""
+    request.config.stash[SESSION_KEY].keep(benchmark)
+    return benchmark
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_benchmark_group_stats(config, benchmarks, group_by):
+    # A failed case's partial statistics stay out of pytest-benchmark's terminal table, as they stay
+    # out of the result file (its JSON writer leaves out benchmarks with an error).
+    session = config.stash.get(SESSION_KEY, None)
+    failed = session.failed_benchmark_names() if session is not None else set()
+    if failed:
+        benchmarks[:] = [bench for bench in benchmarks if bench["fullname"] not in failed]
+    yield
 
 
 @pytest.fixture
@@ -153,10 +189,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     SESSION_POOL.close_held(abort=exitstatus == pytest.ExitCode.INTERRUPTED)
     if bench_session is not None:
         bench_session.settle(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
-        # A failed case's partial statistics stay out of pytest-benchmark's terminal table too.
-        benchmarks = getattr(getattr(session.config, "_benchmarksession", None), "benchmarks", None)
-        if benchmarks is not None:
-            benchmarks[:] = [bench for bench in benchmarks if not bench.has_error]
     yield
     if bench_session is not None:
         bench_session.finish()

@@ -11,7 +11,8 @@ from bench.run.group_pool import SESSION_POOL
 from bench.run.outcome import measure_or_failure
 
 
-def test_train(benchmark, case, bench_options, sizing_options):
+def test_train(case_benchmark, case, bench_options, sizing_options):
+    benchmark = case_benchmark
     reason = skip_reason(case) or interconnect_skip_reason(case, bench_options.ceiling_timeout_s)
     if reason:
         pytest.skip(reason)

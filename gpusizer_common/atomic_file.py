@@ -1,6 +1,6 @@
 """Writing a file so that it appears whole or not at all, readable by others.
 
-The one writer for result files (bench/record/results.py, bench/json_guard.py) and the report's outputs
+The one writer for result files (bench/record/results.py, for results/ and --benchmark-json) and the report's outputs
 (reports/): a reader, or a CI step that posts the file, never sees half of it, and a failed write
 leaves the file that was there before (if any) as it was.
 """

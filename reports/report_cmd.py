@@ -9,6 +9,7 @@ Writes the HTML report, a Markdown summary beside it (same name, .md) and a CSV 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -154,12 +155,20 @@ def run(args: argparse.Namespace) -> int:
     from reports.projection import projections_from_payloads, render_projection_html, render_projection_markdown
     from reports.result_files import read_json
 
+    from reports import stack
+
     projections = projections_from_payloads([read_json(path) for path in input_files], args.internode_gbps)
-    extra_sections = memory_section.render_html(results.cases, fit_gpus) + "\n" + render_projection_html(projections)
+    machines = stack.machine_rows(results.machines, set(results.cases["run_id"]))
+    extra_sections = "\n".join((stack.render_html(machines), memory_section.render_html(results.cases, fit_gpus),
+                                render_projection_html(projections)))
     answer = build_answer(recommendation, context)  # once: the HTML and the Markdown say the same
+    different_software = stack.stack_difference_note(machines)
+    if different_software and answer.workloads:  # said next to the answer, first of its notes
+        answer = dataclasses.replace(answer, notes=(different_software, *answer.notes))
     write_text(outputs["html"], render_html(recommendation, answer, charts, context, extra_sections=extra_sections))
     write_text(outputs["markdown"], render_markdown(recommendation, answer, context, outputs["html"].name)
-               + memory_section.render_markdown(results.cases, fit_gpus) + render_projection_markdown(projections))
+               + stack.render_markdown(machines) + memory_section.render_markdown(results.cases, fit_gpus)
+               + render_projection_markdown(projections))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)
     print(f"report: {outputs['html']}")

@@ -7,7 +7,6 @@ cannot be read is ``None`` with the reason under ``unavailable``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 
@@ -15,6 +14,7 @@ import psutil
 import torch
 
 from bench.hardware.devices import cpu_model_name, cuda_unavailable_reason, usable_cores
+from bench.hardware.software import nccl_version, package_version, software_stack
 from bench.telemetry.nvml import DeviceLost, Nvml, open_nvml, text
 from gpusizer_common.cpuinfo import cpuinfo_values
 
@@ -50,16 +50,10 @@ def machine_inventory() -> dict:
         "horovod_version": package_version("horovod"),
         "instance": instance_identity(),
         **gpu_part,
+        # Every version that can move a number, gpusizer's own commit included (bench/hardware/software.py).
+        "software": software_stack(gpu_part["driver_version"]),
         "ceilings": ceilings(),
     }
-
-
-def package_version(name: str) -> str | None:
-    """Installed version from package metadata: importing Horovod would load MPI and torch plugins."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def cpu_sockets() -> int | None:
@@ -119,16 +113,6 @@ def gpu_inventory() -> dict:
         "gpus_reason": None if gpus else reason,
         "topology": topology,
     }
-
-
-def nccl_version() -> str | None:
-    if torch.version.cuda is None:
-        return None
-    try:
-        version = torch.cuda.nccl.version()  # reads the linked library; starts no CUDA context
-    except Exception:  # noqa: BLE001 - a torch built without NCCL
-        return None
-    return ".".join(str(part) for part in version) if isinstance(version, tuple) else str(version)
 
 
 def gpu_entry(nvml: Nvml, index: int, handle) -> dict:

@@ -76,3 +76,28 @@ class ResultFile:
             json.dump(payload, handle, indent=2, ensure_ascii=True, default=_json_default)
             handle.write("\n")
         return path
+
+
+BENCHMARK_JSON_OPTION = "--benchmark-json"
+
+
+def benchmark_json_problem(value) -> str | None:
+    """Why ``--benchmark-json VALUE`` cannot be this run's result file, or None.
+
+    pytest-benchmark >= 5.3 declares the option as a plain path and opens nothing while the command
+    line is parsed, so the check runs before anything is written: an existing file is refused (a
+    result file is never overwritten, as in ``results/``) and the folder must exist. Older releases
+    open (and so empty) the file during parsing; they are below the declared floor, and are named
+    here rather than trusted.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        return (f"{BENCHMARK_JSON_OPTION}: this pytest-benchmark opens the file while parsing the command line "
+                "(releases before 5.3 do); allowed: pytest-benchmark >= 5.3 (pip install -U pytest-benchmark)")
+    raw = os.fspath(value)
+    if os.path.lexists(raw):
+        return (f"{BENCHMARK_JSON_OPTION}: {raw} exists; an existing result file is never overwritten: "
+                "give a new path (or remove it first)")
+    directory = os.path.dirname(os.path.abspath(raw))
+    if not os.path.isdir(directory):
+        return f"{BENCHMARK_JSON_OPTION}: {raw}: folder {directory} does not exist; allowed: a new file in an existing folder"
+    return None

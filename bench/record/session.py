@@ -31,17 +31,18 @@ def report_reason(report: pytest.TestReport) -> str:
 
 
 class BenchSession:
-    def __init__(self, config: pytest.Config, options: BenchOptions) -> None:
+    def __init__(self, config: pytest.Config, options: BenchOptions, json_path: Path | None = None) -> None:
         self.config = config
         self.options = options
         self.cases: dict[str, dict] = {}
+        # pytest-benchmark's fixtures of the cases run so far, in order: the result file is built from
+        # their stats through pytest-benchmark's public hooks, never from its session object.
+        self.fixtures: list = []
         self._machine_info = None
         self._commit_info = None
-        json_output = config.getoption("benchmark_json", None)
-        if json_output is not None:
-            # --benchmark-json: that file (refused at parse time when it exists, bench/json_guard.py)
-            # gets the same per-case rewrites as results/; pytest-benchmark writes it once more at the end.
-            json_path = Path(str(getattr(json_output, "name", json_output)))
+        if json_path is not None:
+            # --benchmark-json: that file (refused before the run when it exists, bench/conftest.py) is
+            # this run's result file, written whole after every case as results/ files are.
             self.result_file = ResultFile(json_path.parent, json_path.name, exact=True)
         else:
             self.result_file = ResultFile(options.results_dir)
@@ -78,20 +79,33 @@ class BenchSession:
         # --collect-only runs nothing, so it writes nothing.
         return not self.config.option.collectonly
 
+    def keep(self, fixture) -> None:
+        """Remember a case's ``benchmark`` fixture (bench/conftest.py's ``case_benchmark``)."""
+        self.fixtures.append(fixture)
+
+    def benchmarks(self) -> list:
+        """The statistics pytest-benchmark made for the cases run so far (none for a case skipped first)."""
+        return [fixture.stats for fixture in self.fixtures if fixture.stats is not None]
+
+    def failed_benchmark_names(self) -> set[str]:
+        return {fixture.fullname for fixture in self.fixtures if fixture.has_error}
+
     def payload(self) -> dict:
-        hook, benchmark_session = self.config.hook, self.config._benchmarksession
+        # The same documented hooks, in the same order, as pytest-benchmark's own --benchmark-json writer.
+        hook, benchmarks = self.config.hook, self.benchmarks()
         if self._machine_info is None:
-            self._machine_info = benchmark_session.get_machine_info()
+            self._machine_info = hook.pytest_benchmark_generate_machine_info(config=self.config)
+            hook.pytest_benchmark_update_machine_info(config=self.config, machine_info=self._machine_info)
             self._commit_info = hook.pytest_benchmark_generate_commit_info(config=self.config)
+            hook.pytest_benchmark_update_commit_info(config=self.config, commit_info=self._commit_info)
         payload = hook.pytest_benchmark_generate_json(
             config=self.config,
-            benchmarks=benchmark_session.benchmarks,
+            benchmarks=benchmarks,
             include_data=True,
             machine_info=self._machine_info,
             commit_info=self._commit_info,
         )
-        hook.pytest_benchmark_update_json(config=self.config, benchmarks=benchmark_session.benchmarks,
-                                          output_json=payload)
+        hook.pytest_benchmark_update_json(config=self.config, benchmarks=benchmarks, output_json=payload)
         return payload
 
     def write(self) -> None:
@@ -121,9 +135,8 @@ class BenchSession:
         """The end-of-session peak probe; every record's ``unstable`` flag is judged again with it."""
         from bench.record.stability import close_session, unstable_line
 
-        benchmark_session = getattr(self.config, "_benchmarksession", None)
-        records = [bench.extra_info for bench in getattr(benchmark_session, "benchmarks", [])
-                   if isinstance(getattr(bench, "extra_info", None), dict) and "case_id" in bench.extra_info]
+        records = [bench.extra_info for bench in self.benchmarks()
+                   if isinstance(bench.extra_info, dict) and "case_id" in bench.extra_info]
         peaks = close_session(records)
         self.unstable_line = unstable_line(records, peaks)
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every range pyproject.toml declares, run at its floor: a venv (.venv-floor) where each dependency but
+# torch is the lowest release its range allows (uv's --resolution lowest-direct), then what a user does
+# with it: a --quick benchmark, the report, compare, --benchmark-json on an existing file, and the unit
+# tests that start no launcher.
+#
+#   PYTHON=python3 TORCH_SPEC=torch==2.13.0 scripts/check-floors.sh
+#
+# torch is TORCH_SPEC (the floor of torch's own range, 2.6, is a multi-GB CUDA download from PyPI:
+# it was proven by hand, README "Versions"; TORCH_SPEC=torch==2.6.0 repeats that here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${FLOOR_VENV:-.venv-floor}
+VPY="$VENV/bin/python"
+say() { echo "check-floors: $*"; }
+die() { echo "check-floors: FAILED: $*" >&2; exit 1; }
+
+GPUSIZER_RESOLUTION=lowest VENV="$VENV" bash scripts/setup-venv.sh
+"$VPY" scripts/project_deps.py --at-floors || die "a dependency is not at its declared floor (above)"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+say "pytest bench/ --quick --strategies single,ddp --world-sizes 1,2"
+"$VPY" -m pytest bench/ -q --quick --strategies single,ddp --world-sizes 1,2 --results-dir "$work/results" \
+    || die "the --quick benchmark"
+result=$(find "$work/results" -name '*.json' | head -n 1)
+[ -n "$result" ] || die "the --quick benchmark wrote no result file"
+
+say "gpusizer report"
+"$VENV/bin/gpusizer" report "$result" -o "$work/report.html" || die "gpusizer report"
+[ -s "$work/report.html" ] && [ -s "$work/report.md" ] || die "gpusizer report wrote no HTML or Markdown"
+
+say "gpusizer compare (the run against itself: every case decided, none regressed)"
+"$VENV/bin/gpusizer" compare "$result" "$result" || die "gpusizer compare exited $?"
+
+say "--benchmark-json on an existing file: refused in one line, exit 4, the file unchanged"
+echo '{"precious": true}' >"$work/existing.json"
+status=0
+"$VPY" -m pytest bench/ -q --quick --strategies single --benchmark-json "$work/existing.json" \
+    >"$work/refused.out" 2>&1 || status=$?
+[ "$status" -eq 4 ] || { cat "$work/refused.out"; die "--benchmark-json on an existing file exited $status, not 4"; }
+grep -q "existing.json exists" "$work/refused.out" || { cat "$work/refused.out"; die "the refusal does not name the file"; }
+[ "$(cat "$work/existing.json")" = '{"precious": true}' ] || die "--benchmark-json changed an existing file"
+
+say "unit tests"
+"$VPY" -m pytest -q tests/test_no_private_attributes.py tests/test_reference_model.py tests/test_layout.py \
+    tests/test_imports.py tests/test_round_sizing.py tests/test_stability.py tests/test_inventory.py \
+    tests/test_versions.py || die "unit tests"
+say "passed at the floors: $("$VPY" scripts/project_deps.py --versions)"
