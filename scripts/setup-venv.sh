@@ -49,7 +49,9 @@ fi
 # The project's torch floor, read from pyproject.toml by scripts/project_deps.py (no install needed;
 # it reads TOML with tomllib, or tomli before Python 3.11).
 "$VPY" -c "import tomllib" >/dev/null 2>&1 || "$VPY" -m pip install --quiet tomli
-torch_version=$("$VPY" -c "import torch; print(torch.__version__)")
+# The distribution's version (2.6.0), which a constraint matches; torch.__version__ may add a local
+# label the index does not know (2.6.0+cu124).
+torch_version=$("$VPY" -c "import importlib.metadata as m; print(m.version('torch'))")
 "$VPY" scripts/project_deps.py --check-torch "$torch_version" || exit 1
 
 constraint=$(mktemp)
