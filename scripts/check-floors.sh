@@ -32,8 +32,14 @@ say "gpusizer report"
 "$VENV/bin/gpusizer" report "$result" -o "$work/report.html" || die "gpusizer report"
 [ -s "$work/report.html" ] && [ -s "$work/report.md" ] || die "gpusizer report wrote no HTML or Markdown"
 
-say "gpusizer compare (the run against itself: every case decided, none regressed)"
-"$VENV/bin/gpusizer" compare "$result" "$result" || die "gpusizer compare exited $?"
+# A file against itself cannot regress; a --quick run's 3 rounds a case are too few to decide (exit 3),
+# which is compare's own answer and fine here: what is checked is that it reads, tests and prints each case.
+say "gpusizer compare (the run against itself: exit 0, or 3 for too few rounds to decide; never a regression)"
+status=0
+"$VENV/bin/gpusizer" compare "$result" "$result" >"$work/compare.out" 2>&1 || status=$?
+cat "$work/compare.out"
+case "$status" in 0|3) ;; *) die "gpusizer compare exited $status" ;; esac
+grep -q "ddp-2-tiny-fp32" "$work/compare.out" || die "gpusizer compare printed no row for ddp-2-tiny-fp32"
 
 say "--benchmark-json on an existing file: refused in one line, exit 4, the file unchanged"
 echo '{"precious": true}' >"$work/existing.json"
