@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from gpusizer_common.device_type import is_cuda
 from reports.analyse import SUPERLINEAR_EFFICIENCY
 from reports.recommend import FLAG_VALUES, MIN_STEADY_SHARE, UNSTABLE, Finding, Objective, Pick, Recommendation
+from sizing.units import format_bytes
 
 # How each warning reads, most decision-changing first. {subject} and {value} are filled per finding.
 FINDING_TEXT = {
@@ -156,6 +157,20 @@ def fmt_rate(value: float) -> str:
 def fmt_change_pct(fraction: float) -> str:
     """A signed change in percent: +2.5%, -38.8%. Compare's tables."""
     return "-" if not math.isfinite(fraction) else f"{fraction * 100:+.1f}%"
+
+
+def memory_error_text(error_fraction: float | None, compared_bytes: float, unseen_bytes: dict) -> str:
+    """The memory table's error: the benchmark's, like with like. Where the predicted side it compared left
+    parts out (``unseen_bytes``, by name), the cell says which and how large, and the predicted size it did
+    compare, so +0.0% never stands beside a predicted and a measured size that differ unexplained."""
+    if error_fraction is None or not math.isfinite(error_fraction):
+        return ""
+    text = fmt_change_pct(error_fraction)
+    if unseen_bytes:
+        names = " and ".join(part.replace("_", " ") for part in unseen_bytes)
+        text += (f" like for like: the predicted {format_bytes(compared_bytes)} without the {names} "
+                 f"({format_bytes(sum(unseen_bytes.values()))}), which the CPU accounting cannot see")
+    return text
 
 
 # -- sentences -----------------------------------------------------------------------------------
