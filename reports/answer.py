@@ -63,7 +63,7 @@ def build_answer(recommendation: Recommendation, context: ReportContext) -> Answ
             PickBlock(
                 title=pick.objective.title,
                 sentence=pick_sentence(pick, context),
-                notes=tuple(note for note in (tie_sentence(pick), withheld_sentence(pick)) if note),
+                notes=tuple(note for note in (tie_sentence(pick), withheld_sentence(pick, context.currency)) if note),
                 unit=pick.objective.unit,
                 runners_up=tuple(runner_up_text(row, pick, context.currency) for row in pick.runners_up),
             )

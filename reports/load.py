@@ -29,6 +29,7 @@ from reports.schema import (
     check_schema_version,
     count_or,
     frame,
+    is_number,
     number_or_nan,
     round_times,
     text,
@@ -193,11 +194,19 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
                              if isinstance(reason, str)] if isinstance(record.get("unstable_reasons"), list) else [],
         "baseline_only": record["baseline_only"],
         "timing_gap_fraction": float(record["timing_gap_fraction"]),
+        "predicted_peak_parts_bytes": _parts_bytes(record.get("predicted_peak_parts_bytes")),
         **{key: number_or_nan(record.get(key)) for key in (
             "predicted_peak_bytes", "measured_step_peak_bytes", "predicted_peak_error_fraction",
             "max_per_device_batch_size", "max_batch_samples_per_s")},
     }
     return row
+
+
+def _parts_bytes(raw: object) -> dict:
+    """The predicted peak's parts, name to bytes; an entry that is not a number is dropped, not trusted."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(name): float(value) for name, value in raw.items() if is_number(value)}
 
 
 def _outcome_rows(path: str, section: dict | None, cases: list[dict], machine: str) -> list[dict]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import html
 import math
 
+from reports.words import memory_error_text
+from sizing.step_memory import unseen_by_accounting
+
 COLUMNS = ("case_id", "machine", "predicted_peak_bytes", "measured_step_peak_bytes", "max_per_device_batch_size",
            "max_batch_samples_per_s")
 
@@ -30,13 +33,14 @@ def comparison_rows(cases) -> list[dict]:
         predicted, measured = case.get("predicted_peak_bytes"), case.get("measured_step_peak_bytes")
         if not _present(predicted):
             continue  # a result file from before the memory model
-        # The benchmark's error compares like with like (the parts its measurement cannot see left out).
-        error = case.get("predicted_peak_error_fraction")
-        error = error if _present(error) else None
+        # The benchmark's error compares like with like (the parts its measurement cannot see left out):
+        # the row names those parts, since predicted and measured then differ by them.
+        unseen = unseen_by_accounting(case["strategy"], case["device_type"], case["predicted_peak_parts_bytes"])
         rows.append({
             "case": f"{case['machine']} {case['case_id']} (batch {case['per_device_batch_size']})",
             "predicted": _gib(predicted), "measured": _gib(measured) if _present(measured) else "not measured",
-            "error": f"{error:+.1%}" if error is not None else "",
+            "error": memory_error_text(case.get("predicted_peak_error_fraction"),
+                                       predicted - sum(unseen.values()), unseen),
             "max batch": f"{int(case['max_per_device_batch_size'])}" if _present(case.get("max_per_device_batch_size")) else "",
             "samples/s at max batch": (f"{case['max_batch_samples_per_s']:.4g}"
                                        if _present(case.get("max_batch_samples_per_s")) else ""),

@@ -30,6 +30,10 @@ FLAG_VALUES = {
 }
 UNSTABLE = "unstable"
 RUNNERS_UP = 3
+# A choice needs at least this share of the judged setups measured steady (not flagged unstable). Below it
+# the machine was busy for most of the run: the few steady setups are not the comparison that was asked
+# for, and the answer is to measure again on a quiet machine (1 steady of 7 is no choice; 1 of 2 is).
+MIN_STEADY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,18 @@ class Pick:
     tied: tuple[dict, ...] = ()  # not distinguishable from the best
     runners_up: tuple[dict, ...] = ()  # the next setups by point estimate, with their ranks
     next_clearly_worse: dict | None = None  # the best setup that the winner clearly beats
-    candidates: int = 0
+    candidates: int = 0  # the setups judged for this objective, steady or not
+    steady: int = 0  # of them, those not flagged unstable
     # Setups measured on an unstable machine: never ranked clearly better or worse than another.
     withheld: tuple[dict, ...] = ()
-    not_judged: str | None = None  # why none: a key of render.NOT_JUDGED_TEXT
+    # Of those, the ones whose point estimate beats the best's: the best is then not the best measured.
+    withheld_better: tuple[dict, ...] = ()
+    not_judged: str | None = None  # why none: a key of words.NOT_JUDGED_TEXT
+
+    @property
+    def best_of_all(self) -> bool:
+        """The best is also the best point estimate of every setup judged, the withheld ones included."""
+        return self.best is not None and not self.withheld_better
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,13 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
     ranks = dominance_ranks(candidates[column], low, high, objective.higher_is_better).where(~unstable)
     ordered = candidates.assign(**{f"rank_{objective.key}": ranks, "_unstable": unstable}).sort_values(
         [f"rank_{objective.key}", "_unstable", column], ascending=[True, True, not objective.higher_is_better])
+    records = ordered.drop(columns="_unstable")
+    withheld = ordered["_unstable"]
+    steady = int((~withheld).sum())
+    if steady < len(ordered) and steady < MIN_STEADY_SHARE * len(ordered):
+        # Too little left to choose from: no best, but the counts and the withheld setups, to say why.
+        return Pick(objective, workload, candidates=len(ordered), steady=steady, not_judged="too_few_steady",
+                    withheld=tuple(records[withheld].to_dict("records"))), ranks
     best = ordered.iloc[0]
     overlaps = _overlaps(best, ordered, low.reindex(ordered.index), high.reindex(ordered.index))
     # An unstable setup overlaps everything (no interval): it is listed as withheld, not as a tie.
@@ -156,7 +175,7 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
     clearly_worse = ordered.iloc[1:][~overlaps.iloc[1:]]
     # Runners-up by point estimate (their rank shown beside), so a faster setup never reads as worse.
     runners_up = ordered.iloc[1:].sort_values(column, ascending=not objective.higher_is_better)
-    records = ordered.drop(columns="_unstable")
+    beats_best = (ordered[column] > best[column]) if objective.higher_is_better else (ordered[column] < best[column])
     pick = Pick(
         objective=objective,
         workload=workload,
@@ -165,8 +184,9 @@ def _judge(candidates: pd.DataFrame, objective: Objective, workload: str, priced
         runners_up=tuple(records.loc[runners_up.index[:RUNNERS_UP]].to_dict("records")),
         next_clearly_worse=records.loc[clearly_worse.index[0]].to_dict() if not clearly_worse.empty else None,
         candidates=len(ordered),
-        # Only where there was something to compare with.
-        withheld=tuple(records[ordered["_unstable"]].to_dict("records")) if len(ordered) > 1 else (),
+        steady=steady,
+        withheld=tuple(records[withheld].to_dict("records")),
+        withheld_better=tuple(records[withheld & beats_best].to_dict("records")),
     )
     return pick, ranks
 

@@ -76,6 +76,7 @@ CASE_SCHEMA: dict[str, tuple[str, str | None]] = {
     "timing_gap_fraction": ("float64", NUMBER),
     # Memory sizing (issue 13): predicted beside measured step peak, and --find-max-batch's answer.
     "predicted_peak_bytes": ("float64", None),
+    "predicted_peak_parts_bytes": ("object", None),  # that peak by part, {} when absent (numbers only)
     "measured_step_peak_bytes": ("float64", None),
     "predicted_peak_error_fraction": ("float64", None),  # the benchmark's, like with like (docs/record.md)
     "max_per_device_batch_size": ("float64", None),

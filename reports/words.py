@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from gpusizer_common.device_type import is_cuda
 from reports.analyse import SUPERLINEAR_EFFICIENCY
-from reports.recommend import Finding, Pick, Recommendation
+from reports.recommend import FLAG_VALUES, MIN_STEADY_SHARE, UNSTABLE, Finding, Objective, Pick, Recommendation
+from sizing.units import format_bytes
 
 # How each warning reads, most decision-changing first. {subject} and {value} are filled per finding.
 FINDING_TEXT = {
@@ -55,7 +56,31 @@ NOT_JUDGED_TEXT = {
     "nothing_fits": "no priced setup trains the target samples within the budget of {budget}",
     "no_energy": "not judged: no run measured energy",
     "no_candidates": "no setup could be judged (only baseline-only, unpriced or unmeasured ones)",
+    "too_few_steady": ("measure again on a quiet machine: {steady_part} of {pool} {steady_verb} steady ({unsteady} "
+                       "measured on an unstable machine; see the warnings), too few to choose from: a choice needs "
+                       "at least {min_share} of them steady"),
 }
+
+# What each objective judges among, as "<n> <noun> <tail>": "7 setups measured", "7 priced setups".
+JUDGED_AMONG = {
+    "fastest": ("setup", "measured"),
+    "cheapest": ("priced setup", ""),
+    "least_energy": ("setup", "that measured energy"),
+    "within_budget": ("setup", "within the budget"),
+}
+# How a withheld setup that beats the choice on its face compares: "ddp-1 (...) measured faster".
+COMPARATIVE = {"fastest": "faster", "cheapest": "cheaper", "least_energy": "lower in energy",
+               "within_budget": "faster"}
+# A flag on the chosen setup, said where the answer names it; the number is the one the flag was judged on.
+CAUTION_TEXT = {
+    "timing_gap": "a timing gap of {value_pct} between controller and workers",
+    "throttled": "throttled {value_pct} of the time",
+    "low_utilisation": "devices only {value_plain}% busy",
+    "memory_near_capacity": "only {value_pct} of device memory free",
+    "mfu_above_peak": "{value_pct} of the measured matmul peak",
+    UNSTABLE: "measured on an unstable machine",
+}
+NAMES_SHOWN = 3  # setups named in one sentence; the rest counted
 
 
 @dataclass(frozen=True)
@@ -134,17 +159,33 @@ def fmt_change_pct(fraction: float) -> str:
     return "-" if not math.isfinite(fraction) else f"{fraction * 100:+.1f}%"
 
 
+def memory_error_text(error_fraction: float | None, compared_bytes: float, unseen_bytes: dict) -> str:
+    """The memory table's error: the benchmark's, like with like. Where the predicted side it compared left
+    parts out (``unseen_bytes``, by name), the cell says which and how large, and the predicted size it did
+    compare, so +0.0% never stands beside a predicted and a measured size that differ unexplained."""
+    if error_fraction is None or not math.isfinite(error_fraction):
+        return ""
+    text = fmt_change_pct(error_fraction)
+    if unseen_bytes:
+        names = " and ".join(part.replace("_", " ") for part in unseen_bytes)
+        text += (f" like for like: the predicted {format_bytes(compared_bytes)} without the {names} "
+                 f"({format_bytes(sum(unseen_bytes.values()))}), which the CPU accounting cannot see")
+    return text
+
+
 # -- sentences -----------------------------------------------------------------------------------
 
 
 def pick_sentence(pick: Pick, context: ReportContext) -> str:
-    """One plain-text sentence: the best setup and why. Escaping is the caller's job."""
+    """One plain-text sentence: the best setup and why, opened by what it is the best of when setups were
+    withheld. Escaping is the caller's job."""
     if pick.best is None:
-        return NOT_JUDGED_TEXT[pick.not_judged].format(budget=fmt_money(context.budget, context.currency))
+        return not_judged_text(pick, context)
     best, key = pick.best, pick.objective.key
+    subject = best["label"] + _caution(best)
     target = f"{context.target_samples:,.0f}"
     if key in ("fastest", "within_budget"):
-        text = (f"{best['label']} trains {fmt_number(best['samples_per_s'])} samples/s "
+        text = (f"{subject} trains {fmt_number(best['samples_per_s'])} samples/s "
                 f"({fmt_interval(best['samples_per_s_low'], best['samples_per_s_high'])})")
         if pick.next_clearly_worse is not None:
             ratio = best["samples_per_s"] / pick.next_clearly_worse["samples_per_s"]
@@ -161,16 +202,57 @@ def pick_sentence(pick: Pick, context: ReportContext) -> str:
             text += "; " + to_target_text(best, context)
     elif key == "cheapest":
         interval = fmt_interval(best["cost_per_million_samples_low"], best["cost_per_million_samples_high"])
-        text = (f"{best['label']} costs {fmt_money(best['cost_per_million_samples'], context.currency)} per "
+        text = (f"{subject} costs {fmt_money(best['cost_per_million_samples'], context.currency)} per "
                 f"million samples ({interval}) "
                 f"at {fmt_money(best['price_per_hour'], context.currency)}/h (price '{best['price_match']}', "
                 f"{best['price_date']}); {target} samples take {fmt_duration(best['time_to_target_s'])} and cost "
                 f"{fmt_money(best['cost_to_target'], context.currency)}")
     else:
-        text = (f"{best['label']} uses {fmt_number(best['joules_per_sample'])} J/sample "
+        text = (f"{subject} uses {fmt_number(best['joules_per_sample'])} J/sample "
                 f"({fmt_interval(best['joules_per_sample_low'], best['joules_per_sample_high'])}); "
                 + to_target_text(best, context))
-    return text + _caution(best) + "."
+    if pick.withheld:  # the title alone ("Fastest") would claim more than was compared
+        text = f"{_capitalised(basis_text(pick))}: {text}"
+    return text + "."
+
+
+def not_judged_text(pick: Pick, context: ReportContext) -> str:
+    """Why an objective has no best setup, lower case: it follows "No choice: " or an objective's title."""
+    unsteady = pick.candidates - pick.steady
+    return NOT_JUDGED_TEXT[pick.not_judged].format(
+        budget=fmt_money(context.budget, context.currency),
+        steady_part=f"only {pick.steady}" if pick.steady else "none",
+        pool=judged_among(pick.objective, pick.candidates),
+        steady_verb="was" if pick.steady <= 1 else "were",
+        unsteady=f"{unsteady} {'was' if unsteady == 1 else 'were'}",
+        min_share=f"{MIN_STEADY_SHARE:.0%}")
+
+
+def judged_among(objective: Objective, count: int) -> str:
+    """``7 setups measured``, ``1 priced setup``: the setups an objective was judged among."""
+    noun, tail = JUDGED_AMONG[objective.key]
+    return f"{counted(count, noun)} {tail}".strip()
+
+
+def basis_text(pick: Pick) -> str:
+    """What the best is the best of: "the fastest" only when nothing was withheld; else "of all" when no
+    withheld setup beats it on its face, and otherwise of the steady setups only, counted."""
+    superlative = f"the {pick.objective.title.lower()}"
+    if not pick.withheld:
+        return superlative
+    among = judged_among(pick.objective, pick.candidates)
+    if pick.best_of_all:
+        return f"{superlative} of all {among}"
+    if pick.steady == 1:
+        return f"the only steady one of {among}"
+    return f"{superlative} of the {pick.steady} steady setups (of {among})"
+
+
+def objective_value_text(row: dict, objective: Objective, currency: str | None) -> str:
+    """A setup's value for an objective with its unit: ``69,608 samples/s``, ``0.12 USD per million samples``."""
+    value = row[objective.column]
+    shown = fmt_money(value, currency) if objective.column.startswith("cost") else fmt_number(value)
+    return f"{shown} {objective.unit}"
 
 
 def to_target_text(row: dict, context: ReportContext) -> str:
@@ -183,43 +265,61 @@ def to_target_text(row: dict, context: ReportContext) -> str:
 
 
 def bottom_line(recommendation: Recommendation, context: ReportContext, workload: str) -> str:
-    """One sentence first: which setup, why, and its time and cost to the target. Across the objectives
-    the user gave: the fastest without prices; with prices the cheapest (within the budget, if given)."""
+    """One sentence first: which setup, of what it is the best, and its time and cost to the target; then
+    what was withheld, if anything. Across the objectives the user gave: the fastest without prices; with
+    prices the cheapest (within the budget, if given)."""
     picks = {pick.objective.key: pick for pick in recommendation.picks if pick.workload == workload}
-    key = "cheapest" if recommendation.priced and picks.get("cheapest") and picks["cheapest"].best else "fastest"
-    pick = picks.get(key)
+    cheapest = picks.get("cheapest")
+    priced_answer = cheapest is not None and (cheapest.best is not None or cheapest.not_judged == "too_few_steady")
+    pick = picks.get("cheapest" if recommendation.priced and priced_answer else "fastest")
     if pick is None or pick.best is None:
-        reason = NOT_JUDGED_TEXT[pick.not_judged] if pick is not None and pick.not_judged else "nothing measured"
-        return f"No choice: {reason.format(budget=fmt_money(context.budget, context.currency))}."
+        reason = not_judged_text(pick, context) if pick is not None and pick.not_judged else "nothing measured"
+        return f"No choice: {reason}."
     best = pick.best
-    if key == "fastest":
-        why = f"the fastest at {fmt_number(best['samples_per_s'])} samples/s"
+    why = f"{basis_text(pick)} at {objective_value_text(best, pick.objective, context.currency)}"
+    if pick.objective.key == "fastest":
         if pick.next_clearly_worse is not None:
             ratio = best["samples_per_s"] / pick.next_clearly_worse["samples_per_s"]
             why += f", {fmt_number(ratio)}× the next clearly slower setup"
-    else:
-        why = (f"the cheapest per sample at {fmt_money(best['cost_per_million_samples'], context.currency)} per "
-               f"million samples")
-        if context.budget is not None:
-            fits = best["cost_to_target"] <= context.budget
-            why += (f", within the budget of {fmt_money(context.budget, context.currency)}" if fits else
-                    f", but even it costs more than the budget of {fmt_money(context.budget, context.currency)}")
+    elif context.budget is not None:
+        fits = best["cost_to_target"] <= context.budget
+        why += (f", within the budget of {fmt_money(context.budget, context.currency)}" if fits else
+                f", but even it costs more than the budget of {fmt_money(context.budget, context.currency)}")
     if pick.tied:
         why += f" (not distinguishable from {counted(len(pick.tied), 'other setup')})"
-    text = f"Choose {best['label']}: {why}; {to_target_text(best, context)}"
-    if "unstable" in best.get("flags", []):
-        text += "; but it was measured on an unstable machine, so this choice is not confirmed"
-    return text + "."
+    text = f"Choose {best['label']}{_caution(best)}: {why}; {to_target_text(best, context)}."
+    withheld = withheld_sentence(pick, context.currency)
+    return f"{text} {withheld}" if withheld else text
 
 
-def withheld_sentence(pick: Pick) -> str | None:
-    """Which comparisons were not made, and why (the setups measured on an unstable machine)."""
+def withheld_sentence(pick: Pick, currency: str | None) -> str | None:
+    """Which comparisons were not made, and why (the setups measured on an unstable machine); those that
+    beat the choice on their face come first, with their values, so the choice never reads as the best
+    measured."""
     if not pick.withheld:
         return None
-    names = ", ".join(row["label"] for row in pick.withheld)
-    return (f"Comparisons withheld: {names} {'was' if len(pick.withheld) == 1 else 'were'} measured on an unstable "
-            f"machine (see the warnings), so {'it is' if len(pick.withheld) == 1 else 'they are'} not ranked as "
-            f"clearly better or worse than any other setup.")
+    better = {row["label"] for row in pick.withheld_better}
+    comparative = COMPARATIVE[pick.objective.key]
+    names = [f"{row['label']} ({objective_value_text(row, pick.objective, currency)}, {comparative} than the choice)"
+             for row in pick.withheld_better]
+    names += [row["label"] for row in pick.withheld if row["label"] not in better]
+    one = len(pick.withheld) == 1
+    text = (f"Comparisons withheld: {_named(names)} {'was' if one else 'were'} measured on an unstable machine "
+            f"(see the warnings), so {'it is' if one else 'they are'} not ranked as clearly better or worse than "
+            f"any other setup")
+    return text + ("; measure again on a quiet machine to compare." if better else ".")
+
+
+def _named(names) -> str:
+    """``a, b and c``; beyond NAMES_SHOWN, ``a, b, c and 4 more``."""
+    names = list(names)
+    if len(names) > NAMES_SHOWN:
+        return f"{', '.join(names[:NAMES_SHOWN])} and {len(names) - NAMES_SHOWN} more"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def counted(n: int, noun: str) -> str:
@@ -242,11 +342,20 @@ def answer_notes(recommendation: Recommendation, context: ReportContext) -> list
 
 
 def _caution(best: dict) -> str:
-    """A winner with a warning against it says so in its own sentence, not only in the warnings list."""
-    concerns = [flag.replace("_", " ") for flag in best.get("flags", []) if flag != "baseline_only"]
+    """A winner with a warning against it says so where it is named, not only in the warnings list:
+    ``ddp-2 (caution: a timing gap of 4.1% between controller and workers; see the warnings)``."""
+    concerns = [_flag_phrase(flag, best) for flag in best.get("flags", []) if flag != "baseline_only"]
     if best.get("scaling_efficiency", 0.0) > SUPERLINEAR_EFFICIENCY:
         concerns.insert(0, "scaling above 105% of perfect is suspicious")
     return f" (caution: {'; '.join(concerns)}; see the warnings)" if concerns else ""
+
+
+def _flag_phrase(flag: str, row: dict) -> str:
+    """The flag in words with the number it was judged on; a flag without words (or number) by its name."""
+    value = row.get(FLAG_VALUES.get(flag, ""), math.nan)
+    if flag not in CAUTION_TEXT or (flag in FLAG_VALUES and not (value is not None and math.isfinite(value))):
+        return flag.replace("_", " ")
+    return CAUTION_TEXT[flag].format(value_pct=fmt_pct(value), value_plain=fmt_number(value))
 
 
 def tie_sentence(pick: Pick) -> str | None:
@@ -259,9 +368,8 @@ def tie_sentence(pick: Pick) -> str | None:
 def runner_up_text(row: dict, pick: Pick, currency: str | None) -> str:
     column = pick.objective.column
     rank = row.get(f"rank_{pick.objective.key}", math.nan)
-    value = (fmt_money(row[column], currency) if column.startswith("cost") else fmt_number(row[column]))
     rank_text = f"rank {rank:.0f}" if math.isfinite(rank) else "unranked"
-    return (f"{row['label']} — {value} {pick.objective.unit} "
+    return (f"{row['label']} — {objective_value_text(row, pick.objective, currency)} "
             f"({rank_text}; {fmt_interval(row[f'{column}_low'], row[f'{column}_high'])})")
 
 

@@ -321,8 +321,8 @@ def test_report_memory_section_shows_error_and_fit_table():
 
     predicted = predict(Workload(PRESETS["small"], "fp32", "single", 1, 256)).peak_bytes
     cases = pd.DataFrame([{"machine": "m1", "case_id": "single-1-small-fp32", "preset": "small", "strategy": "single",
-                           "world_size": 1, "precision": "fp32", "per_device_batch_size": 256,
-                           "predicted_peak_bytes": float(predicted), "measured_step_peak_bytes": predicted / 1.05,
+                           "world_size": 1, "precision": "fp32", "per_device_batch_size": 256, "device_type": "cpu",
+                           "predicted_peak_bytes": float(predicted), "predicted_peak_parts_bytes": {}, "measured_step_peak_bytes": predicted / 1.05,
                            "predicted_peak_error_fraction": 0.05,
                            "max_per_device_batch_size": 42000.0, "max_batch_samples_per_s": 1234.5}])
     rows = memory_section.comparison_rows(cases)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from bench.config.cases import BenchCase
 from bench.hardware.devices import is_cuda
 from sizing.predict import predict
+from sizing.step_memory import unseen_by_accounting
 from sizing.workload import Workload
 
 
@@ -39,9 +40,6 @@ ACCOUNTED_SOURCE = {
     "horovod": f"{ACCOUNTED}, busiest rank; not seen: Horovod's fusion buffer (its C++ core allocates it outside "
                "torch's dispatcher), which the prediction counts and the error leaves out",
 }
-# Predicted parts the CPU accounting cannot see at all: the error compares the prediction without them,
-# like with like (with the 64 MiB fusion buffer in, a tiny horovod case read as +15,600 %).
-UNSEEN_BY_ACCOUNTING = {"horovod": ("horovod_fusion_buffer",)}
 
 
 def measured_step_peak(case: BenchCase, group) -> tuple[int | None, str]:
@@ -59,9 +57,9 @@ def memory_record(case: BenchCase, group) -> dict:
     workload = case_workload(case)
     traced, formula = predict(workload, "trace"), predict(workload, "formula")
     measured, source = measured_step_peak(case, group)
-    comparable = traced.peak_bytes
-    if not is_cuda(case.device_type):
-        comparable -= sum(traced.parts_bytes.get(part, 0) for part in UNSEEN_BY_ACCOUNTING.get(case.strategy, ()))
+    # Like with like: the prediction without the parts the measurement cannot see (sizing/step_memory.py).
+    comparable = traced.peak_bytes - sum(unseen_by_accounting(case.strategy, case.device_type,
+                                                               traced.parts_bytes).values())
     error = None if not measured else (comparable - measured) / measured
     return {
         "predicted_peak_bytes": traced.peak_bytes,
