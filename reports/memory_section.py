@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 
+from reports.tables import html_table, markdown_table
 from reports.words import memory_error_text
 from sizing.step_memory import unseen_by_accounting
 
@@ -66,23 +67,6 @@ def fit_table_rows(cases, gpus) -> list[dict]:
     return rows
 
 
-def _html_rows(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _md_rows(rows: list[dict]) -> list[str]:
-    if not rows:
-        return []
-    def cell(value) -> str:
-        return html.escape(str(value), quote=False).replace("|", "\\|")
-    return (["| " + " | ".join(cell(k) for k in rows[0]) + " |", "|" + "---|" * len(rows[0])]
-            + ["| " + " | ".join(cell(v) for v in row.values()) + " |" for row in rows])
-
-
 NOTE = ("Predicted: a trace of the training step (sizing/, FakeTensorMode). Measured: on GPU "
         "torch.cuda.max_memory_allocated of the busiest rank; on CPU the same accounting over one real step "
         "(single only). Error = (predicted - measured) / measured.")
@@ -92,16 +76,16 @@ FIT_NOTE = "fits: predicted peak under 85 % of the GPU's memory; tight: under 10
 def render_html(cases, gpus=None) -> str:
     comparison = comparison_rows(cases)
     parts = ["<h2>Memory: predicted versus measured</h2>", f'<p class="note">{html.escape(NOTE)}</p>',
-             _html_rows(comparison) or "<p>No case in these files carries a predicted peak.</p>"]
+             html_table(comparison) or "<p>No case in these files carries a predicted peak.</p>"]
     if gpus:
         parts += ["<h3>Would it fit</h3>", f'<p class="note">{html.escape(FIT_NOTE)}</p>',
-                  _html_rows(fit_table_rows(cases, gpus))]
+                  html_table(fit_table_rows(cases, gpus))]
     return "\n".join(parts)
 
 
 def render_markdown(cases, gpus=None) -> str:
     lines = ["", "## Memory: predicted versus measured", "", NOTE, ""]
-    lines += _md_rows(comparison_rows(cases)) or ["No case in these files carries a predicted peak."]
+    lines += markdown_table(comparison_rows(cases)) or ["No case in these files carries a predicted peak."]
     if gpus:
-        lines += ["", "### Would it fit", "", FIT_NOTE, ""] + _md_rows(fit_table_rows(cases, gpus))
+        lines += ["", "### Would it fit", "", FIT_NOTE, ""] + markdown_table(fit_table_rows(cases, gpus))
     return "\n".join(lines) + "\n"
