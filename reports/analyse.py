@@ -2,8 +2,11 @@
 
 A setup is what a buyer would choose: a machine (and its GPU or CPU), how many devices, the strategy,
 the precision, and the workload (model preset, per-device batch, scaling). Runs of the same setup on
-the same machine are pooled: their per-round throughputs form one sample, and the 95% interval of its
-median comes from a bootstrap (reports/stats.py). Numbers stay unrounded here; render formats them.
+the same machine are pooled: their rounds form one sample (gpusizer_common/metrics.py ``pooled_rounds``),
+whose throughput is ``metrics.samples_per_s`` of it (global samples in a round over the median round
+time), and the 95% interval of that median round time comes from a bootstrap (reports/stats.py). Every
+derived number is the one definition in gpusizer_common/metrics.py. Numbers stay unrounded here; render
+formats them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from gpusizer_common import metrics
 from gpusizer_common.case_identity import CASE_IDENTITY
 from gpusizer_common.device_type import is_cuda
 from reports.load import ResultSet
@@ -71,8 +75,8 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
     for column in ("gpu_name", "instance_type", "telemetry_source"):  # missing text is None, as in a record
         setups[column] = setups[column].astype(object).where(setups[column].notna(), None)
     setups["per_device_samples_per_s"] = setups["samples_per_s"] / setups["world_size"].astype(float)
-    setups["mfu"] = (setups["samples_per_s"] * setups["flops_per_sample"]
-                     / (setups["peak_flops_per_s"] * setups["compute_devices"]))
+    setups["mfu"] = metrics.mfu(setups["samples_per_s"], setups["flops_per_sample"], setups["peak_flops_per_s"],
+                                setups["compute_devices"])
     setups["memory_headroom_fraction"] = 1.0 - setups["peak_memory_bytes"] / setups["memory_capacity_bytes"]
     setups["memory_free_fraction"] = 1.0 - setups["memory_used_fraction"]
     setups["label"] = _labels(setups)
@@ -81,32 +85,34 @@ def summarise(results: ResultSet, prices: PriceTable | None, target_samples: flo
     return setups.sort_values(["preset", "samples_per_s"], ascending=[True, False], ignore_index=True)
 
 
-_ROUND_COLUMNS = ["rounds", "samples_per_s", "samples_per_s_low", "samples_per_s_high", "round_throughputs",
-                  "round_times_s", "samples_trained", "joules_per_sample", "joules_per_sample_low",
-                  "joules_per_sample_high", "flags", "unstable_reasons", "run_ids"]
+_ROUND_COLUMNS = ["rounds", "samples_per_s", "samples_per_s_low", "samples_per_s_high", "round_times_s",
+                  "samples_trained", "joules_per_sample", "joules_per_sample_low", "joules_per_sample_high", "flags",
+                  "unstable_reasons", "run_ids"]
 
 
 def _round_summary(positions: np.ndarray, columns: dict) -> dict:
     """What needs every round of a setup: throughput and its interval, energy per sample, flags, runs."""
     times = [np.asarray(columns["round_times_s"][p], dtype=float) for p in positions]
-    # Per-round throughput: global samples in the round over the round's time (the ranks' own times).
-    samples_per_round = columns["global_batch_size"][positions] * columns["steps_per_round"][positions]
-    per_round = np.concatenate([per / rounds for per, rounds in zip(samples_per_round, times)])
-    median = float(np.median(per_round))
-    low, high = throughput_interval(per_round)
+    samples_per_round = metrics.samples_per_round(columns["global_batch_size"][positions],
+                                                  columns["steps_per_round"][positions])
+    # The runs' rounds as one run (the ranks' own times), then the one definition: a setup measured in
+    # one run shows the very samples_per_s its record holds.
+    pooled_samples, pooled_times_s = metrics.pooled_rounds(
+        (float(samples), rounds.tolist()) for samples, rounds in zip(samples_per_round, times))
+    median = metrics.samples_per_s(pooled_samples, pooled_times_s)
+    low, high = throughput_interval(pooled_samples, pooled_times_s)
     trained_per_run = samples_per_round * np.array([rounds.size for rounds in times])
     # Energy per sample over the runs that measured it; its interval follows the throughput interval
     # (power is taken as its mean over the measured rounds, so only the time per sample varies).
     energy_j = columns["energy_j"][positions]
     measured = np.isfinite(energy_j)
-    joules_per_sample = (float(energy_j[measured].sum() / trained_per_run[measured].sum())
+    joules_per_sample = (float(metrics.joules_per_sample(energy_j[measured].sum(), trained_per_run[measured].sum()))
                          if measured.any() else math.nan)
     return {
-        "rounds": int(per_round.size),
+        "rounds": len(pooled_times_s),
         "samples_per_s": median,
         "samples_per_s_low": low,
         "samples_per_s_high": high,
-        "round_throughputs": per_round.tolist(),
         "round_times_s": np.concatenate(times).tolist(),
         "samples_trained": float(trained_per_run.sum()),
         "joules_per_sample": joules_per_sample,
@@ -118,15 +124,17 @@ def _round_summary(positions: np.ndarray, columns: dict) -> dict:
     }
 
 
-def throughput_interval(per_round: np.ndarray) -> tuple[float, float]:
-    """The 95% bootstrap interval of the median per-round throughput; NaN for one round, which has no
-    spread to learn from (recommend treats a missing interval as overlapping every other)."""
+def throughput_interval(samples_in_round: float, round_times_s: list[float]) -> tuple[float, float]:
+    """The 95% bootstrap interval of the throughput: of the median round time, each end then turned into
+    samples/s as the throughput itself is (the slower end of the times is the lower end of the rate). NaN
+    for one round, which has no spread to learn from (recommend treats a missing interval as overlapping
+    every other)."""
     from reports.stats import bootstrap_median_ci  # the compare command's statistics, shared
 
-    if per_round.size < 2:
+    if len(round_times_s) < 2:
         return math.nan, math.nan
-    low, high = bootstrap_median_ci(per_round, confidence=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES)
-    return float(low), float(high)
+    fast_s, slow_s = bootstrap_median_ci(round_times_s, confidence=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES)
+    return metrics.samples_per_s_at(samples_in_round, slow_s), metrics.samples_per_s_at(samples_in_round, fast_s)
 
 
 def _labels(setups: pd.DataFrame) -> pd.Series:
@@ -161,8 +169,8 @@ def _add_scaling(setups: pd.DataFrame) -> None:
         base = baselines.get(key(row, "single"))
         if base is None:
             base = baselines.get(key(row, row["strategy"]))
-        per_device = row["samples_per_s"] / row["world_size"]
-        efficiency.append(math.nan if base is None else per_device / base["samples_per_s"])
+        efficiency.append(math.nan if base is None else
+                          metrics.scaling_efficiency(row["samples_per_s"], row["world_size"], base["samples_per_s"]))
         baseline_labels.append(None if base is None else base["label"])
         baseline_unstable.append(base is not None and "unstable" in base["flags"])
     setups["scaling_efficiency"] = efficiency
@@ -188,7 +196,8 @@ def _add_cost(setups: pd.DataFrame, prices: PriceTable | None, target_samples: f
     setups["target_samples"] = float(target_samples)
     for suffix, throughput in (("", "samples_per_s"), ("_low", "samples_per_s_high"), ("_high", "samples_per_s_low")):
         # The fastest end of the throughput interval gives the cheapest and shortest end of the others.
-        seconds_per_sample = 1.0 / setups[throughput]
-        setups[f"cost_per_million_samples{suffix}"] = setups["price_per_hour"] / 3600.0 * seconds_per_sample * 1e6
-        setups[f"time_to_target_s{suffix}"] = target_samples * seconds_per_sample
-        setups[f"cost_to_target{suffix}"] = setups["price_per_hour"] / 3600.0 * setups[f"time_to_target_s{suffix}"]
+        setups[f"cost_per_million_samples{suffix}"] = metrics.cost_per_million_samples(setups["price_per_hour"],
+                                                                                      setups[throughput])
+        setups[f"time_to_target_s{suffix}"] = metrics.seconds_to_train(target_samples, setups[throughput])
+        setups[f"cost_to_target{suffix}"] = metrics.cost_of(setups["price_per_hour"],
+                                                           setups[f"time_to_target_s{suffix}"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gpusizer_common import metrics
 from gpusizer_common.case_identity import CASE_IDENTITY
 from reports import derived
 from reports.schema import text
@@ -31,7 +32,7 @@ COMPARISON_COLUMNS = (
     "baseline_round_s", "current_round_s", "baseline_median_s", "current_median_s",
     "time_ratio", "time_ratio_low", "time_ratio_high",
     "throughput_change", "throughput_change_low", "throughput_change_high",
-    "baseline_samples_per_s", "current_samples_per_s", "p_value", "min_p_value", "baseline_run_ids",
+    "baseline_samples_per_s_at_round_quantile", "current_samples_per_s_at_round_quantile", "p_value", "min_p_value", "baseline_run_ids",
 )
 # Verdicts that mean the case was actually compared, and those of them that decided something: the
 # gate passes only when at least one case was decided (inconclusive everywhere is a comparison of nothing).
@@ -200,7 +201,7 @@ def _compare_one(base_rows: list[pd.Series], current: pd.Series, config: Compare
     current_round_s = float(np.quantile(current_s, config.round_quantile))
     p_value = mann_whitney_p(baseline_s, current_s)
     min_p = min_mann_whitney_p(baseline_s.size, current_s.size)
-    samples_per_round = current["global_batch_size"] * current["steps_per_round"]
+    samples_per_round = metrics.samples_per_round(current["global_batch_size"], current["steps_per_round"])
     # Throughput is samples per second, the inverse of round time: a ratio r of round times is a
     # throughput change of 1/r - 1, and the interval's ends swap.
     change, change_low, change_high = 1 / ratio - 1, 1 / high - 1, 1 / low - 1
@@ -213,8 +214,10 @@ def _compare_one(base_rows: list[pd.Series], current: pd.Series, config: Compare
         baseline_median_s=float(np.median(baseline_s)), current_median_s=float(np.median(current_s)),
         time_ratio=ratio, time_ratio_low=low, time_ratio_high=high,
         throughput_change=change, throughput_change_low=change_low, throughput_change_high=change_high,
-        baseline_samples_per_s=samples_per_round / baseline_round_s,
-        current_samples_per_s=samples_per_round / current_round_s,
+        # At the compared round time, not the median round: a statistic of its own, named so (samples_per_s
+        # is the median round's, as in the history and the report).
+        baseline_samples_per_s_at_round_quantile=metrics.samples_per_s_at(samples_per_round, baseline_round_s),
+        current_samples_per_s_at_round_quantile=metrics.samples_per_s_at(samples_per_round, current_round_s),
         p_value=p_value, min_p_value=min_p, baseline_run_ids=[str(row["run_id"]) for row in matching],
     )
 
@@ -273,8 +276,9 @@ def regressed_cases(comparison: pd.DataFrame) -> list[str]:
 
 
 def case_history(cases: pd.DataFrame) -> pd.DataFrame:
-    """Per case and run, over time: ``case_id``, ``run_id``, ``run_datetime``, ``samples_per_s`` (from
-    the run's median round), oldest first. Feeds the history view of a rolling baseline."""
+    """Per case and run, over time: ``case_id``, ``run_id``, ``run_datetime``, ``samples_per_s`` (the
+    loader's, from the run's median round: the record's and the report's number), oldest first. Feeds the
+    history view of a rolling baseline."""
     columns = ["case_id", "run_id", "run_datetime", "samples_per_s"]
     if cases.empty:
         return pd.DataFrame(columns=columns)

@@ -13,8 +13,10 @@ from reports.compare import IMPROVED, INCONCLUSIVE, MISSING, NEW, NOT_COMPARABLE
 from reports.words import fmt_change_pct, fmt_rate
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
-CASE_HEADERS = ("case", "verdict", "samples/s baseline", "samples/s current", "change [{confidence:.0%} CI]",
-                "p", "rounds b/c", "note")
+# The verdict's samples/s are at the compared round-time quantile (p25 by default), not the median round:
+# their headers say so, so that they are not read as the history's (and the report's) samples/s.
+CASE_HEADERS = ("case", "verdict", "samples/s at p{quantile} baseline", "samples/s at p{quantile} current",
+                "change [{confidence:.0%} CI]", "p", "rounds b/c", "note")
 HISTORY_HEADERS = ("case", "runs", "samples/s over time", "first", "latest", "min", "max")
 
 
@@ -62,12 +64,14 @@ def sparkline(values: list[float]) -> str:
 
 
 def case_headers(report: CompareReport) -> tuple[str, ...]:
-    return tuple(header.format(confidence=report.config.confidence) for header in CASE_HEADERS)
+    return tuple(header.format(confidence=report.config.confidence, quantile=f"{report.config.round_quantile * 100:g}")
+                 for header in CASE_HEADERS)
 
 
 def case_rows(report: CompareReport) -> list[tuple[str, ...]]:
-    return [(str(row["case_id"]), str(row["verdict"]), fmt_rate(row["baseline_samples_per_s"]),
-             fmt_rate(row["current_samples_per_s"]), _change(row), _p(row["p_value"]), _rounds(row), str(row["note"]))
+    return [(str(row["case_id"]), str(row["verdict"]), fmt_rate(row["baseline_samples_per_s_at_round_quantile"]),
+             fmt_rate(row["current_samples_per_s_at_round_quantile"]), _change(row), _p(row["p_value"]), _rounds(row),
+             str(row["note"]))
             for _, row in report.comparison.iterrows()]
 
 
@@ -204,7 +208,9 @@ def to_json(report: CompareReport) -> str:
         "regressed": report.regressed,
         "settings": {"threshold": config.threshold, "alpha": config.alpha, "confidence": config.confidence,
                      "baseline_runs": config.baseline_runs, "round_quantile": config.round_quantile,
-                     "metric": "the round_quantile of the ranks' own round times (s), reported as samples/s"},
+                     "metric": ("the round_quantile of the ranks' own round times (s), reported as samples/s in "
+                                "*_samples_per_s_at_round_quantile; the history's samples_per_s is at the median "
+                                "round")},
         "current": {"run_id": report.current_run, "run_datetime": _plain(report.current_datetime),
                     "fingerprint": report.current_fingerprint},
         "baseline": {"source": report.baseline_source, "runs": report.baseline_runs,

@@ -1,5 +1,5 @@
-"""Values the loader derives rather than copies: throughput from the round times, and one number per case
-from the telemetry's per-device summaries and the machine inventory."""
+"""Values the loader derives rather than copies: one number per case from the telemetry's per-device
+summaries and the machine inventory. (Throughput from the round times is gpusizer_common/metrics.py's.)"""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ import numpy as np
 
 from gpusizer_common.device_type import is_cuda
 from reports.schema import is_number, number_or_nan, text
-
-
-def samples_per_s(global_batch_size: int, steps_per_round: int, round_times_s: list[float]) -> float:
-    """Global samples in a round over the median round's time: never a mean of per-step rates."""
-    return global_batch_size * steps_per_round / float(np.median(round_times_s))
 
 
 def inventory(machine_info: dict) -> dict:

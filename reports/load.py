@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from gpusizer_common import metrics
 from gpusizer_common.device_type import is_cuda
 from reports import derived
 from reports.errors import InputError
@@ -174,7 +175,8 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         "scaling": record["scaling"],
         "steps_per_round": record["steps_per_round"],
         "rounds": len(controller_s),
-        "samples_per_s": derived.samples_per_s(record["global_batch_size"], record["steps_per_round"], worker_s),
+        "samples_per_s": metrics.samples_per_s(
+            metrics.samples_per_round(record["global_batch_size"], record["steps_per_round"]), worker_s),
         "round_times_s": worker_s,
         "controller_round_times_s": controller_s,
         "flops_per_sample": float(record["flops_per_sample"]),

@@ -24,6 +24,8 @@ import html
 import statistics
 from dataclasses import dataclass
 
+from gpusizer_common import metrics
+
 MAX_MODEL_ERROR = 0.15
 GRADIENT_BYTES_PER_PARAM = 4
 PROJECTED_NODES = (1, 2, 4, 8, 16)
@@ -195,7 +197,11 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
             if not busbw:
                 continue
             step = model_step_s(compute_s, ring_comm_s(devices, gradient_bytes, busbw), overlap)
-            rows.append(ProjectedRow(nodes, devices, gbps, step, compute_s / step, devices * batch / step))
+            # A projected step is a round of one step (weak scaling: every device trains its batch); the
+            # 1-device baseline trains one batch in the compute time alone.
+            projected = metrics.samples_per_s_at(devices * batch, step)
+            efficiency = metrics.scaling_efficiency(projected, devices, metrics.samples_per_s_at(batch, compute_s))
+            rows.append(ProjectedRow(nodes, devices, gbps, step, efficiency, projected))
     return Projection(label, compute_s, gradient_bytes, overlap, points, tuple(rows), None)
 
 

@@ -206,9 +206,11 @@ def _html_table(table: pd.DataFrame) -> str:
 def _html_method(context: ReportContext) -> str:
     lines = [
         ("Throughput is global samples per round over the round's time (the slowest rank's own), from the "
-        "median round; runs of the same setup on the same machine are pooled."),
-        ("Intervals: 95% percentile bootstrap of the median per-round throughput; cost and time intervals follow "
-        "from it, and so does the energy interval (power taken as its mean over the measured rounds)."),
+        "median round: the median of the round times, then samples over it. Runs of the same setup on the same "
+        "machine are pooled: their rounds form one sample (a round of other steps per round counted in "
+        "proportion to its samples). A setup measured in one run shows its result file's samples_per_s."),
+        ("Intervals: 95% percentile bootstrap of the median round time, as samples/s; cost and time intervals "
+        "follow from it, and so does the energy interval (power taken as its mean over the measured rounds)."),
         ("Cost: price per hour (per GPU used, or per instance) over throughput; time and cost to train the target "
         f"of {context.target_samples:,.0f} samples."),
         "dp (DataParallel) is shown as a baseline only and is never recommended.",

@@ -19,7 +19,7 @@ def display_table(setups: pd.DataFrame, currency: str | None) -> pd.DataFrame:
     rows = []
     ordered = setups.sort_values(["preset", "rank_fastest", "samples_per_s"], ascending=[True, True, False],
                                  na_position="last")
-    for row in ordered.drop(columns=["round_throughputs", "round_times_s", "run_ids"]).to_dict("records"):
+    for row in ordered.drop(columns=["round_times_s", "run_ids"]).to_dict("records"):
         rows.append({
             "workload": row["preset"],
             "rank (fastest)": rank(row["rank_fastest"]),
@@ -46,7 +46,7 @@ def display_table(setups: pd.DataFrame, currency: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-CSV_DROP = ("round_throughputs", "round_times_s", "candidate")
+CSV_DROP = ("round_times_s", "candidate")
 
 
 def write_csv(setups: pd.DataFrame, path: Path) -> None:

@@ -6,8 +6,9 @@
 Exit status 0 only when at least one case ran, no case failed (but the expected out-of-memory one,
 which must fail with TEXT in its reason), every GPU case carries real NVML telemetry and every
 mechanism check passed; otherwise 1, with the reasons on the last lines. A check that cannot apply
-here (world size 2 on one GPU) prints "n/a" with why and does not fail. Reads the raw records directly
-(MFU as docs/record.md defines it) so the check needs nothing of reports/.
+here (world size 2 on one GPU) prints "n/a" with why and does not fail. Reads the raw records directly,
+with MFU from the one definition (gpusizer_common/metrics.py, no dependencies), so the check needs
+nothing of reports/ and its optional packages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import re
 import statistics
 import sys
+
+from gpusizer_common import metrics
 
 MIN_ROUND_S = 1.0  # what gpu-check.sh passes as --min-round-s
 MIN_TELEMETRY_SAMPLES = 10
@@ -31,7 +34,8 @@ def records(payload: dict) -> list[dict]:
 
 
 def mfu(record: dict) -> float:
-    return record["samples_per_s"] * record["flops_per_sample"] / (record["peak_flops_per_s"] * record["compute_devices"])
+    return metrics.mfu(record["samples_per_s"], record["flops_per_sample"], record["peak_flops_per_s"],
+                       record["compute_devices"])
 
 
 def rows(payload: dict, label: str = "") -> list[list[str]]:

@@ -19,6 +19,7 @@ import time
 from bench.config.cases import BenchCase
 from bench.run.worker import TrainingWorker
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
+from gpusizer_common import metrics
 
 
 def samples_per_s(worker: TrainingWorker, case: BenchCase, sampler: Sampler | None) -> float:
@@ -34,7 +35,7 @@ def samples_per_s(worker: TrainingWorker, case: BenchCase, sampler: Sampler | No
     finally:
         if sampler is not None:
             sampler.stop()
-    return case.global_batch_size * case.steps_per_round / statistics.median(round_times_s)
+    return metrics.samples_per_s(metrics.samples_per_round(case.global_batch_size, case.steps_per_round), round_times_s)
 
 
 def main() -> None:

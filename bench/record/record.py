@@ -11,6 +11,7 @@ from bench.config.cases import BenchCase
 from bench.hardware.devices import compute_devices, is_cuda
 from bench.record.flags import MIN_TELEMETRY_SAMPLES, TIMING_GAP_LIMIT, apply_stability, round_spread_fraction
 from bench.strategies import REGISTRY
+from gpusizer_common import metrics
 
 SCHEMA_VERSION = 1
 
@@ -54,13 +55,14 @@ def build_record(
     config = case.model_config
     # The ranks' own round times say how fast training ran; the controller's (which add the IPC of
     # each round) only check them, through timing_gap.
-    samples_per_s = case.global_batch_size * case.steps_per_round / statistics.median(worker_round_times_s)
+    samples_per_s = metrics.samples_per_s(metrics.samples_per_round(case.global_batch_size, case.steps_per_round),
+                                          worker_round_times_s)
     gap = timing_gap_fraction(controller_round_times_s, worker_round_times_s)
     devices = compute_devices(case.device_type, case.world_size)
     flags = list(extra_flags)
     if gap > TIMING_GAP_LIMIT:
         flags.append("timing_gap")
-    if samples_per_s * config.flops_per_sample > peak_flops_per_s * devices:
+    if metrics.mfu(samples_per_s, config.flops_per_sample, peak_flops_per_s, devices) > 1:
         flags.append("mfu_above_peak")
     if strategy.baseline_only:
         flags.append("baseline_only")

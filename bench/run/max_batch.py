@@ -34,6 +34,7 @@ from bench.run import batch_try
 from bench.run.group_pool import GroupPool
 from bench.run.worker import TrainingWorker
 from bench.strategies import REGISTRY
+from gpusizer_common import metrics
 from sizing.predict import max_batch_size
 
 RESOLUTION = 32  # stop bisecting when the gap is at most 1/32 of the batch that fits
@@ -95,7 +96,8 @@ def samples_per_s(sized: BenchCase, run_round: Callable[[int], float]) -> float:
     """Throughput at ``sized``'s batch: one warm-up step, then TIMED_STEPS timed (the slowest rank's seconds)."""
     run_round(1)
     seconds = run_round(TIMED_STEPS)
-    return sized.global_batch_size * TIMED_STEPS / seconds
+    # One timed round, so its time is the median round's: the one throughput definition.
+    return metrics.samples_per_s(metrics.samples_per_round(sized.global_batch_size, TIMED_STEPS), [seconds])
 
 
 class InProcessTries:

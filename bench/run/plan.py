@@ -16,6 +16,7 @@ from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.hardware.devices import compute_devices
 from bench.strategies import REGISTRY
+from gpusizer_common import metrics
 
 # Popen to every rank ready. GPU: torchrun + CUDA context + NCCL init, 8-12 s per launched case
 # (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s.
@@ -102,7 +103,7 @@ class Plan:
                     f"estimated wall time {_duration(self.total_s)} ("
                     + ", ".join(f"{name} {_duration(seconds)}" for name, seconds in parts.items()) + ")")
         if price_per_hour is not None:
-            rows.append(f"gpusizer plan: estimated cost {price_per_hour * self.total_s / 3600.0:.2f} at "
+            rows.append(f"gpusizer plan: estimated cost {metrics.cost_of(price_per_hour, self.total_s):.2f} at "
                         f"{price_per_hour:g} per hour")
         rows.append("gpusizer plan: nothing was started and no result file was written")
         return rows

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+from gpusizer_common import metrics
+
 if TYPE_CHECKING:  # annotations only: the sampler imports this module to summarise itself
     from bench.telemetry.sampler import DeviceTrace, Sampler
 
@@ -70,6 +72,11 @@ def device_energy(trace: DeviceTrace) -> tuple[float | None, str | None, str | N
     return None, None, f"no energy counter and no power readings: {missing}"
 
 
+def _joules_per_sample(energy_j: float | None, samples_trained: int) -> float | None:
+    """The one definition (gpusizer_common/metrics.py); None where the energy is unknown or nothing trained."""
+    return metrics.joules_per_sample(energy_j, samples_trained) if energy_j is not None and samples_trained else None
+
+
 def device_summary(trace: DeviceTrace, samples_trained: int) -> dict:
     values = trace.values
     energy_j, energy_source, energy_reason = device_energy(trace)
@@ -87,7 +94,7 @@ def device_summary(trace: DeviceTrace, samples_trained: int) -> dict:
         "energy_j": energy_j,
         "energy_source": energy_source,
         "energy_reason": energy_reason,
-        "joules_per_sample": energy_j / samples_trained if energy_j is not None and samples_trained else None,
+        "joules_per_sample": _joules_per_sample(energy_j, samples_trained),
         "temperature_max_c": _max(values["temperature_c"]),
         "sm_clock_mean_mhz": _mean(values["sm_clock_mhz"]),
         "throttle_fraction": throttle_fraction(values["throttle_reasons"]),
@@ -142,7 +149,7 @@ def summarise(sampler: Sampler, *, samples_trained: int) -> dict:
         "devices": devices,
         "cpu": cpu,
         "energy_j": energy_j,
-        "joules_per_sample": energy_j / samples_trained if energy_j is not None and samples_trained else None,
+        "joules_per_sample": _joules_per_sample(energy_j, samples_trained),
         "sampler_cpu_s": sampler.thread_cpu_s,
         "outside": sampler.outside.summary(sampler.device_type),
         "reason": "; ".join(reasons) or None,
