@@ -52,7 +52,7 @@ harness-overhead: setup
 # Every declared range at its floor (its own venv, .venv-floor): a --quick benchmark, report, compare
 # and the unit tests that need no launcher. FLOOR_TORCH_SPEC picks the torch (default: TORCH_SPEC).
 check-floors:
-	PYTHON=$(PYTHON) TORCH_SPEC="$(or $(FLOOR_TORCH_SPEC),$(TORCH_SPEC))" bash scripts/check-floors.sh
+	PYTHON=$(PYTHON) TORCH_SPEC="$(or $(FLOOR_TORCH_SPEC),$(TORCH_SPEC))" bash scripts/check-stack.sh
 
 clean:
 	rm -rf $(VENV) .venv-floor build *.egg-info

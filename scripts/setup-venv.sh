@@ -16,7 +16,7 @@
 #
 # Environment: PYTHON (the interpreter that makes the venv), VENV (its folder), TORCH_SPEC.
 # GPUSIZER_RESOLUTION=lowest installs every range at its floor instead (uv's lowest-direct), for
-# scripts/check-floors.sh.
+# scripts/check-stack.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
