@@ -28,6 +28,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     json_path = take_benchmark_json(config)  # first: its refusal must not wait on other options
+    if config.getoption("benchmark_disable", False):
+        # pytest-benchmark would run each round function once, untimed: there would be nothing to record.
+        raise pytest.UsageError("--benchmark-disable: pytest bench/ is the benchmark, it cannot run untimed; "
+                                "allowed: leave it out (--plan lists the cases without running them)")
     try:
         options = options_from_config(config)
         config.stash[SIZING_KEY] = sizing_options_from_config(config)

@@ -29,6 +29,7 @@ COMPONENTS = {
 # The components that can move a training number between two machines: a difference in one of these is
 # said next to the answer. (pytest, numpy or gpusizer's commit move no kernel.)
 DECISIVE = ("torch", "cuda_runtime", "cudnn", "nccl", "driver", "horovod")
+UNKNOWN = "-"  # absent (no CUDA, no Horovod) or not recorded by an older file
 NOTE = ("Every version that can move a number; the answer says when machines ranked against each other "
         "differ in torch, CUDA, cuDNN, NCCL, the driver or Horovod.")
 
@@ -61,24 +62,37 @@ def machine_rows(machines: dict[str, dict], measured_runs: set[str]) -> list[dic
         name = str(machine_info.get("node") or "unknown-host")
         stack = software_of(machine_info)
         row = {"machine": name, "hardware": hardware_of(machine_info),
-               **{label: stack[component] or "-" for component, (label, _) in COMPONENTS.items()}}
+               **{label: stack[component] or UNKNOWN for component, (label, _) in COMPONENTS.items()}}
         rows.setdefault((name, *stack.values()), row)
     return list(rows.values())
 
 
+def _labels(rows: list[dict]) -> list[str]:
+    """Each row's machine: its host name, with its hardware where two machines share a name (localhost)."""
+    hardware_by_name: dict[str, set] = {}
+    for row in rows:
+        hardware_by_name.setdefault(row["machine"], set()).add(row["hardware"])
+    return [row["machine"] if len(hardware_by_name[row["machine"]]) == 1 else f"{row['machine']} ({row['hardware']})"
+            for row in rows]
+
+
 def stack_difference_note(rows: list[dict]) -> str | None:
     """One sentence naming each decisive component whose version differs between the measured machines,
-    or None when they ran the same stack (or only one machine was measured)."""
-    if len({row["machine"] for row in rows}) < 2:
+    or None when they ran the same stack (or only one machine was measured). A version a file did not
+    record (an older file has no cuDNN) is not a difference."""
+    labels = _labels(rows)
+    if len(set(labels)) < 2:
         return None
     differences = []
     for component in DECISIVE:
         label = COMPONENTS[component][0]
         by_version: dict[str, list[str]] = {}
-        for row in rows:
-            by_version.setdefault(row[label], [])
-            if row["machine"] not in by_version[row[label]]:
-                by_version[row[label]].append(row["machine"])
+        for row, machine in zip(rows, labels):
+            if row[label] == UNKNOWN:
+                continue
+            names = by_version.setdefault(row[label], [])
+            if machine not in names:
+                names.append(machine)
         if len(by_version) > 1:
             differences.append(f"{label} " + " vs ".join(f"{version} on {', '.join(names)}"
                                                          for version, names in by_version.items()))

@@ -1,12 +1,14 @@
 """The project's own dependencies, read from pyproject.toml: for scripts/setup-venv.sh and the floor check.
 
     python scripts/project_deps.py --all-but-torch     # one requirement a line (core and every extra)
+    python scripts/project_deps.py --all-but-torch --names   # their names only
     python scripts/project_deps.py --check-torch 2.5.1  # exit 1, one line, when that torch is below the floor
     python scripts/project_deps.py --versions           # what is installed of each, one line
     python scripts/project_deps.py --floors             # each requirement's floor, as NAME==VERSION
     python scripts/project_deps.py --at-floors          # exit 1 naming each one installed above its floor
 
-Runs on the standard library alone (and ``tomli`` before Python 3.11), before the project is installed.
+Runs on the standard library alone, before the project is installed (``tomli`` before Python 3.11,
+except for --check-torch, which reads the torch floor with a pattern).
 """
 
 from __future__ import annotations
@@ -54,16 +56,33 @@ def release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in numbers.group(1).split(".")) if numbers else ()
 
 
-def torch_floor(reqs: list[str]) -> str:
-    return next(floor_of(req) for req in reqs if name_of(req) == "torch")
+def is_prerelease(version: str) -> bool:
+    """``2.6.0a0+ecf3bae`` (NVIDIA's containers) and ``2.6.0rc1``, ``2.6.0.dev20250101`` are
+    pre-releases: by PEP 440 below 2.6.0, so ``>=2.6`` does not admit them."""
+    return re.search(r"(a|b|rc|c|dev)\d*", version.split("+")[0].lower()) is not None
 
 
-def check_torch(installed: str, reqs: list[str]) -> str | None:
-    floor = torch_floor(reqs)
-    if release(installed) < release(floor):
+def below(installed: str, floor: str) -> bool:
+    """PEP 440's order for these shapes: the release compared padded with zeros; a pre-release of the
+    floor's own release is below it."""
+    have, need = release(installed), release(floor)
+    width = max(len(have), len(need))
+    have, need = have + (0,) * (width - len(have)), need + (0,) * (width - len(need))
+    return have < need or (have == need and is_prerelease(installed))
+
+
+def torch_floor(path: Path = PYPROJECT) -> str:
+    """Read with a pattern, not TOML: the system Python that is checked may have neither tomllib nor tomli."""
+    return re.search(r'"torch\s*>=\s*([0-9][0-9.]*)"', path.read_text(encoding="utf-8")).group(1)
+
+
+def check_torch(installed: str) -> str | None:
+    floor = torch_floor()
+    if below(installed, floor):
         return (f"torch {installed} is installed, and gpusizer needs torch >= {floor} (FSDP2's public fully_shard "
                 f"is the newest torch feature it uses); set-up never replaces an installed torch (a cloud image's "
-                f"CUDA build): upgrade it yourself (pip install 'torch>={floor}') or use an environment without torch")
+                f"CUDA build): upgrade it (pip install 'torch>={floor}'), or make the venv from a Python without "
+                f"torch (make setup PYTHON=/path/to/python3)")
     return None
 
 
@@ -91,19 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--all-but-torch", action="store_true")
+    parser.add_argument("--names", action="store_true", help="with --all-but-torch: names only, no ranges")
     action.add_argument("--check-torch", metavar="VERSION")
     action.add_argument("--versions", action="store_true")
     action.add_argument("--floors", action="store_true")
     action.add_argument("--at-floors", action="store_true")
     args = parser.parse_args(argv)
-    reqs = requirements()
-    if args.all_but_torch:
-        print("\n".join(req for req in reqs if name_of(req) != "torch"))
-    elif args.check_torch:
-        problem = check_torch(args.check_torch, reqs)
+    if args.check_torch:
+        problem = check_torch(args.check_torch)
         if problem:
             print(f"gpusizer setup: ERROR: {problem}", file=sys.stderr)
             return 1
+        return 0
+    reqs = requirements()
+    if args.all_but_torch:
+        print("\n".join(name_of(req) if args.names else req for req in reqs if name_of(req) != "torch"))
     elif args.versions:
         print("installed: " + ", ".join(f"{name_of(req)} {installed_version(name_of(req))}" for req in reqs))
     elif args.at_floors:

@@ -32,9 +32,23 @@ die() { echo "gpusizer setup: ERROR: $*" >&2; exit 1; }
 case "$RESOLUTION" in newest|lowest) ;; *) die "GPUSIZER_RESOLUTION=$RESOLUTION; allowed: newest, lowest" ;; esac
 command -v "$PYTHON" >/dev/null 2>&1 || die "python interpreter '$PYTHON' not found (set PYTHON=...)"
 
+# A torch in the system Python is checked before any venv is made on it: one below the floor stops
+# here, leaving nothing half made.
+system_torch=$("$PYTHON" -c "import importlib.metadata as m, torch; print(m.version('torch'))" 2>/dev/null || true)
+if [ -n "$system_torch" ]; then
+    "$PYTHON" scripts/project_deps.py --check-torch "$system_torch" || exit 1
+fi
+
+# A venv an older set-up made on the system site-packages, where the system has no torch to keep, is
+# made again isolated: the machine's own packages must not stand in for what a user installs.
+if [ -x "$VPY" ] && [ -z "$system_torch" ] && grep -qi "include-system-site-packages *= *true" "$VENV/pyvenv.cfg" 2>/dev/null; then
+    say "$VENV sees the system site-packages, and the system has no torch to keep: making it again, isolated"
+    rm -rf "$VENV"
+fi
+
 if [ ! -x "$VPY" ]; then
-    if "$PYTHON" -c "import torch" >/dev/null 2>&1; then
-        say "the system Python has torch $("$PYTHON" -c 'import torch; print(torch.__version__)'): $VENV sees it (--system-site-packages)"
+    if [ -n "$system_torch" ]; then
+        say "the system Python has torch $system_torch: $VENV sees it (--system-site-packages)"
         "$PYTHON" -m venv --system-site-packages "$VENV"
     else
         "$PYTHON" -m venv "$VENV"
@@ -46,11 +60,10 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     "$VPY" -m pip install --quiet "$TORCH_SPEC"
 fi
 
-# The project's torch floor, read from pyproject.toml by scripts/project_deps.py (no install needed;
-# it reads TOML with tomllib, or tomli before Python 3.11).
+# scripts/project_deps.py reads pyproject.toml with tomllib, or tomli before Python 3.11.
 "$VPY" -c "import tomllib" >/dev/null 2>&1 || "$VPY" -m pip install --quiet tomli
-# The distribution's version (2.6.0), which a constraint matches; torch.__version__ may add a local
-# label the index does not know (2.6.0+cu124).
+# The distribution's version, which the constraint below pins (a CUDA build's may differ from
+# torch.__version__, which some builds write without the local label).
 torch_version=$("$VPY" -c "import importlib.metadata as m; print(m.version('torch'))")
 "$VPY" scripts/project_deps.py --check-torch "$torch_version" || exit 1
 
@@ -61,7 +74,13 @@ echo "torch==$torch_version" >"$constraint"
 if [ "$RESOLUTION" = lowest ]; then
     "$VPY" -m pip install --quiet uv
     say "every range at its floor (uv --resolution lowest-direct), torch $torch_version kept"
-    "$VPY" -m uv pip install --quiet --python "$VPY" --resolution lowest-direct --constraint "$constraint" -e ".[all]"
+    # --reinstall-package: uv keeps an installed release that still satisfies a range, so a venv made
+    # before a floor was lowered would stay above it. uv reads no pip configuration (its own UV_INDEX_URL,
+    # UV_FIND_LINKS for a mirror).
+    mapfile -t names < <("$VPY" scripts/project_deps.py --all-but-torch --names)
+    reinstall=(); for name in "${names[@]}"; do reinstall+=(--reinstall-package "$name"); done
+    "$VPY" -m uv pip install --quiet --python "$VPY" --resolution lowest-direct --constraint "$constraint" \
+        "${reinstall[@]}" -e ".[all]"
 else
     "$VPY" -m pip install --quiet --constraint "$constraint" -e ".[all]"
     mapfile -t deps < <("$VPY" scripts/project_deps.py --all-but-torch)

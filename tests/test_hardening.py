@@ -134,6 +134,14 @@ def test_existing_benchmark_json_is_refused_and_left_as_it_was(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_benchmark_disable_is_a_usage_error_not_a_failure_per_case(tmp_path):
+    # pytest-benchmark's --benchmark-disable runs each round function once with no statistics: every
+    # case used to fail on the missing stats.
+    line = usage_error_line(bench(tmp_path, "--quick", "--strategies", "single", "--benchmark-disable"))
+    assert line.removeprefix("ERROR: ").startswith("--benchmark-disable:") and "allowed:" in line, line
+    assert not (tmp_path / "results").exists()
+
+
 def test_benchmark_json_holds_every_finished_case_during_the_run(tmp_path):
     """A kill (SIGKILL: nothing runs after it) once the first case is done leaves it in the file."""
     out = tmp_path / "run.json"

@@ -35,11 +35,13 @@ def test_declared_floors_are_the_proven_ones():
     assert "pytest>=8.1" in upgraded and not [req for req in upgraded if deps.name_of(req) == "torch"]
 
 
+# NVIDIA's containers carry pre-releases (2.6.0a0+ecf3bae40a): by PEP 440 below 2.6, which pip would refuse.
 @pytest.mark.parametrize("installed, refused", [("2.5.1+cu124", True), ("2.6.0+cu124", False), ("2.13.0+cpu", False),
-                                                ("2.10.0", False), ("1.13.1", True), ("2.6.0a0+git1234", False)])
+                                                ("2.10.0", False), ("1.13.1", True), ("2.6.0a0+ecf3bae40a", True),
+                                                ("2.6.0rc1", True), ("2.6", False), ("2.7.0a0+git1234", False)])
 def test_an_installed_torch_below_the_floor_stops_set_up_instead_of_being_replaced(installed, refused):
     deps = _project_deps()
-    problem = deps.check_torch(installed, deps.requirements())
+    problem = deps.check_torch(installed)
     assert (problem is not None) == refused, problem
     if refused:
         assert f"torch {installed} is installed" in problem and "torch>=2.6" in problem and "\n" not in problem
@@ -76,6 +78,8 @@ def test_the_commit_says_dirty_and_is_none_outside_a_checkout(tmp_path):
     assert clean is not None and len(clean) == 40
     (tmp_path / "f.py").write_text("x = 2\n")
     assert gpusizer_commit(tmp_path) == clean + "+dirty"
+    (tmp_path / "installed").mkdir()  # a copy installed inside another repository is not its checkout
+    assert gpusizer_commit(tmp_path / "installed") is None
 
 
 def _machine(node: str, torch_version: str, nccl: str | None = "2.21.5", gpu: str = "NVIDIA H100 80GB HBM3") -> dict:
@@ -109,6 +113,19 @@ def test_same_stack_or_one_machine_says_nothing():
     twice = {"a.json": _machine("a", "2.13.0"), "b.json": _machine("a", "2.14.1")}  # one machine, two runs
     rows = machine_rows(twice, {"a.json", "b.json"})
     assert len(rows) == 2 and stack_difference_note(rows) is None
+
+
+def test_an_unrecorded_version_is_no_difference_and_shared_host_names_are_told_apart():
+    from reports.stack import machine_rows, stack_difference_note
+
+    old = _machine("a", "2.13.0")
+    del old["gpusizer"]["software"]  # an older file: no cuDNN recorded
+    old["gpusizer"]["torch_version"] = "2.13.0"
+    assert stack_difference_note(machine_rows({"a.json": old, "b.json": _machine("b", "2.13.0")},
+                                              {"a.json", "b.json"})) is None
+    twins = {"a.json": _machine("localhost", "2.13.0"), "b.json": _machine("localhost", "2.14.1", gpu="NVIDIA H200")}
+    note = stack_difference_note(machine_rows(twins, {"a.json", "b.json"}))
+    assert "2.13.0 on localhost (2x NVIDIA H100 80GB HBM3) vs 2.14.1 on localhost (2x NVIDIA H200)" in note
 
 
 def test_an_older_result_file_gives_its_versions_from_the_inventory_keys():

@@ -62,6 +62,10 @@ def gpusizer_commit(root: Path = SOURCE_ROOT) -> str | None:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
+    # An installed copy inside someone else's repository is not a checkout of gpusizer.
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != root.resolve():
+        return None
     commit = git("rev-parse", "HEAD")
     if not commit:
         return None
