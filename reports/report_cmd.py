@@ -151,11 +151,9 @@ def run(args: argparse.Namespace) -> int:
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
-    from reports import memory_section
+    from reports import memory_section, stack
     from reports.projection import projections_from_payloads, render_projection_html, render_projection_markdown
     from reports.result_files import read_json
-
-    from reports import stack
 
     projections = projections_from_payloads([read_json(path) for path in input_files], args.internode_gbps)
     machines = stack.machine_rows(results.machines, set(results.cases["run_id"]))

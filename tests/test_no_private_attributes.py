@@ -62,7 +62,8 @@ def private_uses(source: str, private: set[str]) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in private:
-            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            on_own_object = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            if not on_own_object:
                 found.append((node.lineno, f".{node.attr}"))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
@@ -70,9 +71,9 @@ def private_uses(source: str, private: set[str]) -> list[tuple[int, str]]:
                 if module.split(".")[0] == "_pytest" or (module.startswith("pytest_benchmark")
                                                          and any(p.startswith("_") for p in module.split("."))):
                     found.append((node.lineno, f"import {module}"))
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr", "setattr"):
-            if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in private:
-                found.append((node.lineno, f"{node.func.id}(..., {node.args[1].value!r})"))
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr", "setattr")
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in private):
+            found.append((node.lineno, f"{node.func.id}(..., {node.args[1].value!r})"))
     return found
 
 
