@@ -75,8 +75,10 @@ def peer(command: list[str], env: dict | None = None) -> float:
 
 
 def plain(preset: str, steps: int, rounds: int, args) -> float:
+    # The same thread settings as the suite's rank, which is started with OMP_NUM_THREADS = its threads.
+    env = {**os.environ, "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
     return peer([sys.executable, str(ROOT / "peers" / "plain_loop.py"), "--preset", preset,
-                 "--batch-size", str(args.batch_size), "--steps", str(steps), "--rounds", str(rounds)])
+                 "--batch-size", str(args.batch_size), "--steps", str(steps), "--rounds", str(rounds)], env)
 
 
 def ddp_peer(preset: str, steps: int, rounds: int, args) -> float:
