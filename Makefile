@@ -45,9 +45,9 @@ gpu-check: setup
 compare-peers: setup horovod
 	$(VPY) scripts/compare-peers.py --world-size 2 --preset small --repeats 3
 
-# The harness adds nothing: single-device suite vs the seed's plain loop, alternated.
+# The harness adds nothing: suite single vs the seed's plain loop (and ddp-1 vs DDP at 1), tiny, small, medium, alternated.
 harness-overhead: setup
-	$(VPY) scripts/measure-harness-overhead.py --preset small --pairs 5
+	$(VPY) scripts/measure-harness-overhead.py --presets tiny,small,medium --pairs 5
 
 # Every declared range at its floor (its own venv, .venv-floor): a --quick benchmark, report, compare
 # and the unit tests that need no launcher. FLOOR_TORCH_SPEC picks the torch (default: TORCH_SPEC).

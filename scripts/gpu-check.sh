@@ -2,8 +2,8 @@
 # The GPU check in one call, on a machine with NVIDIA GPUs (a fresh cloud image too): prerequisites
 # first, then single, dp, ddp, fsdp and horovod (NCCL) at world size 1, and 2 where there are 2 GPUs,
 # at fp32 and bf16 (bf16 MFU), preset medium, NVML telemetry over time-sized rounds; an injected
-# out-of-memory case followed by cases that must still pass; the release of an in-process case's
-# GPU memory; then one table of the cases and one line per GPU-only mechanism (issue 9), with a verdict.
+# out-of-memory case followed by cases that must still pass; single and dp as launched ranks that give
+# their GPU memory back (the driving process never touches a GPU); then one table of the cases and one line per GPU-only mechanism (issue 9), with a verdict.
 # Sized to finish within 8 minutes on one H200 (few, short rounds).
 #
 # Exit status: 0 when everything ran and every check passed, 1 when a case or a check failed,
@@ -73,11 +73,12 @@ common=(-q -p no:cacheprovider --device cuda --presets medium "${ROUNDS[@]}")
 timeout --kill-after=30 "$TIMEOUT_S" "$PY" -m pytest bench/ "${common[@]}" \
     --strategies single,dp,ddp,fsdp,horovod --world-sizes "$WORLD_SIZES" --precisions fp32,bf16 \
     --benchmark-json "$main" "$@" || status=$?
-# 2. out of memory injected into the in-process single case: it fails in one line, dp (in-process,
-#    same GPU) and ddp (launched) after it must still pass.
+# 2. out of memory injected into single's rank: it fails in one line, dp (its own rank process, same GPU)
+#    and ddp after it must still pass.
 GPUSIZER_FAULT=single-1-medium-bf16:rank0:oom@round1 timeout --kill-after=30 180 "$PY" -m pytest bench/ \
     "${common[@]}" --strategies single,dp,ddp --world-sizes 1 --precisions bf16 --benchmark-json "$oom" || true
-# 3. an in-process case's GPU memory is handed back: torch.cuda.memory_reserved on every GPU after it.
+# 3. single's and dp's rank processes hold the GPU memory and give it all back (NVML's used memory
+#    before, during, after), and the driving process never initialises CUDA.
 timeout --kill-after=30 120 "$PY" scripts/gpu_check_release.py "$release" || status=1
 
 for file in "$main" "$oom"; do
@@ -133,19 +134,18 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
           r["launch_s"], r["case_setup_s"], r["worker_pids"], "ok" if ok else "FAILED"))
 sys.exit(1 if bad else 0)' "$main" || status=1
 fi
-# In-process rounds (single, dp) run on a thread of their own so --round-timeout-s holds there too; on a
-# GPU that thread must train on the same device (current device, CUDA events, autocast are per thread).
-# A hung fp32 round must fail as hung and the bf16 case after it pass on fresh state.
+# single trains in a rank process of its own: a hung fp32 round is a rank to stop at --round-timeout-s, named
+# where it hangs, and the bf16 case after it passes in a freshly launched rank.
 hang_dir=$(mktemp -d)
-GPUSIZER_FAULT=rank0:hang@round2 timeout --kill-after=30 300 "$PY" -m pytest bench/ -q -p no:cacheprovider \
+GPUSIZER_FAULT=single-1-small-fp32:rank0:hang@round2 timeout --kill-after=30 300 "$PY" -m pytest bench/ -q -p no:cacheprovider \
     --device cuda --strategies single --world-sizes 1 --precisions fp32,bf16 --presets small \
     --round-timeout-s 20 --results-dir "$hang_dir" >/dev/null 2>&1 || true
 "$PY" - "$hang_dir" <<'PYEOF' || status=1
 import glob, json, sys
 cases = {c["case_id"]: c for c in json.load(open(glob.glob(sys.argv[1] + "/*.json")[0]))["gpusizer"]["cases"]}
 hung, after = cases["single-1-small-fp32"], cases["single-1-small-bf16"]
-ok = "hung: no answer in round 2" in (hung["reason"] or "") and after["status"] == "passed"
-print(f"in-process hang on cuda: {'ok' if ok else 'FAILED'}: {hung['reason']}; next case {after['status']}")
+ok = "rank 0 hung: no answer in round 2" in (hung["reason"] or "") and after["status"] == "passed"
+print(f"single rank hang on cuda: {'ok' if ok else 'FAILED'}: {hung['reason']}; next case {after['status']}")
 sys.exit(0 if ok else 1)
 PYEOF
 rm -rf "$hang_dir"

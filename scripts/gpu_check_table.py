@@ -148,6 +148,13 @@ def mechanism_checks(payload: dict) -> list[tuple[str, bool | None, str]]:
     check("6 threads per rank (as the ranks report torch.get_num_threads()) = cores / processes", [r for r in recs if cores],
           lambda r: r["threads_per_rank"] == max(1, cores // (1 if r["strategy"] in ("single", "dp") else r["world_size"])),
           lambda r: f"{r['threads_per_rank']} threads of {cores} cores", "no case ran or cores unknown")
+    # Issue 23: no strategy trains in the pytest process. Every case's ranks were launched (single's and
+    # dp's one plain rank process too): a real launch, and the rank processes the case was driven in.
+    check("9 every case trained in launched rank processes (single and dp too)", recs,
+          lambda r: r.get("launcher") in ("python", "torchrun", "horovodrun") and (r.get("launch_s") or 0) > 0
+          and len(r.get("worker_pids") or []) == (1 if r["strategy"] in ("single", "dp") else r["world_size"]),
+          lambda r: f"launcher {r.get('launcher')}, launch_s {r.get('launch_s')}, worker_pids {r.get('worker_pids')}",
+          "no case ran")
     devices = [(r, d) for r in recs for d in (r.get("telemetry") or {}).get("devices", [])]
     # Memory info v1 is the documented fallback for drivers without v2 (its "used" includes reserved memory).
     checks.append(("7 NVML: power cap recorded apart from throttling, memory info v2 (v1 on older drivers)",
@@ -206,7 +213,8 @@ def main(argv: list[str]) -> int:
             with open(args.checks, encoding="utf-8") as handle:
                 checks += [(c["check"], c["ok"], c["detail"]) for c in json.load(handle)]
         except (OSError, ValueError, KeyError) as error:
-            checks.append(("8 in-process memory released", False, f"no result from gpu_check_release.py ({error})"))
+            checks.append(("8 single and dp ranks give their GPU memory back", False,
+                           f"no result from gpu_check_release.py ({error})"))
     for what, ok, detail in checks:
         print(f"check {'ok' if ok else 'n/a' if ok is None else 'FAILED'}: {what}: {detail}")
         if ok is False:

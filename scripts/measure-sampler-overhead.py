@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/measure-sampler-overhead.py --preset small --pairs 10
 
-One process, one model: the rounds are those of the benchmark (TrainingWorker, the same worker
-``pytest bench/`` times), and the sampler runs as it does there, a thread in the process that
-trains. On and off alternate within each pair, and which goes first alternates between pairs, so
+One rank, one model, laid out as ``pytest bench/`` lays them out: the rank is launched (single's plain
+rank process, bench/launch/plain.py) and driven over the channel, the rounds timed by the rank itself,
+and the sampler runs as it does there, a thread in this (the driving) process watching the rank's
+process. On and off alternate within each pair, and which goes first alternates between pairs, so
 drift on a shared machine hits both alike. Prints each pair and the median ratio on/off
 (1.0 = free; the target is >= 0.99), and the sampler thread's own CPU time as a share of the
 machine's usable cores: a direct figure that other load on a shared machine does not blur.
@@ -14,24 +15,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 from bench.config.cases import BenchCase
-from bench.run.worker import TrainingWorker
+from bench.launch import LAUNCHERS
+from bench.strategies import REGISTRY
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
 from gpusizer_common import metrics
 
 
-def samples_per_s(worker: TrainingWorker, case: BenchCase, sampler: Sampler | None) -> float:
+def samples_per_s(group, case: BenchCase, sampler: Sampler | None) -> float:
     """Global samples per second from the median of ``case.rounds`` rounds (as the record does)."""
     round_times_s = []
     if sampler is not None:
         sampler.start()
     try:
         for _ in range(case.rounds):
-            began = time.perf_counter()
-            worker.run_round(case.steps_per_round)
-            round_times_s.append(time.perf_counter() - began)
+            round_times_s.append(max(group.run_round(case.steps_per_round)))  # the rank's own seconds
     finally:
         if sampler is not None:
             sampler.stop()
@@ -50,16 +49,17 @@ def main() -> None:
     case = BenchCase(strategy="single", world_size=1, preset=args.preset, precision="fp32", device_type="cpu",
                      per_device_batch_size=args.batch_size, scaling="weak", steps_per_round=args.steps,
                      rounds=args.rounds, warmup_rounds=2)
-    worker = TrainingWorker(case)
+    group = LAUNCHERS[REGISTRY[case.strategy].launcher](case, launch_timeout_s=300, round_timeout_s=600)
     try:
         for _ in range(case.warmup_rounds):
-            worker.run_round(case.steps_per_round)
+            group.run_round(case.steps_per_round)
         ratios, sampler_cpu_s, sampled_s, ticks = [], 0.0, 0.0, 0
         for pair in range(args.pairs):
             results = {}
             for mode in (("on", "off") if pair % 2 == 0 else ("off", "on")):
-                sampler = Sampler("cpu", [0], interval_s=args.interval_s) if mode == "on" else None
-                results[mode] = samples_per_s(worker, case, sampler)
+                sampler = (Sampler("cpu", [0], interval_s=args.interval_s, pids=tuple(group.pids))
+                           if mode == "on" else None)
+                results[mode] = samples_per_s(group, case, sampler)
                 if sampler is not None:
                     sampler_cpu_s += sampler.thread_cpu_s
                     sampled_s += sampler.ended_s - sampler.began_s
@@ -69,7 +69,7 @@ def main() -> None:
             print(f"pair {pair + 1}: on {results['on']:,.1f} samples/s, off {results['off']:,.1f} samples/s, "
                   f"ratio {ratios[-1]:.4f}")
     finally:
-        worker.close()
+        group.close()
     print(f"median ratio on/off over {args.pairs} pairs (interval {args.interval_s} s, preset {args.preset}): "
           f"{statistics.median(ratios):.4f}")
     print(f"sampler thread: {sampler_cpu_s:.3f} CPU s over {sampled_s:.1f} s sampled, {ticks} ticks "

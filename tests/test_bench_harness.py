@@ -37,6 +37,10 @@ def test_quick_run_writes_a_complete_result_file(pytester, run_bench):
     assert RECORD_KEYS <= set(record)
     assert record["strategy"] == "single" and record["preset"] == "tiny" and record["device_type"] == "cpu"
     assert bench["name"] == "test_train[single-1-tiny-fp32]"
+    # single trained in a launched rank process of its own, not in the pytest process (issue 23).
+    assert record["launcher"] == "python" and record["launch_s"] > 0 and len(record["worker_pids"]) == 1
+    assert record["group_reused"] is False and record["case_setup_s"] is None
+    assert [peak["processes"] for peak in data["machine_info"]["gpusizer"]["ceilings"]["matmul_peak"]] == [1]
     # Per-round data kept; throughput from the median round of the ranks' own times (the controller's
     # stats.data is the check, timing_gap_fraction).
     rounds = bench["stats"]["data"]

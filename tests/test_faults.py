@@ -256,24 +256,35 @@ def test_sigterm_and_sighup_end_the_run_like_ctrl_c(tmp_path, signal_number):
     assert sorted(path.name for path in temp.iterdir() if not path.name.startswith("torchinductor_")) == []
 
 
-def test_in_process_round_past_its_deadline_fails_as_hung_and_the_run_goes_on(tmp_path):
-    """single runs in the pytest process: a round that never ends fails its case at --round-timeout-s
-    with the training thread's frame, and the next in-process case runs on fresh state."""
+def test_a_hung_single_rank_is_stopped_at_its_deadline_and_the_run_goes_on(tmp_path):
+    """single trains in a rank process of its own: a round that never ends fails its case at
+    --round-timeout-s naming where the rank is, the rank is killed, and the next case launches afresh."""
     round_timeout_s = 3
-    proc, mark = start_bench(tmp_path, "rank0:hang@round2", "--strategies", "single", "--presets", "tiny,small",
-                             "--round-timeout-s", str(round_timeout_s))
+    proc, mark = start_bench(tmp_path, "single-1-tiny-fp32:rank0:hang@round2", "--strategies", "single",
+                             "--presets", "tiny,small", "--round-timeout-s", str(round_timeout_s))
     output = finish(proc)
     assert proc.returncode == 1, output
     data = result_file(tmp_path)
     cases = cases_by_id(data)
     hung = cases["single-1-tiny-fp32"]
     assert hung["status"] == "failed"
-    assert f"hung: no answer in round 2 (--round-timeout-s {round_timeout_s})" in hung["reason"], hung["reason"]
-    assert "training thread in fire_if_due (worker_main.py:" in hung["reason"], hung["reason"]
-    assert "--- stack of the hung training thread" in output  # the whole stack, in the case's output
+    assert f"rank 0 hung: no answer in round 2 (--round-timeout-s {round_timeout_s})" in hung["reason"], hung["reason"]
+    assert "rank 0 in fire_if_due (worker_main.py:" in hung["reason"], hung["reason"]
     assert cases["single-1-small-fp32"]["status"] == "passed"
     assert measured_ids(data) == {"single-1-small-fp32"}
+    small = data["benchmarks"][0]["extra_info"]
+    assert small["group_reused"] is False  # a failed case's rank is never reused
     assert data["gpusizer"]["complete"] is True
+    assert leftovers(mark) == []
+
+
+def test_a_crashed_single_rank_fails_its_case_naming_the_signal(tmp_path):
+    proc, mark = start_bench(tmp_path, "single-1-tiny-fp32:rank0:crash@round1", "--strategies", "single",
+                             "--presets", "tiny")
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    reason = cases_by_id(result_file(tmp_path))["single-1-tiny-fp32"]["reason"]
+    assert "rank 0 died in round 1: killed by SIGKILL" in reason and "\n" not in reason, reason
     assert leftovers(mark) == []
 
 
@@ -312,9 +323,9 @@ def test_a_case_failing_after_measured_rounds_keeps_no_partial_statistics(tmp_pa
     assert leftovers(mark) == []
 
 
-def test_out_of_memory_in_process_and_in_a_rank_fails_only_its_case_in_one_line(tmp_path):
+def test_out_of_memory_in_a_rank_fails_only_its_case_in_one_line(tmp_path):
     skip_unless_available("ddp")
-    # single-1 runs out in the pytest process, ddp-2's rank 0 in its first round; ddp-1 (same fault
+    # single-1's rank runs out in its first round, so does ddp-2's rank 0; ddp-1 (same fault
     # items, another case id) must still pass, and so must every case after a failed one.
     faults = "single-1-tiny-fp32:rank0:oom@round1,ddp-2-tiny-fp32:rank0:oom@round1"
     proc, mark = start_bench(tmp_path, faults, "--strategies", "single,ddp", "--world-sizes", "2,1")
@@ -322,7 +333,7 @@ def test_out_of_memory_in_process_and_in_a_rank_fails_only_its_case_in_one_line(
     assert proc.returncode == 1, output
     data = result_file(tmp_path)
     cases = cases_by_id(data)
-    for case_id, strategy, where in (("single-1-tiny-fp32", "single", "OutOfMemoryError: injected"),
+    for case_id, strategy, where in (("single-1-tiny-fp32", "single", "rank 0 failed in round 1: OutOfMemoryError"),
                                      ("ddp-2-tiny-fp32", "ddp", "rank 0 failed in round 1: OutOfMemoryError")):
         reason = cases[case_id]["reason"]
         assert cases[case_id]["status"] == "failed"

@@ -18,7 +18,7 @@ import torch
 import bench.run.worker
 from bench.config.cases import BenchCase
 from bench.hardware import devices
-from bench.launch.inprocess import InProcessGroup
+from bench.launch import LAUNCHERS
 from bench.record.case_facts import add_case_facts
 from bench.run.memory import peak_memory_per_device, release_cached_memory, reset_peak_memory
 from bench.run.tf32 import tf32_overridden, tf32_override_env
@@ -86,8 +86,15 @@ def test_dp_wraps_the_replicated_module_and_its_replicas_share_what_they_saw():
     assert REGISTRY["dp"].rank_facts(state) == {"replica_output_dtypes": ["bfloat16"]}
 
 
+def launched(bench_case: BenchCase):
+    """The case's ranks, started as a run starts them (single and dp: one plain rank process)."""
+    return LAUNCHERS[REGISTRY[bench_case.strategy].launcher](bench_case, launch_timeout_s=120, round_timeout_s=120)
+
+
 def test_a_dp_worker_records_the_dtype_its_replicas_computed_in():
-    group = InProcessGroup(case("dp", precision="bf16"))  # on CPU DataParallel calls the module directly
+    # A real dp rank process; on CPU DataParallel calls the module directly. The dtypes travel back from
+    # the rank over the channel (the facts command).
+    group = launched(case("dp", precision="bf16"))
     try:
         group.run_round(1)
         assert group.facts()["replica_output_dtypes"] == ["bfloat16"]
@@ -129,7 +136,7 @@ def test_dp_resets_and_reports_the_peak_of_every_gpu_it_drives(monkeypatch):
 
 
 def test_the_record_keeps_every_devices_peak(monkeypatch):
-    group = InProcessGroup(case())
+    group = launched(case())
     try:
         group.run_round(1)
         peak = group.peak_memory_bytes()
@@ -232,16 +239,25 @@ def test_gpu_ranks_share_the_cores_like_cpu_ranks(monkeypatch):
         devices.threads_per_rank("tpu", 1)
 
 
-# -- 8. in-process cases leave nothing alive --------------------------------------------------------
+# -- 8. single and dp train in a rank process, which ends with the case --------------------------------
 
 
 @pytest.mark.parametrize("strategy", ["single", "dp"])
-def test_nothing_of_an_in_process_case_stays_alive_after_it(model_refs, strategy):
-    group = InProcessGroup(case(strategy))
-    group.run_round(2)
-    group.facts()
-    group.close()
-    assert model_refs and model_refs[0]() is None, "the model outlived its case"
+def test_single_and_dp_train_in_a_rank_process_that_is_gone_after_the_case(model_refs, strategy):
+    import os
+
+    import psutil
+
+    group = launched(case(strategy))
+    try:
+        (rank_pid,) = group.pids
+        assert rank_pid != os.getpid() and psutil.Process(rank_pid).ppid() == os.getpid()
+        assert group.launch_s > 0 and len(group.run_round(2)) == 1
+        assert group.facts()["peak_memory_bytes_per_device"][0] > 0
+    finally:
+        group.close()
+    assert not psutil.pid_exists(rank_pid) or psutil.Process(rank_pid).status() == psutil.STATUS_ZOMBIE
+    assert model_refs == [], "a model was built in the pytest process"
 
 
 def test_release_empties_the_cuda_cache_of_every_device_in_one_call(monkeypatch):

@@ -84,6 +84,8 @@ def gpu_record(strategy: str, world_size: int, precision: str, **extra) -> dict:
         "flops_per_sample": 1e8, "peak_flops_per_s": 7e14, "compute_devices": world_size, "flags": [],
         "round_times_s": [1.1, 1.2, 1.1], "peak_memory_bytes": 4 * 2**30, "tf32_override": False,
         "threads_per_rank": 16 if strategy in ("single", "dp") else 16 // world_size,
+        "launcher": {"single": "python", "dp": "python", "horovod": "horovodrun"}.get(strategy, "torchrun"),
+        "launch_s": 9.0, "worker_pids": [100] if strategy in ("single", "dp") else list(range(100, 100 + world_size)),
         "telemetry": {"source": "nvml", "energy_j": 900.0, "devices": [
             {"util_mean_pct": 95.0, "power_mean_w": 600.0, "samples": 33, "power_cap_fraction": 0.4,
              "memory_info_version": 2}]}}
@@ -126,7 +128,7 @@ RELEASED = [{"check": "8 single-1: memory released", "ok": True, "detail": "afte
 def test_a_good_gpu_run_passes_every_check_and_says_what_needs_two_gpus(tmp_path):
     done = table(tmp_path, payload(GOOD), OOM_RUN, RELEASED)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("check ok:") == 7
+    assert done.stdout.count("check ok:") == 8
     assert "check n/a: 2 fsdp peak < ddp peak at world size 2" in done.stdout
     # At dp-1 no replica thread runs, so the replicas' dtype cannot be shown on one GPU.
     assert "check n/a: 1 dp bf16: the replicas computed in bfloat16: needs 2 GPUs" in done.stdout
@@ -144,6 +146,7 @@ def test_a_good_gpu_run_passes_every_check_and_says_what_needs_two_gpus(tmp_path
     (lambda recs: recs[4]["telemetry"]["devices"][0].pop("power_cap_fraction"), "check failed: 7 NVML"),
     (lambda recs: recs[4]["telemetry"]["devices"][0].pop("memory_info_version"), "check failed: 7 NVML"),
     (lambda recs: recs[1].update(round_times_s=[0.004, 0.004]), "check failed: 4 time-sized rounds"),
+    (lambda recs: recs[0].update(launcher="inprocess", launch_s=0.0, worker_pids=[]), "check failed: 9 every case"),
     (lambda recs: recs.extend([gpu_record("fsdp", 2, "bf16", peak_memory_bytes=9 * 2**30),
                                gpu_record("ddp", 2, "bf16", peak_memory_bytes=8 * 2**30)]),
      "check failed: 2 fsdp peak < ddp peak"),

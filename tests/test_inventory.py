@@ -122,11 +122,11 @@ def test_allreduce_needs_two_devices():
 def test_matmul_peaks_of_the_session_are_listed(monkeypatch):
     from bench.hardware import peak
 
-    monkeypatch.setattr(peak, "_CACHE", {("cpu", "fp32", 2): 1.5e11})
+    monkeypatch.setattr(peak, "_CACHE", {("cpu", "fp32", 2, 1): 1.5e11})
     monkeypatch.setattr(peak, "_END", {})
-    assert ceilings()["matmul_peak"] == [{"device": "cpu", "precision": "fp32", "threads": 2, "flops_per_s": 1.5e11,
-                                          "flops_per_s_end": None}]
-    monkeypatch.setattr(peak, "_END", {("cpu", "fp32", 2): 1.2e11})  # the same probe at the session's end
+    assert ceilings()["matmul_peak"] == [{"device": "cpu", "precision": "fp32", "processes": 2, "threads": 1,
+                                          "flops_per_s": 1.5e11, "flops_per_s_end": None}]
+    monkeypatch.setattr(peak, "_END", {("cpu", "fp32", 2, 1): 1.2e11})  # the same probe at the session's end
     assert ceilings()["matmul_peak"][0]["flops_per_s_end"] == 1.2e11
 
 

@@ -1,17 +1,13 @@
-"""Out of memory (bench/run/out_of_memory.py, bench/run/outcome.py): the pre-skip, the fault-hook grammar, and an
-in-process case that runs out and leaves nothing of itself alive. The real-process runs are in
-tests/test_faults.py."""
+"""Out of memory (bench/run/out_of_memory.py, bench/run/outcome.py): the pre-skip, the fault-hook grammar, and a
+single case whose rank process runs out. More real-process runs are in tests/test_faults.py."""
 
 from __future__ import annotations
-
-import gc
 
 import pytest
 import torch
 from conftest import make_bench_options
 
 import bench.run.outcome
-import bench.run.worker
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.launch.worker_main import CeilingFault, Fault, case_faults, parse_faults
@@ -86,50 +82,31 @@ class FakeBenchmark:
         raise AssertionError("an injected out-of-memory in round 1 must stop the case before measuring")
 
 
-def test_in_process_out_of_memory_in_a_step_fails_one_line_and_frees_the_model(monkeypatch, model_refs):
+def test_out_of_memory_in_a_single_rank_fails_one_line_and_nothing_trains_here(monkeypatch, model_refs):
+    # single trains in a rank process of its own: the injected error is that rank's, it reaches the case as
+    # the rank's one line, and no model was ever built in this (the pytest) process.
     monkeypatch.setenv("GPUSIZER_FAULT", "single-1-tiny-fp32:rank0:oom@round1")
     benchmark = FakeBenchmark()
     failure = measure_or_failure(case(), benchmark, options())
     assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ") and "\n" not in failure
-    assert "OutOfMemoryError: injected out of memory (GPUSIZER_FAULT) in round 1" in failure
+    assert "rank 0 failed in round 1: OutOfMemoryError: injected out of memory (GPUSIZER_FAULT) in round 1" in failure
     assert benchmark.has_error
-    gc.collect()
-    assert len(model_refs) == 1 and model_refs[0]() is None, "the failed case's model is still alive"
+    assert model_refs == [], "a model was built in the pytest process"
 
 
-def test_in_process_out_of_memory_in_set_up_fails_one_line_and_frees_the_model(monkeypatch, model_refs):
-    monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
+@pytest.mark.parametrize("cause", ["OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+                                   "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"])
+def test_a_rank_out_of_memory_in_set_up_or_in_cublas_is_does_not_fit(monkeypatch, cause):
+    # On a full GPU cuBLAS fails to allocate its workspace with a plain RuntimeError, not OutOfMemoryError.
+    from bench.launch.remote import WorkerError
 
-    def no_memory_for_the_optimizer(model):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    def out_of_memory(*args, **kwargs):
+        raise WorkerError(f"single-1-tiny-fp32: rank 0 failed in start-up: {cause}")
 
-    monkeypatch.setattr(bench.run.worker, "make_optimizer", no_memory_for_the_optimizer)
+    monkeypatch.setattr(bench.run.outcome, "measure_case", out_of_memory)
     failure = measure_or_failure(case(), FakeBenchmark(), options())
     assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ")
-    assert failure.endswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
-    gc.collect()
-    assert len(model_refs) == 1 and model_refs[0]() is None
-
-
-def test_a_cublas_allocation_failure_is_out_of_memory_too_and_other_runtime_errors_are_not(monkeypatch, model_refs):
-    # On a full GPU cuBLAS fails to allocate its workspace with a plain RuntimeError, not OutOfMemoryError.
-    monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
-
-    def no_memory_for_cublas(model):
-        raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
-
-    monkeypatch.setattr(bench.run.worker, "make_optimizer", no_memory_for_cublas)
-    failure = measure_or_failure(case(), FakeBenchmark(), options())
-    assert failure.startswith("does not fit: tiny fp32 single at batch 16 on ") and "CUBLAS_STATUS_ALLOC_FAILED" in failure
-    gc.collect()
-    assert len(model_refs) == 1 and model_refs[0]() is None
-
-    def a_real_bug(model):
-        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (16x8 and 9x8)")
-
-    monkeypatch.setattr(bench.run.worker, "make_optimizer", a_real_bug)
-    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-        measure_or_failure(case(), FakeBenchmark(), options())
+    assert failure.endswith(f"; rank 0 failed in start-up: {cause}")
 
 
 def test_a_rank_failure_stays_one_line_though_worker_error_is_a_runtime_error(monkeypatch):
@@ -143,16 +120,9 @@ def test_a_rank_failure_stays_one_line_though_worker_error_is_a_runtime_error(mo
         "single-1-tiny-fp32: rank 1 failed first: ValueError: bad input"
 
 
-def test_the_plain_form_of_another_rank_or_case_does_not_touch_an_in_process_case(monkeypatch):
+def test_the_plain_form_of_another_rank_or_case_does_not_touch_a_single_case(monkeypatch):
     monkeypatch.setenv("GPUSIZER_FAULT", "ddp-2-tiny-fp32:rank0:oom@round1,rank1:oom@round1")
-
-    class Measured(FakeBenchmark):
-        def pedantic(self, target, rounds, warmup_rounds, iterations):
-            for _ in range(rounds):
-                target()
-            self.stats = type("S", (), {"stats": type("D", (), {"data": [0.01] * rounds})()})()
-
-    assert measure_or_failure(case(), Measured(), options()) is None
+    assert measure_or_failure(case(), MeasuringBenchmark(), options()) is None
 
 
 class MeasuringBenchmark(FakeBenchmark):
@@ -162,30 +132,31 @@ class MeasuringBenchmark(FakeBenchmark):
         self.stats = type("S", (), {"stats": type("D", (), {"data": [0.01] * rounds})()})()
 
 
-def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after(monkeypatch):
+def test_verify_trains_its_reference_before_the_case_and_restarts_the_peak_after(monkeypatch, model_refs):
     import bench.run.controller
-    from bench.launch.inprocess import InProcessGroup
+    from bench.launch.remote import RemoteGroup
 
     monkeypatch.delenv("GPUSIZER_FAULT", raising=False)
     events: list[str] = []
-    real_reference, real_init = bench.run.controller.case_reference, InProcessGroup.__init__
-    real_reset = InProcessGroup.reset_peak_memory
+    real_reference, real_init = bench.run.controller.case_reference, RemoteGroup.__init__
+    real_reset = RemoteGroup.reset_peak_memory
 
-    def reference(case):
+    def reference(case, **kwargs):
         events.append("reference")
-        return real_reference(case)
+        return real_reference(case, **kwargs)
 
-    def init(self, case, **kwargs):
+    def init(self, case, *args, **kwargs):
         events.append("case set-up")
-        real_init(self, case, **kwargs)
+        real_init(self, case, *args, **kwargs)
 
     def reset(self):
         events.append("peak reset")
         real_reset(self)
 
     monkeypatch.setattr(bench.run.controller, "case_reference", reference)
-    monkeypatch.setattr(InProcessGroup, "__init__", init)
-    monkeypatch.setattr(InProcessGroup, "reset_peak_memory", reset)
+    monkeypatch.setattr(RemoteGroup, "__init__", init)
+    monkeypatch.setattr(RemoteGroup, "reset_peak_memory", reset)
     record = bench.run.controller.measure_case(case(), MeasuringBenchmark(), options(verify=True))
     assert events == ["reference", "case set-up", "peak reset"]
     assert record["verify_max_abs_difference"] <= 1e-6 and record["peak_memory_bytes"] > 0
+    assert model_refs == [], "the reference or the case trained in the pytest process"

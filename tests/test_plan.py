@@ -7,6 +7,7 @@ from conftest import make_bench_options
 
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
+from bench.hardware.peak import peak_key
 from bench.run.plan import (
     CALIBRATION_ROUNDS_EQUIVALENT,
     CEILING_S,
@@ -36,8 +37,8 @@ def test_a_sized_gpu_case_is_estimated_from_its_round_length_and_launch():
     assert estimate.launch_s == LAUNCH_S["cuda"]
     assert estimate.calibration_s == CALIBRATION_ROUNDS_EQUIVALENT * 1.0
     assert estimate.warmup_s == 3.0 and estimate.rounds_s == 10 * 1.0
-    in_process = estimate_case(case("single", 1), options(), None)
-    assert in_process.launch_s == 0.0
+    single = estimate_case(case("single", 1), options(), None)  # a launched rank process, like the others
+    assert single.launch_s == LAUNCH_S["cuda"]
     assert estimate_case(case(), options(), "no GPU").total_s == 0.0
 
 
@@ -45,7 +46,10 @@ def test_the_plan_adds_ceilings_and_peaks_once_and_prices_the_hour():
     cases = [case("single", 1), case("ddp", 1), case("ddp", 2), case("ddp", 4)]
     plan = make_plan(cases, options(), lambda c: "4 GPUs needed" if c.world_size == 4 else None)
     assert plan.ceilings_s == CEILING_S["cuda"]  # world size 2 only: 4 is skipped, 1 needs none
-    assert plan.peaks_s == PEAK_S["cuda"]
+    # One peak per precision and thread layout: single-1 and ddp-1 share one (one process with every
+    # core), ddp-2's ranks get half the cores each wherever there are two or more.
+    layouts = {peak_key("cuda", "fp32", processes) for processes in (1, 2)}
+    assert plan.peaks_s == PEAK_S["cuda"] * len(layouts)
     lines = plan.lines(price_per_hour=36.0)
     assert any("ddp-4-tiny-fp32" in line and "skip: 4 GPUs needed" in line for line in lines)
     assert "3 case(s) to run, 1 skipped" in lines[-3]

@@ -272,10 +272,13 @@ def test_launched_ddp_ranks_measure_their_step_and_find_the_max_batch(pytester, 
 
     A DDP rank trains single's step at its per-device batch (plus the gradient buckets, which the ledger
     sees from the end of backward, after the activations' peak of these large batches): the batch the
-    launched search finds must be the one single's in-process search finds, to within the search's 1/32
+    launched search finds must be the one single's tries find, to within the search's 1/32
     (a rank trying the global batch, or ignoring the limit, finds half of it or never stops)."""
+    from dataclasses import replace
+
     from bench.config.cases import BenchCase
-    from bench.run.max_batch import RESOLUTION, InProcessTries, search
+    from bench.run.batch_try import try_batch
+    from bench.run.max_batch import RESOLUTION, search
 
     limit = 64 * 2**20
     result = run_bench("--quick", "--strategies", "ddp", "--world-sizes", "2", "--find-max-batch", "--max-memory", "64MiB")
@@ -291,7 +294,7 @@ def test_launched_ddp_ranks_measure_their_step_and_find_the_max_batch(pytester, 
     failed = [t["per_device_batch_size"] for t in record["max_batch_tries"] if not t["fits"]]
     assert failed and min(failed) - batch <= max(1, batch // RESOLUTION)
     single = BenchCase("single", 1, "tiny", "fp32", "cpu", 64, "weak", 2, 1, 0)
-    single_batch, _ = search(batch, InProcessTries(single, limit).try_at)
+    single_batch, _ = search(batch, lambda at: try_batch(replace(single, per_device_batch_size=at), limit))
     assert abs(single_batch - batch) <= max(1, batch // RESOLUTION), (single_batch, batch)
 
 

@@ -77,10 +77,10 @@ def test_two_processes_reach_single_parameters(strategy):
 
 
 def test_verify_fails_a_run_that_does_not_average_gradients_in_one_line():
-    # A real in-process worker of 'single' at world size 2 trains on rank 0's batch alone: exactly a
-    # data-parallel run that forgot to average gradients. --verify must reject it.
+    # A real rank of 'single' at world size 2 (one plain process) trains on rank 0's batch alone: exactly
+    # a data-parallel run that forgot to average gradients. --verify must reject it.
     case = cpu_case("single", world_size=2)
-    group = LAUNCHERS["inprocess"](case, launch_timeout_s=60, round_timeout_s=60)
+    group = LAUNCHERS["python"](case, launch_timeout_s=60, round_timeout_s=60)
     try:
         with pytest.raises(VerifyError) as failure:
             check_case(case, group)
@@ -226,3 +226,30 @@ def test_verify_then_measure_through_pytest_bench(pytester, run_bench):
     assert len(record["round_times_s"]) == len(entry["stats"]["data"]) == record["rounds"]
     skipped = {c["case_id"]: c for c in data["gpusizer"]["cases"] if c["status"] == "skipped"}
     assert "world size 64 needs 64 CPU cores" in skipped["ddp-64-tiny-fp32"]["reason"]
+
+
+def test_a_probe_runs_in_rank_processes_of_its_own_with_the_threads_it_is_given():
+    import os
+
+    from bench.launch.probe import run_in_ranks
+
+    pids = run_in_ranks("os:getpid", [{}, {}], threads=1, timeout_s=120, what="pids")
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert run_in_ranks("torch:get_num_threads", [{}], threads=1, timeout_s=120, what="threads") == [1]
+
+
+@pytest.mark.parametrize("kind", ["fail", "hang"])
+def test_a_failed_or_late_probe_is_one_line_and_leaves_no_process(monkeypatch, kind):
+    import psutil
+
+    from bench.launch.probe import ProbeError, run_in_ranks
+
+    monkeypatch.setenv("GPUSIZER_FAULT", f"allreduce:{kind}")  # the ceiling's fault hook raises or sleeps
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    with pytest.raises(ProbeError) as failure:
+        run_in_ranks("bench.hardware.bandwidth:_ceiling_fault_hook", [{"world_size": 2}], threads=1,
+                     timeout_s=20, what="the probe")
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith("the probe: probe process 0 ")
+    assert ("injected fault" in message) if kind == "fail" else ("gave no result within 20 s" in message)
+    assert {child.pid for child in psutil.Process().children(recursive=True)} - before == set()

@@ -1,7 +1,8 @@
 """The communication ceiling: all-reduce bus bandwidth between the devices a case uses.
 
-Measured once per (device type, world size) per session, before the case's workers start, with
-real processes: NCCL between GPUs 0..N-1, gloo between N CPU processes. Bus bandwidth follows
+Measured once per (device type, world size) per session, before the case's workers start, in rank
+processes of its own (never in the pytest process), each with the threads a rank of that world size
+trains with: NCCL between GPUs 0..N-1, gloo between N CPU processes. Bus bandwidth follows
 nccl-tests: algbw = bytes / time, busbw = algbw * 2(n-1)/n, the per-link rate a ring all-reduce
 needs, so it compares across world sizes and against the hardware link speed.
 """
@@ -144,8 +145,8 @@ def _rank_main(rank: int, world_size: int, device_type: str, port: int, pipe) ->
 
     try:
         _ceiling_fault_hook(world_size)
+        torch.set_num_threads(threads_per_rank(device_type, world_size))  # as a training rank of this world size
         if not is_cuda(device_type):
-            torch.set_num_threads(threads_per_rank("cpu", world_size))
             device = torch.device("cpu")
         else:
             device = torch.device("cuda", rank)

@@ -194,7 +194,7 @@ def ceilings() -> dict:
     from bench.hardware.bandwidth import measured_ceilings
     from bench.hardware.peak import session_peaks
 
-    matmul = [{"device": device, "precision": precision, "threads": threads, "flops_per_s": flops,
-               "flops_per_s_end": end_flops}
-              for (device, precision, threads), (flops, end_flops) in session_peaks().items()]
+    matmul = [{"device": device, "precision": precision, "processes": processes, "threads": threads,
+               "flops_per_s": flops, "flops_per_s_end": end_flops}
+              for (device, precision, processes, threads), (flops, end_flops) in session_peaks().items()]
     return {"matmul_peak": matmul, "allreduce": measured_ceilings()}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from bench.launch.base import Launcher, WorkerGroup
 from bench.launch.horovodrun import launch_horovodrun
-from bench.launch.inprocess import launch_inprocess
+from bench.launch.plain import launch_plain
 from bench.launch.torchrun import launch_torchrun
 
 LAUNCHERS: dict[str, Launcher] = {
-    "inprocess": launch_inprocess,
+    "python": launch_plain,
     "torchrun": launch_torchrun,
     "horovodrun": launch_horovodrun,
 }

@@ -15,7 +15,7 @@ class WorkerGroup(Protocol):
 
     @property
     def pids(self) -> list[int]:
-        """Processes the ranks run in beyond the controller's own (for telemetry); none for in-process ranks."""
+        """The rank processes on this machine, in rank order (for telemetry and the record's worker_pids)."""
 
     def run_round(self, steps: int) -> list[float]:
         """Every rank runs ``steps`` steps; returns each rank's own seconds, in rank order."""

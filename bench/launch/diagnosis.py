@@ -79,7 +79,7 @@ def launcher_exit(launcher_name: str, code: int, phase: str, log: str, dropped: 
 
 
 def rank_failure(problems: dict[int, str | None], phase: str, *, conns: dict[int, Connection],
-                 launcher: LaunchedProcessTree, exit_cause: Callable[[str, int], str | None],
+                 launcher: LaunchedProcessTree, exit_cause: Callable[[str, int], str | None] | None,
                  hosts: dict[int, str] | None = None,
                  host_failure: Callable[[str], str | None] | None = None) -> str:
     """The reason a case failed, naming the rank that failed first, not the ones that followed it.
@@ -89,7 +89,8 @@ def rank_failure(problems: dict[int, str | None], phase: str, *, conns: dict[int
     launcher SIGTERMs the survivors), and the controller may hear of those first; so the other
     ranks (``conns``) get a moment to report, and a rank killed by something other than its
     launcher, or one that raised on its own, is named as the cause. ``exit_cause`` reads the
-    launcher's log for why a silent rank ended. ``hosts``: each rank's host in a multi-node case.
+    launcher's log for why a silent rank ended; None where the launched process is the one rank
+    (bench/launch/plain.py), whose own exit status says it. ``hosts``: each rank's host in a multi-node case.
 
     Multi-node (``host_failure`` given): a host lost mid-case takes its ranks with it, and the
     fan-out then stops the ranks on the other hosts, which the controller may see end first; so
@@ -99,10 +100,22 @@ def rank_failure(problems: dict[int, str | None], phase: str, *, conns: dict[int
     if None in problems.values() or host_failure is not None:
         launcher.wait(CAUSE_WAIT_S)  # torchrun and horovodrun log each rank's exit status, then exit
     log = launcher.log_text()
+    if exit_cause is None:
+        exit_cause = own_exit_cause(launcher)
     lost = host_failure(log) if host_failure is not None else None
     if lost:
         return f"{lost}; the ranks stopped in {phase} ({rank_list(sorted(problems))} first seen ending)"
     return first_failure(problems, phase, log, exit_cause, hosts)
+
+
+def own_exit_cause(process: LaunchedProcessTree) -> Callable[[str, int], str | None]:
+    """For a rank that is the launched process itself: its exit status in words (None while it runs)."""
+
+    def cause(_log: str, _rank: int) -> str | None:
+        code = process.returncode()
+        return None if code is None else describe_exit_code(code)
+
+    return cause
 
 
 def settle_reports(problems: dict[int, str | None], conns: dict[int, Connection]) -> dict[int, str | None]:

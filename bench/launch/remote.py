@@ -57,7 +57,9 @@ class LaunchSpec:
     name: str
     command: list[str]
     rank_env: tuple[str, str]  # the variables the launcher sets: global rank, local rank
-    exit_cause: Callable[[str, int], str | None]  # (launcher log, rank) -> why that rank ended
+    # (launcher log, rank) -> why that rank ended; None: the launched process is the one rank (plain
+    # launcher), so its own exit status says why.
+    exit_cause: Callable[[str, int], str | None] | None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     # Multi-node: (launcher log) -> a host that was lost or never reached, which then explains the ranks' end.
     host_failure: Callable[[str], str | None] | None = None
@@ -86,7 +88,7 @@ class RemoteGroup:
         self.spec = spec
         self.round_timeout_s = round_timeout_s
         self.launch_timeout_s = launch_timeout_s
-        self.threads_per_rank = threads_per_rank(case.device_type, REGISTRY[case.strategy].processes(case.world_size))
+        self.threads_per_rank = threads_per_rank(case.device_type, self._processes(case))
         self.rounds_started = 0
         self._conns: dict[int, Connection] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -139,12 +141,11 @@ class RemoteGroup:
     def run_round(self, steps: int) -> list[float]:
         self.rounds_started += 1
         replies = self._command({"cmd": "run_round", "steps": steps}, f"round {self.rounds_started}")
-        return [float(replies[rank][0]["seconds"]) for rank in range(self.case.world_size)]
+        return [float(replies[rank][0]["seconds"]) for rank in sorted(replies)]
 
     def peak_memory_bytes(self) -> int:
         replies = self._command({"cmd": "peak_memory"}, "the peak-memory query")
-        self.peak_memory_bytes_per_device = [int(replies[rank][0]["peak_memory_bytes"]) for rank in sorted(replies)]
-        return max(self.peak_memory_bytes_per_device)
+        return max(int(message["peak_memory_bytes"]) for message, _ in replies.values())
 
     def accounted_step_peak_bytes(self) -> int:
         """One more real train_step in every rank together (DDP's and FSDP's steps are collectives), each
@@ -164,9 +165,13 @@ class RemoteGroup:
         return True, max(int(answer["peak_bytes"]) for answer in answers)
 
     def facts(self) -> dict:
-        """Record keys measured in the ranks: each rank's peak, in rank order, once it was asked for."""
-        per_device = getattr(self, "peak_memory_bytes_per_device", None)
-        return {} if per_device is None else {"peak_memory_bytes_per_device": per_device}
+        """Record keys measured in the ranks (docs/record.md): every device's peak, in rank order (dp's one
+        rank lists all its GPUs), and what the strategy measured in rank 0 (dp: its replicas' dtypes)."""
+        replies = self._command({"cmd": "facts"}, "the facts query")
+        facts = dict(replies[0][0]["rank_facts"])
+        facts["peak_memory_bytes_per_device"] = [int(peak) for rank in sorted(replies)
+                                                 for peak in replies[rank][0]["peak_memory_bytes_per_device"]]
+        return facts
 
     def reset_peak_memory(self) -> None:
         self._command({"cmd": "reset_peak_memory"}, "the peak-memory reset")
@@ -204,7 +209,6 @@ class RemoteGroup:
         began = time.perf_counter()
         self.case = next_case  # failures from here on name the new case
         self.rounds_started = 0
-        self.__dict__.pop("peak_memory_bytes_per_device", None)  # that peak was the last case's
         self._in_flight = True
         message = {"cmd": "new_case", "case": dataclasses.asdict(next_case)}
         for rank, conn in self._conns.items():
@@ -241,11 +245,17 @@ class RemoteGroup:
 
     # -- internals -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _processes(case: BenchCase) -> int:
+        """The rank processes a case runs (dp: one process for all its GPUs)."""
+        return REGISTRY[case.strategy].processes(case.world_size)
+
     def _connect_all(self, deadline: float, launch_timeout_s: float) -> None:
-        while len(self._conns) < self.case.world_size:
+        ranks = self._processes(self.case)
+        while len(self._conns) < ranks:
             self._check_launcher_alive("start-up")
             if time.monotonic() >= deadline:
-                missing = sorted(set(range(self.case.world_size)) - set(self._conns))
+                missing = sorted(set(range(ranks)) - set(self._conns))
                 self._fail(f"{rank_list(missing)} did not connect within --launch-timeout-s {launch_timeout_s:g}"
                            f"{self._silent_hosts()}")
             try:

@@ -1,10 +1,12 @@
-"""Entry point of every launched rank: ``python -m bench.launch.worker_main`` under torchrun or horovodrun.
+"""Entry point of every launched rank: ``python -m bench.launch.worker_main``, under torchrun or horovodrun,
+or started alone as the one rank of ``single`` and ``dp`` (bench/launch/plain.py).
 
-Connects back to the controller, builds the same TrainingWorker the in-process strategies use, then
-serves commands until told to close: ``run_round`` (K steps, answers this rank's own seconds),
-``peak_memory``, ``reset_peak_memory``, ``accounted_step_peak`` (one more step under the Ledger of
-sizing/accounting.py: its peak bytes, the CPU's measured step peak), ``parameters`` (full tensors;
-rank 0 sends them), ``try_batch`` (--find-max-batch: drop this case's model, build it at another
+Connects back to the controller, builds the TrainingWorker every strategy trains with, then serves
+commands until told to close: ``run_round`` (K steps, answers this rank's own seconds),
+``peak_memory``, ``facts`` (every device's peak and what the strategy measured in the rank: the
+record's keys of docs/record.md), ``reset_peak_memory``, ``accounted_step_peak`` (one more step under
+the Ledger of sizing/accounting.py: its peak bytes, the CPU's measured step peak), ``parameters`` (full
+tensors; rank 0 sends them), ``try_batch`` (--find-max-batch: drop this case's model, build it at another
 per-device batch, run one step, answer whether it fit and its peak; an out-of-memory error is caught
 in the rank, which stays up and holds no model until ``new_case``), ``release_case`` (drop this case's
 model, optimizer, batches and matmul mode and give the memory back; the process group stays),
@@ -15,14 +17,14 @@ The fault hook's round count starts afresh with every case.
 Any exception is sent to the controller as one line before the process exits, so the case fails
 with the rank and the cause. A rank whose controller went away exits at once.
 
-Test hook (parsed here; read by every rank, by the in-process launcher and by the all-reduce
-ceiling): ``GPUSIZER_FAULT`` holds comma-separated items.
+Test hook (parsed here; read by every rank and by the all-reduce ceiling): ``GPUSIZER_FAULT`` holds
+comma-separated items.
 
 - ``[<case id>:]rank<R>:<kind>@round<N>`` makes rank R misbehave when its N-th round command arrives
   (calibration and warm-up rounds count), in every case or only in the named one: ``crash`` sends itself
   SIGKILL (as the OOM killer would), ``hang`` sleeps forever, ``raise`` raises RuntimeError, ``oom``
-  raises torch.OutOfMemoryError. In-process cases (single, dp: the pytest process is rank 0) honour
-  ``oom`` only, since a crash or a hang there would take the whole run with it.
+  raises torch.OutOfMemoryError. ``single`` and ``dp`` run in a rank 0 of their own like the others, so
+  every kind applies to them too.
 - ``allreduce[<W>]:<fail|hang>`` makes the all-reduce ceiling (bench/hardware/bandwidth.py) at world size W
   (every world size without W) raise in its ranks or never answer.
 
@@ -148,6 +150,10 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
             conn.send({"event": "done", "seconds": worker.run_round(int(message["steps"]))})
         elif command == "peak_memory":
             conn.send({"event": "done", "peak_memory_bytes": worker.peak_memory_bytes()})
+        elif command == "facts":
+            facts = worker.facts()
+            conn.send({"event": "done", "peak_memory_bytes_per_device": facts.pop("peak_memory_bytes_per_device"),
+                       "rank_facts": facts})
         elif command == "accounted_step_peak":  # CPU: one more step under the Ledger, every rank together
             conn.send({"event": "done", "peak_bytes": worker.accounted_step_peak_bytes()})
         elif command == "try_batch":  # --find-max-batch: this rank at another batch, one step (batch_try.py)

@@ -3,7 +3,7 @@
 Predicted: sizing's trace of train_step (and its formula) for the case's strategy, world size and batch.
 Measured: on GPU the busiest rank's ``torch.cuda.max_memory_allocated`` (the record's peak_memory_bytes);
 on CPU the same Ledger accounting, run over one more real train_step of every rank after the timed
-rounds (in-process, or all launched ranks together: their steps are collectives), the busiest rank's
+rounds (in all the case's ranks together: ddp's, fsdp's and horovod's steps are collectives), the busiest rank's
 (RSS counts the interpreter, torch's libraries and freed-but-kept pages, so it is no measure of the step).
 The Ledger sees what torch's dispatcher returns; what a strategy allocates beside it is named in the
 source string (ACCOUNTED_SOURCE).

@@ -1,8 +1,7 @@
 """One rank's try of --find-max-batch: build the case at a batch, run one step, say whether it fit.
 
-Shared by the in-process search (bench/run/max_batch.py, in the pytest process) and by launched ranks
-(bench/launch/worker_main.py's ``try_batch`` command, every rank of the group at once), so both decide
-"fits" the same way. An out-of-memory error is caught here, in the rank, and the try's memory is given
+Run by the ranks (bench/launch/worker_main.py's ``try_batch`` command, every rank of the group at once,
+for bench/run/max_batch.py's search), so every strategy decides "fits" the same way. An out-of-memory error is caught here, in the rank, and the try's memory is given
 back, so a launched group survives a batch that does not fit and answers the next try.
 """
 

@@ -1,4 +1,8 @@
-"""Drives one case: skip check, launch, warm-up, the timed rounds, the record. Strategy-agnostic."""
+"""Drives one case: skip check, launch, warm-up, the timed rounds, the record. Strategy-agnostic.
+
+The pytest process only drives and records: every strategy trains in rank processes its launcher
+started, and the heavy probes (matmul peak, all-reduce ceiling, --verify's reference) run in processes
+of their own too."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import psutil
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.hardware.bandwidth import allreduce_ceiling
-from bench.hardware.devices import device_count, device_name, device_unavailable_reason, is_cuda, torch_device
+from bench.hardware.devices import device_count, device_name, device_unavailable_reason, is_cuda
 from bench.hardware.peak import matmul_peak_flops_per_s
 from bench.launch import LAUNCHERS, WorkerGroup
 from bench.record.case_facts import add_case_facts
@@ -78,9 +82,12 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
 
     Without ``pool`` the case launches its own group and closes it; with one (the pytest session's,
     bench/run/group_pool.py) a launched group is kept up for the next case that shares it."""
-    peak_device = torch_device(case.device_type)
-    # Measured before launch, outside the rounds, once per session.
-    peak_flops_per_s = matmul_peak_flops_per_s(peak_device, case.precision)
+    # Measured before launch, outside the rounds, once per session and thread layout, in probe rank
+    # processes with the threads of this case's ranks (bench/hardware/peak.py).
+    probe_timeout_s = options.launch_timeout_s + options.round_timeout_s
+    peak_flops_per_s = matmul_peak_flops_per_s(case.device_type, case.precision,
+                                               REGISTRY[case.strategy].processes(case.world_size),
+                                               timeout_s=probe_timeout_s)
     # The communication ceiling between these devices (stored with the machine, not the case) was
     # measured by interconnect_skip_reason before this case; asked again here it is a cache hit.
     if case.world_size > 1 and not case.hosts:
@@ -89,8 +96,8 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
         from bench.hardware.multinode_bandwidth import multinode_ceilings
 
         multinode_ceilings(case, options.cluster, timeout_s=options.ceiling_timeout_s)
-    # --verify's reference trains single in this process: before the case's own memory is in use.
-    reference = case_reference(case) if options.verify else None
+    # --verify's reference trains single in a rank process of its own, before the case's memory is in use.
+    reference = case_reference(case, timeout_s=probe_timeout_s) if options.verify else None
     # With a pool, a launched group may come from the previous case of the same strategy, world size
     # and hosts (rebuilt for this one) and goes back to it only if this case ends cleanly.
     if pool is None:
@@ -141,7 +148,7 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
         clean = True
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
-        getattr(group, "abort", group.close)()
+        group.abort()
         raise
     finally:
         if pool is None:

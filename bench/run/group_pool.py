@@ -1,6 +1,6 @@
 """Launched worker groups kept up across the cases that share their strategy, world size and hosts.
 
-A launch (torchrun or horovodrun, the process group, on a GPU the CUDA contexts and NCCL) costs
+A launch (a plain rank process, torchrun or horovodrun; the process group, on a GPU the CUDA contexts and NCCL) costs
 seconds; the cases of one strategy and world size differ only in model, precision and batch, which
 the ranks can rebuild in place (the worker's ``new_case`` command). So a sweep pays one launch per
 group: bench/config/cases.py orders the matrix so those cases run back to back.
@@ -9,8 +9,8 @@ Rules (docs/record.md, ``group_reused``):
 - A group is handed back only after a case that finished cleanly; any failure (a rank crash, hang,
   out of memory, a --verify difference, Ctrl-C/SIGTERM) closes or kills it, and the next case
   launches afresh. A failed group is never reused.
-- At most one group is held. A case of another key (another strategy, world size or hosts, or an
-  in-process strategy) closes it first, so idle ranks never hold devices another case needs.
+- At most one group is held. A case of another key (another strategy, world size or hosts) closes it
+  first, so idle ranks never hold devices another case needs.
 - The session closes the held group at its end (pytest_sessionfinish; kill_all as the backstop).
 """
 
@@ -39,9 +39,7 @@ class Acquired:
     case_setup_s: float | None = None  # reused: seconds the ranks took to build this case
 
     def record_keys(self) -> dict:
-        """Record keys of a launched group (docs/record.md); in-process groups add none."""
-        if not hasattr(self.group, "start_case"):
-            return {}
+        """Record keys of the group (docs/record.md)."""
         return {"group_reused": self.reused, "case_setup_s": self.case_setup_s,
                 "worker_pids": list(self.group.pids)}  # this machine's ranks, rank order (WorkerGroup.pids)
 
@@ -60,7 +58,7 @@ class GroupPool:
             try:
                 setup_s = group.start_case(case)  # a failing rank kills the group before WorkerError
             except BaseException:
-                getattr(group, "abort", group.close)()  # Ctrl-C while the ranks rebuild: kill, no waiting
+                group.abort()  # Ctrl-C while the ranks rebuild: kill, no waiting
                 raise
             return Acquired(group, reused=True, case_setup_s=setup_s)
         self.close_held()
@@ -70,7 +68,7 @@ class GroupPool:
 
     def release(self, case: BenchCase, group, *, clean: bool) -> None:
         """After the case: keep a healthy launched group for the next case of its key, else close it."""
-        if not (clean and hasattr(group, "start_case") and not getattr(group, "closed", True)):
+        if not clean or group.closed:
             group.close()
             return
         try:
@@ -79,7 +77,7 @@ class GroupPool:
             print(f"gpusizer: the worker group of {case.case_id} could not be kept: {error}", file=sys.stderr)
             return
         except BaseException:  # Ctrl-C, SIGTERM while the ranks free their model: kill, no waiting
-            getattr(group, "abort", group.close)()
+            group.abort()
             raise
         self._held = (group_key(case), group)
 
@@ -88,7 +86,7 @@ class GroupPool:
         if self._held is None:
             return
         group, self._held = self._held[1], None
-        (getattr(group, "abort", group.close) if abort else group.close)()
+        (group.abort if abort else group.close)()
 
     @property
     def held_key(self) -> tuple | None:

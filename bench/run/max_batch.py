@@ -6,10 +6,10 @@ bisects to within 1/32 of the batch. Each try builds the rank afresh at that bat
 and the CUDA cache emptied); on CPU --max-memory is the device memory, enforced by the Ledger over the real
 step (it raises torch.OutOfMemoryError the moment live tensors pass the limit). Then the found batch is timed.
 
-In-process strategies (single; dp on GPUs) try in the pytest process. Launched ones (ddp, fsdp, horovod)
-try in the case's group, every rank at once (their steps are collectives): the group is taken from the
-session's pool, each rank catches its own out-of-memory error and answers, and the group goes back to the
-pool. The limit of that: a rank out of memory while its peers wait in a collective leaves them waiting
+Every strategy tries in the case's group of rank processes, every rank at once (ddp's, fsdp's and
+horovod's steps are collectives; single and dp have one rank): the group is taken from the session's
+pool, each rank catches its own out-of-memory error and answers, and the group goes back to the pool.
+The limit of that: a rank out of memory while its peers wait in a collective leaves them waiting
 (on GPU, where the ranks' real allocations can differ; on CPU every rank of these strategies counts the
 same bytes and stops at the same operation), so the try hangs until --round-timeout-s, the group is
 killed and the case records why the search failed.
@@ -30,10 +30,7 @@ from bench.config.sizing_options import SizingOptions
 from bench.hardware.devices import is_cuda
 from bench.launch.remote import WorkerError
 from bench.record.memory_model import case_workload
-from bench.run import batch_try
 from bench.run.group_pool import GroupPool
-from bench.run.worker import TrainingWorker
-from bench.strategies import REGISTRY
 from gpusizer_common import metrics
 from sizing.predict import max_batch_size
 
@@ -100,24 +97,6 @@ def samples_per_s(sized: BenchCase, run_round: Callable[[int], float]) -> float:
     return metrics.samples_per_s(metrics.samples_per_round(sized.global_batch_size, TIMED_STEPS), [seconds])
 
 
-class InProcessTries:
-    """Tries and timing with the rank in this process (single; dp, which splits the global batch over its GPUs)."""
-
-    def __init__(self, case: BenchCase, limit_bytes: int) -> None:
-        self.case, self.limit_bytes = case, limit_bytes
-
-    def try_at(self, batch: int) -> tuple[bool, int | None]:
-        return batch_try.try_batch(dataclasses.replace(self.case, per_device_batch_size=batch), self.limit_bytes)
-
-    def samples_per_s(self, batch: int) -> float:
-        sized = dataclasses.replace(self.case, per_device_batch_size=batch)
-        worker = TrainingWorker(sized)
-        try:
-            return samples_per_s(sized, worker.run_round)
-        finally:
-            batch_try.release(worker, join=True)
-
-
 class LaunchedTries:
     """Tries and timing in the case's launched group, every rank at once (bench/launch/remote.py)."""
 
@@ -143,9 +122,6 @@ def find_max_batch(case: BenchCase, options: SizingOptions, bench_options: Bench
     began = time.perf_counter()
     predicted = max_batch_size(case_workload(case), limit_bytes)
     keys.update(max_batch_predicted=predicted, max_batch_memory_limit_source=limit_source)
-    if REGISTRY[case.strategy].launcher == "inprocess":
-        pool.close_held()  # the search needs the devices a held launched group would keep
-        return _search_and_time(keys, predicted, InProcessTries(case, limit_bytes), began)
     # The group that just ran the case, kept by the pool (or a fresh launch); it goes back there after.
     group = pool.acquire(case, launch_timeout_s=bench_options.launch_timeout_s,
                          round_timeout_s=bench_options.round_timeout_s).group
@@ -159,13 +135,13 @@ def find_max_batch(case: BenchCase, options: SizingOptions, bench_options: Bench
         return {**keys, "max_batch_reason": f"the search failed: {error}",
                 "max_batch_search_s": time.perf_counter() - began}
     except KeyboardInterrupt:
-        getattr(group, "abort", group.close)()
+        group.abort()
         raise
     finally:
         pool.release(case, group, clean=clean)
 
 
-def _search_and_time(keys: dict, predicted: int, tries: InProcessTries | LaunchedTries, began: float) -> dict:
+def _search_and_time(keys: dict, predicted: int, tries: LaunchedTries, began: float) -> dict:
     batch, tried = search(predicted, tries.try_at)
     keys = {**keys, "max_batch_tries": tried}
     if batch == 0:

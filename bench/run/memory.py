@@ -34,8 +34,9 @@ def peak_memory_per_device(devices: list[torch.device]) -> list[int]:
 
 
 def release_cached_memory() -> None:
-    """After an in-process case: collect what it left (reference cycles too) and hand the CUDA caching
-    allocator's cached blocks back to the driver, so the next case's ranks find the GPUs free.
+    """In a rank, after a case of a kept group or a --find-max-batch try: collect what it left (reference
+    cycles too) and hand the CUDA caching allocator's cached blocks back to the driver, so the next case
+    (or try) finds the memory free.
 
     ``torch.cuda.empty_cache`` empties the cache of every device the allocator used, in one call.
     Looping over devices with ``torch.cuda.device(i)`` instead would create a CUDA context on GPUs this
@@ -46,8 +47,8 @@ def release_cached_memory() -> None:
 
 
 def reset_peak_rss() -> bool:
-    """Start this process's peak-RSS count afresh (Linux >= 4.0), so an in-process case does not
-    inherit the pytest session's high-water mark from earlier cases. False where not possible."""
+    """Start this process's peak-RSS count afresh (Linux >= 4.0), so a case of a kept rank does not
+    inherit the high-water mark of the cases before it. False where not possible."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
             clear_refs.write("5")

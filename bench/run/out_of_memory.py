@@ -2,7 +2,7 @@
 
 ``does not fit: <preset> <precision> <strategy> at batch N on <device> (<memory> GiB)`` is the line, for
 a case skipped beforehand (its weights, gradients and optimizer state alone exceed the memory) and for
-one that ran out while running (torch.OutOfMemoryError in the pytest process or in a rank).
+one that ran out while running (torch.OutOfMemoryError, or an allocation failure, in a rank).
 """
 
 from __future__ import annotations
@@ -79,6 +79,5 @@ ALLOCATION_FAILURE_TEXTS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDA out of memory", 
 
 
 def is_out_of_memory(one_line_error: str) -> bool:
-    """Whether a one-line failure (a rank's WorkerError, or an in-process RuntimeError's first line)
-    was the device running out of memory."""
+    """Whether a rank's one-line failure (WorkerError) was the device running out of memory."""
     return f"{OOM_TYPE_NAME}:" in one_line_error or any(text in one_line_error for text in ALLOCATION_FAILURE_TEXTS)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from bench.config.cases import BenchCase
 from bench.config.options import BenchOptions
 from bench.hardware.devices import compute_devices
+from bench.hardware.peak import peak_key
 from bench.strategies import REGISTRY
 from gpusizer_common import metrics
 
 # Popen to every rank ready. GPU: torchrun + CUDA context + NCCL init, 8-12 s per launched case
-# (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s.
+# (issue 9's reading of a default sweep); CPU: this project's loaded 2-core VM, 4-8 s. Every strategy
+# launches its ranks: single's and dp's one plain rank process too (a little less: no launcher, no group).
 LAUNCH_S = {"cuda": 10.0, "cpu": 6.0}
 # A later case of a kept worker group (bench/run/group_pool.py) rebuilds model, optimizer and data in the
 # running ranks instead of launching: about a second for the presets here (a guess, not yet measured
@@ -27,7 +29,8 @@ LAUNCH_S = {"cuda": 10.0, "cpu": 6.0}
 CASE_SETUP_S = {"cuda": 1.0, "cpu": 1.0}
 # The all-reduce ceiling, once per world size: spawning its ranks plus ~0.2 s per message size.
 CEILING_S = {"cuda": 15.0, "cpu": 8.0}
-# The matmul peak, once per precision: three square shapes, each >= 0.2 s, plus warm-up.
+# The matmul peak, once per precision and thread layout: a probe process's start, three square shapes,
+# each >= 0.2 s, plus warm-up.
 PEAK_S = {"cuda": 3.0, "cpu": 3.0}
 # Sustained training FLOP/s assumed per device when no round sizing sets the round length: about
 # a third of an H100/H200's dense bf16 peak; what the whole 2-core CPU VM of this project reached
@@ -67,11 +70,10 @@ def estimate_case(case: BenchCase, options: BenchOptions, skip_reason: str | Non
         return CaseEstimate(case.case_id, skip_reason, 0.0, 0.0, 0.0, 0.0)
     min_round_s = options.resolved_min_round_s(case.device_type)
     one_round_s = round_s(case, min_round_s)
-    launched = REGISTRY[case.strategy].launcher != "inprocess"
     return CaseEstimate(
         case_id=case.case_id,
         skip_reason=None,
-        launch_s=(CASE_SETUP_S if reuses_group else LAUNCH_S)[case.device_type] if launched else 0.0,
+        launch_s=(CASE_SETUP_S if reuses_group else LAUNCH_S)[case.device_type],
         calibration_s=CALIBRATION_ROUNDS_EQUIVALENT * min_round_s if min_round_s > 0 else 0.0,
         warmup_s=max(options.resolved_warmup_s(case.device_type), case.warmup_rounds * one_round_s),
         rounds_s=case.rounds * one_round_s,
@@ -122,9 +124,10 @@ def make_plan(cases: list[BenchCase], options: BenchOptions, skip_reason) -> Pla
             held_key = group_key(case)  # a skipped case leaves the held group as it was
     running = [case for case, e in zip(cases, estimates) if not e.skip_reason]
     world_sizes = {(case.device_type, case.world_size) for case in running if case.world_size > 1}
-    precisions = {(case.device_type, case.precision) for case in running}
+    peaks = {(case.device_type, peak_key(case.device_type, case.precision,
+                                         REGISTRY[case.strategy].processes(case.world_size))) for case in running}
     return Plan(estimates, sum(CEILING_S[device] for device, _ in world_sizes),
-                sum(PEAK_S[device] for device, _ in precisions))
+                sum(PEAK_S[device] for device, _ in peaks))
 
 
 def _duration(seconds: float) -> str:

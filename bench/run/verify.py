@@ -9,12 +9,13 @@ lower precisions round differently by design.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from bench.config.cases import BenchCase
-from bench.hardware.devices import is_cuda, torch_device
+from bench.hardware.devices import threads_per_rank, torch_device
 from reference_model import Precision, TrainState, build_model, global_batches, make_optimizer, train_step
 
 VERIFY_STEPS = 3
@@ -51,10 +52,13 @@ def reference_parameters(case: BenchCase, steps: int, device: torch.device) -> t
         for step in range(steps):
             train_step(state, *batches[step % len(batches)])
         trained = [p.detach().float().cpu().clone() for p in model.parameters()]
-    del model, state, batches
-    if is_cuda(device.type):
-        torch.cuda.empty_cache()  # the reference ran in the pytest process: give its GPU memory back
     return initial, trained
+
+
+def reference_in_rank(case: dict, steps: int) -> list[list[torch.Tensor]]:
+    """In a probe rank process (bench/launch/probe.py): ``reference_parameters`` of the case given as its fields."""
+    case = BenchCase(**case)
+    return list(reference_parameters(case, steps, torch_device(case.device_type)))
 
 
 def max_abs_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -63,17 +67,23 @@ def max_abs_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
-def case_reference(case: BenchCase, steps: int = VERIFY_STEPS) -> tuple[list, list] | None:
+def case_reference(case: BenchCase, steps: int = VERIFY_STEPS, *, timeout_s: float) -> tuple[list, list] | None:
     """``single``'s (initial, trained) parameters for --verify, or None where the check does not apply.
 
-    Called before the case's workers start: the reference's model then never shares the device (or
-    the pytest process's peak RSS) with the case's own memory, and is gone before the case's peak
-    count starts.
+    Trained in a rank process of its own (the pytest process never trains), with a single rank's
+    threads, before the case's workers start: the reference's model then never shares the device with
+    the case's own memory, and is gone (its process ended) before the case's peak count starts.
+    ``timeout_s``: the probe's deadline (bench.launch.probe.ProbeError past it).
     """
     if case.precision != "fp32":
         return None
-    device = torch_device(case.device_type)
-    return reference_parameters(case, steps, device)
+    from bench.launch.probe import run_in_ranks  # late: the launch package imports the strategies
+
+    (initial, trained), = run_in_ranks(f"{__name__}:reference_in_rank",
+                                       [{"case": dataclasses.asdict(case), "steps": steps}],
+                                       threads=threads_per_rank(case.device_type, 1), timeout_s=timeout_s,
+                                       what=f"{case.case_id}: --verify's reference")
+    return initial, trained
 
 
 def verify_group(case: BenchCase, group, steps: int = VERIFY_STEPS,

@@ -1,7 +1,7 @@
 """One rank's training loop: builds the wrapped model and its data once, then runs timed rounds.
 
-Used in-process for ``single`` and ``dp`` and inside every launched worker process for the
-distributed strategies, so all of them time exactly the same loop.
+Used inside every rank process (bench/launch/worker_main.py), whichever launcher started it, so every
+strategy times exactly the same loop in the same kind of process.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class TrainingWorker:
             self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
                                                       seed=case.seed, ctx=self.ctx)
         except BaseException:
-            # Out of memory while building (or anything else): the global matmul mode must not
-            # outlive this failed set-up into the next in-process case. (A launched rank exits next.)
+            # Out of memory while building (or anything else): the global matmul mode must not outlive
+            # this failed set-up (a --find-max-batch try goes on in the same rank).
             self.state = self.batches = None
             self._matmul_mode.__exit__(None, None, None)
             raise

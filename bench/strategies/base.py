@@ -33,7 +33,7 @@ class Strategy:
     the pytest process and must stay cheap (no process groups, no CUDA context).
     """
 
-    launcher: ClassVar[str] = "inprocess"  # key of bench.launch.LAUNCHERS
+    launcher: ClassVar[str] = "python"  # key of bench.launch.LAUNCHERS: "python" starts one plain rank process
     multi_device: ClassVar[bool] = True  # False: world size 1 only
     multi_node: ClassVar[bool] = False  # True: its launcher can spread the ranks over --hosts
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
@@ -57,7 +57,7 @@ class Strategy:
         return {}
 
     def rank_facts(self, state: TrainState) -> dict:
-        """Record keys this strategy measured in the rank while it trained (in-process strategies only)."""
+        """Record keys this strategy measured in the rank while it trained (rank 0's go in the record)."""
         return {}
 
     def rank_device(self, device_type: str, local_rank: int) -> torch.device:

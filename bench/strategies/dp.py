@@ -1,4 +1,4 @@
-"""``dp``: ``torch.nn.DataParallel``, one process driving every GPU. A baseline, never recommended.
+"""``dp``: ``torch.nn.DataParallel``, one rank process driving every GPU. A baseline, never recommended.
 
 On CPU DataParallel silently runs the plain module on one device, which would report ``single``
 under another name, so it is skipped there.
@@ -14,7 +14,7 @@ from reference_model import AutocastModule, ModelConfig, TrainState, global_batc
 
 
 class DataParallel(Strategy):
-    launcher = "inprocess"
+    launcher = "python"  # one plain rank process drives every GPU of the case (bench/launch/plain.py)
     baseline_only = True  # PyTorch itself recommends DDP over it
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:

@@ -6,5 +6,8 @@ from bench.strategies.base import Strategy
 
 
 class Single(Strategy):
-    launcher = "inprocess"
+    launcher = "python"  # one plain rank process (bench/launch/plain.py)
     multi_device = False
+
+    def processes(self, world_size: int) -> int:
+        return 1  # one process on one device
