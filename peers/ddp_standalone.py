@@ -1,6 +1,10 @@
 """DDP training as a user would write it, without gpusizer's harness: the peer of `pytest bench/ --strategies ddp`.
 
     torchrun --standalone --nproc-per-node 2 peers/ddp_standalone.py --preset small --batch-size 256
+    torchrun --standalone --nproc-per-node 1 peers/ddp_standalone.py --wrap fsdp   # the peer of --strategies fsdp
+
+With ``--wrap fsdp`` the model is sharded with FSDP2 as its tutorial writes it (``fully_shard`` on each
+Linear, then on the root, the optimizer made after sharding) instead of wrapped in DDP.
 
 Same model, per-rank data, train step, per-device batch and steps per round as the suite. Each rank
 times its rounds with perf_counter; the slowest rank's time per round counts (gathered after the
@@ -22,6 +26,17 @@ from torch.nn.parallel import DistributedDataParallel
 from reference_model import Precision, TrainState, build_model, make_batches, make_optimizer, preset, train_step
 
 
+def wrap(model: torch.nn.Module, how: str) -> torch.nn.Module:
+    if how == "ddp":
+        return DistributedDataParallel(model)
+    from torch.distributed.fsdp import fully_shard  # public since torch 2.6
+
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    return fully_shard(model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -29,6 +44,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup-rounds", type=int, default=2)
+    parser.add_argument("--wrap", choices=("ddp", "fsdp"), default="ddp")
     args = parser.parse_args()
 
     # One share of the cores per rank, as torchrun's OMP_NUM_THREADS asks.
@@ -37,7 +53,7 @@ def main() -> None:
     rank, world_size = dist.get_rank(), dist.get_world_size()
 
     config = preset(args.preset)
-    model = DistributedDataParallel(build_model(config))
+    model = wrap(build_model(config), args.wrap)
     state = TrainState(model, make_optimizer(model), Precision("fp32", "cpu"))
     batches = make_batches(config, args.batch_size, seed=0, rank=rank, device="cpu")
 
@@ -55,7 +71,7 @@ def main() -> None:
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     if rank == 0:
         median_s = statistics.median(slowest.tolist())
-        print(json.dumps({"peer": "ddp_standalone", "world_size": world_size,
+        print(json.dumps({"peer": f"{args.wrap}_standalone", "world_size": world_size,
                           "samples_per_s": args.batch_size * world_size * args.steps / median_s,
                           "round_times_s": slowest.tolist()}), flush=True)
     dist.barrier()

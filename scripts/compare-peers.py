@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/compare-peers.py --world-size 2 --preset small --repeats 3
 
-For ddp (peer: peers/ddp_standalone.py under torchrun) and horovod (peer: peers/horovod_synthetic.py
-under horovodrun) it runs `pytest bench/` and the peer in turn, ``--repeats`` times, swapping which
+For ddp and fsdp (peer: peers/ddp_standalone.py under torchrun, ``--wrap fsdp`` for FSDP2) and horovod
+(peer: peers/horovod_synthetic.py under horovodrun; scripts/peer_runs.py launches them) it runs `pytest bench/` and the peer in turn, ``--repeats`` times, swapping which
 goes first each time so drift on a shared machine hits both alike. Same model, per-device batch,
 steps per round, rounds, world size and threads per rank on both sides. Prints every pair, then per
 strategy the median samples/s of each side and the median of the pair ratios suite/peer (target:
@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-TIMEOUT_S = 1800
+from peer_runs import ROOT, TIMEOUT_S, peer_rate
 
 
 def suite_rate(strategy: str, args, workdir: Path) -> float:
@@ -39,34 +36,8 @@ def suite_rate(strategy: str, args, workdir: Path) -> float:
     return json.loads(out.read_text())["benchmarks"][0]["extra_info"]["samples_per_s"]
 
 
-def peer_command(strategy: str, args) -> list[str]:
-    n = str(args.world_size)
-    if strategy == "ddp":
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", n]
-        script = ROOT / "peers" / "ddp_standalone.py"
-    else:
-        launcher = [str(BIN / "horovodrun"), "-np", n, "-H", f"localhost:{n}", "--gloo", sys.executable]
-        script = ROOT / "peers" / "horovod_synthetic.py"
-    return [*launcher, str(script), "--preset", args.preset, "--batch-size", str(args.batch_size),
-            "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup-rounds", str(args.warmup_rounds)]
-
-
-def peer_rate(strategy: str, args) -> float:
-    # The suite gives each rank cores // world_size threads; the peers read OMP_NUM_THREADS like torchrun users.
-    threads = max(1, len(os.sched_getaffinity(0)) // args.world_size)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(peer_command(strategy, args), check=True, capture_output=True, text=True, env=env,
-                          timeout=TIMEOUT_S, start_new_session=True)
-    for line in reversed(done.stdout.splitlines()):
-        start = line.find('{"peer"')  # horovodrun prefixes each line with the rank
-        if start >= 0:
-            return json.loads(line[start:])["samples_per_s"]
-    raise RuntimeError(f"no result line from the {strategy} peer:\n{done.stdout[-2000:]}")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description="suite vs standalone peers for ddp and horovod, alternated")
+    parser = argparse.ArgumentParser(description="suite vs standalone peers for ddp, fsdp and horovod, alternated")
     parser.add_argument("--strategies", default="ddp,horovod")
     parser.add_argument("--world-size", type=int, default=2)
     parser.add_argument("--preset", default="small")
@@ -77,20 +48,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = set(strategies) - {"ddp", "horovod"}
+    unknown = set(strategies) - {"ddp", "fsdp", "horovod"}
     if unknown:
-        parser.error(f"--strategies: unknown {', '.join(sorted(unknown))}; allowed: ddp, horovod")
+        parser.error(f"--strategies: unknown {', '.join(sorted(unknown))}; allowed: ddp, fsdp, horovod")
 
+    shape = (args.world_size, args.preset, args.batch_size, args.steps, args.rounds, args.warmup_rounds)
     pairs: dict[str, list[tuple[float, float]]] = {s: [] for s in strategies}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for strategy in strategies:
                 if repeat % 2:
-                    peer = peer_rate(strategy, args)
+                    peer = peer_rate(strategy, *shape)
                     suite = suite_rate(strategy, args, Path(tmp))
                 else:
                     suite = suite_rate(strategy, args, Path(tmp))
-                    peer = peer_rate(strategy, args)
+                    peer = peer_rate(strategy, *shape)
                 pairs[strategy].append((suite, peer))
                 print(f"{strategy} repeat {repeat + 1}: suite {suite:,.1f} samples/s, peer {peer:,.1f} samples/s, "
                       f"ratio {suite / peer:.3f}", flush=True)
