@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
-    from reports import memory_section, stack
+    from reports import memory_section, stack, step_breakdown
     from reports.projection import projections_from_payloads, render_projection_html, render_projection_markdown
     from reports.result_files import read_json
 
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         answer = dataclasses.replace(answer, notes=(different_software, *answer.notes))
     write_text(outputs["html"], render_html(recommendation, answer, charts, context, extra_sections=extra_sections))
     write_text(outputs["markdown"], render_markdown(recommendation, answer, context, outputs["html"].name)
-               + stack.render_markdown(machines) + memory_section.render_markdown(results.cases, fit_gpus)
+               + step_breakdown.render_markdown(recommendation.setups) + stack.render_markdown(machines) + memory_section.render_markdown(results.cases, fit_gpus)
                + render_projection_markdown(projections))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)

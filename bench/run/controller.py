@@ -20,6 +20,7 @@ from bench.launch import LAUNCHERS, WorkerGroup
 from bench.record.case_facts import add_case_facts
 from bench.record.memory_model import memory_record
 from bench.record.record import build_record, slowest_rank_per_round
+from bench.record.step_split import step_breakdown_record
 from bench.run.group_pool import Acquired, GroupPool
 from bench.run.out_of_memory import device_memory_bytes, too_large_reason
 from bench.run.round_sizing import size_rounds
@@ -145,6 +146,8 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
         record.update(memory_record(case, group))  # predicted beside measured peak, after the timed rounds
         record.update(getattr(group, "network", {}))  # multi-node: the interface and controller address used
         record.update(acquired.record_keys())  # group_reused, case_setup_s (launched strategies)
+        # Last, after every timed round and measured peak: the profiler's cost touches none of them.
+        record.update(step_breakdown_record(sized_case, group, enabled=options.step_breakdown))
         clean = True
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.

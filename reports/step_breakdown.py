@@ -1,0 +1,94 @@
+"""Why a setup is slower: each setup's measured step split (the record's step_breakdown), as a stacked bar
+per setup and as one sentence per multi-device setup naming the part that limits it.
+
+The split is the benchmark's (one profiled round after the timed rounds, the slowest rank's): compute,
+exposed communication, other and idle add up to the profiled step; overlapped communication is hidden
+behind compute and so is not a part of its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from gpusizer_common import metrics
+from reports.figures import Chart, _cap, _finish
+
+# The parts of a step, in the order they stack, with the words the report uses for them.
+PART_WORDS = {"compute_s": "compute", "exposed_comm_s": "exposed communication", "other_s": "other host work",
+              "idle_s": "idle"}
+# What can stand between a multi-device setup and perfect scaling: every part but compute.
+LIMITING_PARTS = ("exposed_comm_s", "other_s", "idle_s")
+TITLE = "Where the step goes: compute, exposed communication, other, idle (one profiled round)"
+
+
+def _measured(setups: pd.DataFrame) -> pd.DataFrame:
+    if "step_breakdown" not in setups:
+        return setups.iloc[0:0]
+    return setups[setups["step_breakdown"].map(lambda value: isinstance(value, dict))]
+
+
+def timed_step_s(row) -> float:
+    """The timed rounds' step: the time to train one global batch at the setup's throughput (median round)."""
+    return metrics.seconds_to_train(row["global_batch_size"], row["samples_per_s"])
+
+
+def limiting_part(split: dict) -> tuple[str, float]:
+    """The largest part other than compute and its share of the profiled step."""
+    part = max(LIMITING_PARTS, key=lambda name: split[name])
+    return part, split[part] / split["step_s"]
+
+
+def limiting_sentence(row) -> str:
+    split = row["step_breakdown"]
+    part, share = limiting_part(split)
+    shares = ", ".join(f"{PART_WORDS[name]} {split[name] / split['step_s']:.0%}" for name in PART_WORDS
+                       if name != part)
+    hidden = split["overlapped_comm_s"]
+    overlap = ("overlapped communication not measured" if not math.isfinite(hidden)
+               else f"{hidden * 1e3:.3g} ms of communication hidden behind compute")
+    return (f"{row['label']}: {PART_WORDS[part]} is {share:.0%} of the step at {row['world_size']} devices "
+            f"({shares}; {overlap}).")
+
+
+def limiting_sentences(setups: pd.DataFrame) -> list[str]:
+    """One sentence per multi-device setup with a measured split; the others are said to have none."""
+    multi = setups[setups["world_size"] > 1]
+    measured = _measured(multi)
+    sentences = [limiting_sentence(row) for row in measured.to_dict("records")]
+    missing = len(multi) - len(measured)
+    if missing:
+        sentences.append(f"{missing} multi-device setup(s) have no measured step split (run without "
+                         f"--no-step-breakdown to measure it).")
+    return sentences
+
+
+def breakdown_chart(data: pd.DataFrame) -> Chart:
+    """``data``: the setups with their labels escaped for plotly (reports/figures.py)."""
+    measured = _measured(data)
+    if measured.empty:
+        return Chart("step_breakdown", TITLE, None, "not drawn: no case recorded a step split")
+    import plotly.graph_objects as go
+
+    plot, note = _cap(measured)
+    splits = list(plot["step_breakdown"])
+    figure = go.Figure([go.Bar(name=words, x=plot["label"], y=[split[part] * 1e3 for split in splits])
+                        for part, words in PART_WORDS.items()])
+    figure.add_trace(go.Scatter(name="timed step (median round / steps)", x=plot["label"], mode="markers",
+                                y=[timed_step_s(row) * 1e3 for row in plot.to_dict("records")],
+                                marker={"symbol": "line-ew-open", "size": 24, "line": {"width": 3}, "color": "black"}))
+    figure.update_layout(barmode="stack", xaxis_title="setup", yaxis_title="ms per step")
+    return Chart("step_breakdown", TITLE, _finish(figure, TITLE, plot), note)
+
+
+def render_markdown(setups: pd.DataFrame) -> str:
+    """The Markdown summary's section: the limiting part of each multi-device setup; empty without any."""
+    from reports.render_markdown import md
+
+    sentences = limiting_sentences(setups)
+    if not sentences:
+        return ""
+    return "\n".join(["", "## Scaling: what limits each multi-device setup", "",
+                      "From each setup's step split (one profiled round after the timed rounds, the slowest rank).",
+                      "", *[f"- {md(sentence)}" for sentence in sentences], ""])

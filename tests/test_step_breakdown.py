@@ -1,0 +1,182 @@
+"""The step split's interval arithmetic (bench/run/step_breakdown.py) on traces built by hand, the record's
+choice of the slowest rank (bench/record/step_split.py), and the report's reading of it."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from bench.record.step_split import OFF_REASON, step_breakdown_record
+from bench.run.step_breakdown import ROUND_MARK, breakdown, events_from_trace, intersect, subtract, union
+from reports.errors import InputError
+from reports.schema import step_breakdown as check_step_breakdown
+from reports.step_breakdown import limiting_part, limiting_sentences
+
+US = 1e-6
+
+
+def x(name: str, start: float, end: float, *, cat: str = "cpu_op", tid: object = 1) -> dict:
+    """One complete event as torch.profiler's Chrome trace writes it (times in microseconds)."""
+    return {"ph": "X", "cat": cat, "name": name, "tid": tid, "pid": 1, "ts": start, "dur": end - start}
+
+
+def parts_sum(split: dict) -> float:
+    return split["compute_s"] + split["exposed_comm_s"] + split["other_s"] + split["idle_s"]
+
+
+def test_interval_arithmetic():
+    assert union([(5, 7), (0, 2), (1, 3), (3, 4), (8, 8)]) == [(0, 4), (5, 7)]
+    assert intersect([(0, 4), (5, 7)], [(3, 6)]) == [(3, 4), (5, 6)]
+    assert subtract([(0, 10)], [(2, 3), (5, 12)]) == [(0, 2), (3, 5)]
+    assert subtract([(0, 2)], []) == [(0, 2)]
+
+
+# A CPU round of 2 steps, 1000 us: forward (addmm), backward (an autograd wrapper around mm) during which
+# gloo all-reduces from 500 us to 850 us (also seen on gloo's own thread), the optimizer's Python around
+# add_, and 50 us in which no op ran.
+CPU_ROUND = [
+    x(ROUND_MARK, 0, 1000, cat="user_annotation"),
+    x("aten::addmm", 0, 300),
+    x("autograd::engine::evaluate_function: AddmmBackward0", 300, 700),
+    x("aten::mm", 300, 600),
+    x("c10d::allreduce_", 500, 510),  # the call that issues it: nothing of the thread computes in it
+    x("aten::empty", 502, 504),
+    x("gloo:all_reduce", 500, 850),
+    x("gloo:all_reduce", 520, 840, tid=2),
+    x("Optimizer.step#SGD.step", 850, 950, cat="user_annotation"),
+    x("aten::add_", 860, 900),
+    {"ph": "M", "name": "thread_name", "tid": 1},  # metadata and flows are not intervals
+    {"ph": "f", "cat": "ac2g", "name": "flow", "ts": 1, "tid": 1},
+]
+
+
+def test_cpu_round_split_by_hand():
+    split = breakdown(events_from_trace({"traceEvents": CPU_ROUND}), steps=2)
+    # compute: 0-500 and 510-600 (mm minus the issuing call) and 860-900; communication 500-850.
+    assert split["compute_s"] == pytest.approx((500 + 90 + 40) / 2 * US)
+    assert split["overlapped_comm_s"] == pytest.approx(90 / 2 * US)  # 510-600: mm ran while gloo reduced
+    assert split["exposed_comm_s"] == pytest.approx(260 / 2 * US)  # 500-510 and 600-850
+    assert split["other_s"] == pytest.approx(60 / 2 * US)  # the optimizer's Python around add_
+    assert split["idle_s"] == pytest.approx(50 / 2 * US)  # 950-1000
+    assert split["step_s"] == pytest.approx(500 * US)
+    assert parts_sum(split) == pytest.approx(split["step_s"])
+
+
+def test_a_slower_all_reduce_grows_the_exposed_part_and_leaves_compute():
+    slowed = [dict(event) for event in CPU_ROUND]
+    for event in slowed:
+        if event.get("name") == ROUND_MARK:
+            event["dur"] += 400
+        elif event.get("name") == "gloo:all_reduce":
+            event["dur"] += 300
+        elif event.get("name") in ("Optimizer.step#SGD.step", "aten::add_"):
+            event["ts"] += 400
+    before = breakdown(events_from_trace({"traceEvents": CPU_ROUND}), steps=2)
+    after = breakdown(events_from_trace({"traceEvents": slowed}), steps=2)
+    assert after["compute_s"] == pytest.approx(before["compute_s"])
+    assert after["exposed_comm_s"] == pytest.approx(before["exposed_comm_s"] + 300 / 2 * US)
+    assert parts_sum(after) == pytest.approx(after["step_s"])
+
+
+def test_gpu_round_split_by_kernels():
+    events = [
+        x(ROUND_MARK, 0, 1000, cat="user_annotation"),
+        x("aten::mm", 0, 900),  # host ops do not count on a GPU: the device's timeline does
+        x("Memcpy HtoD (Pageable -> Device)", 50, 100, cat="gpu_memcpy", tid=7),
+        x("ampere_sgemm_128x64_nn", 100, 400, cat="kernel", tid=7),
+        x("ampere_sgemm_128x64_tn", 500, 800, cat="kernel", tid=7),
+        x("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 350, 900, cat="kernel", tid=20),
+    ]
+    split = breakdown(events_from_trace({"traceEvents": events}), steps=1)
+    assert split["compute_s"] == pytest.approx(600 * US)
+    assert split["overlapped_comm_s"] == pytest.approx(350 * US)  # 350-400 and 500-800
+    assert split["exposed_comm_s"] == pytest.approx(200 * US)  # 400-500 and 800-900
+    assert split["other_s"] == pytest.approx(50 * US)
+    assert split["idle_s"] == pytest.approx(150 * US)
+
+
+def test_a_round_without_communication_records_none():
+    events = [x(ROUND_MARK, 0, 100, cat="user_annotation"), x("aten::addmm", 10, 90)]
+    split = breakdown(events_from_trace({"traceEvents": events}), steps=1)
+    assert split["exposed_comm_s"] == split["overlapped_comm_s"] == 0.0
+    assert split["compute_s"] == pytest.approx(80 * US)
+
+
+def test_the_parts_always_sum_to_the_round():
+    rng = random.Random(20)
+    for _ in range(200):
+        events = [x(ROUND_MARK, 0, 1000, cat="user_annotation")]
+        for _ in range(rng.randint(0, 30)):
+            start = rng.uniform(-100, 1000)
+            name = rng.choice(["aten::mm", "gloo:all_reduce", "c10d::allreduce_", "autograd::x", "horovod::synchronize"])
+            events.append(x(name, start, start + rng.uniform(0, 300), tid=rng.choice([1, 1, 2]),
+                            cat=rng.choice(["cpu_op", "user_annotation"])))
+        split = breakdown(events_from_trace({"traceEvents": events}), steps=3)
+        assert parts_sum(split) == pytest.approx(split["step_s"])
+        assert min(split[key] for key in ("compute_s", "exposed_comm_s", "overlapped_comm_s", "other_s", "idle_s")) >= 0
+
+
+@pytest.mark.parametrize("events, steps, message", [
+    ([], 1, "holds 0"),
+    ([x(ROUND_MARK, 0, 1), x(ROUND_MARK, 2, 3)], 1, "holds 2"),
+    ([x(ROUND_MARK, 5, 5)], 1, "lasted 0"),
+    ([x(ROUND_MARK, 0, 1)], 0, "steps"),
+])
+def test_a_trace_it_cannot_split_is_refused(events, steps, message):
+    with pytest.raises(ValueError, match=message):
+        breakdown(events_from_trace({"traceEvents": events}), steps)
+
+
+class FakeGroup:
+    def __init__(self, ranks):
+        self.ranks, self.asked = ranks, []
+
+    def profiled_rounds(self, steps):
+        self.asked.append(steps)
+        return self.ranks
+
+
+def _rank(rank: int, step_s: float) -> dict:
+    return {"step_s": step_s, "compute_s": step_s / 2, "exposed_comm_s": step_s / 4, "overlapped_comm_s": 0.0,
+            "other_s": step_s / 8, "idle_s": step_s / 8, "rank": rank, "source": "test", "profile_s": 0.1}
+
+
+def test_the_record_keeps_the_slowest_rank_and_says_why_not():
+    case = SimpleNamespace(steps_per_round=7)  # all the record needs of the case
+    group = FakeGroup([_rank(0, 0.010), _rank(1, 0.012)])
+    keys = step_breakdown_record(case, group, enabled=True)
+    assert group.asked == [7]
+    assert keys["step_breakdown"]["rank"] == 1 and keys["step_breakdown"]["step_s"] == 0.012
+    assert "profile_s" not in keys["step_breakdown"] and keys["step_breakdown_reason"] is None
+    assert keys["step_breakdown_s"] >= 0
+    off = step_breakdown_record(case, group, enabled=False)
+    assert off == {"step_breakdown": None, "step_breakdown_reason": OFF_REASON, "step_breakdown_s": None}
+    assert group.asked == [7]  # off: no profiled round at all
+    failed = step_breakdown_record(case, FakeGroup([_rank(0, 0.01), {"reason": "rank 1: ValueError: no mark"}]),
+                                   enabled=True)
+    assert failed["step_breakdown"] is None and "rank 1: ValueError: no mark" in failed["step_breakdown_reason"]
+
+
+def test_the_report_refuses_a_broken_split_in_one_line():
+    good = _rank(1, 0.01)
+    assert check_step_breakdown("w", good)["exposed_comm_s"] == 0.0025
+    assert check_step_breakdown("w", None) is None
+    with pytest.raises(InputError, match="step_breakdown.idle_s is -1"):
+        check_step_breakdown("w", {**good, "idle_s": -1})
+    with pytest.raises(InputError, match="expected an object or null"):
+        check_step_breakdown("w", [1, 2])
+
+
+def test_the_limiting_part_is_the_largest_beside_compute():
+    split = check_step_breakdown("w", {**_rank(1, 0.1), "compute_s": 0.06, "exposed_comm_s": 0.031,
+                                       "other_s": 0.005, "idle_s": 0.004})
+    assert limiting_part(split) == ("exposed_comm_s", pytest.approx(0.31))
+    setups = pd.DataFrame([{"label": "ddp 2", "world_size": 2, "step_breakdown": split},
+                           {"label": "single", "world_size": 1, "step_breakdown": None},
+                           {"label": "fsdp 2", "world_size": 2, "step_breakdown": None}])
+    sentences = limiting_sentences(setups)
+    assert sentences[0].startswith("ddp 2: exposed communication is 31% of the step at 2 devices (compute 60%")
+    assert sentences[1].startswith("1 multi-device setup(s) have no measured step split")
