@@ -1,0 +1,85 @@
+"""The step split on real CPU runs (issue 20): each strategy's profiled round adds up to the step its timed
+rounds measured, communication shows where there is some and nowhere else, and an all-reduce slowed on
+purpose (GPUSIZER_FAULT comm:delay, a DDP comm hook) grows the exposed communication, not the compute."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench_subprocess import BENCH_DIR, run_bench_cpu
+
+# The issue's bound: the parts of the slowest rank sum to the measured step within 5%.
+SUM_TOLERANCE = 0.05
+# small, as in the issue; few rounds to keep the test short (the profiled round is one more of them).
+SMALL = ("--presets", "small", "--rounds", "3", "--warmup-rounds", "1", "--steps-per-round", "5")
+PARTS = ("compute_s", "exposed_comm_s", "other_s", "idle_s")
+
+
+def _records(results: Path) -> dict[str, dict]:
+    (path,) = results.glob("*.json")
+    payload = json.loads(path.read_text())
+    return {bench["extra_info"]["case_id"]: bench["extra_info"] for bench in payload["benchmarks"]}
+
+
+def _timed_step_s(record: dict) -> float:
+    return statistics.median(record["round_times_s"]) / record["steps_per_round"]
+
+
+def test_every_strategy_splits_its_step_and_only_distributed_ones_communicate(tmp_path):
+    strategies = "single,ddp,fsdp" + (",horovod" if importlib.util.find_spec("horovod") else "")
+    run = run_bench_cpu(tmp_path, *SMALL, "--strategies", strategies, "--world-sizes", "1,2", timeout_s=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    records = _records(tmp_path / "results")
+    for case_id, record in records.items():
+        split = record["step_breakdown"]
+        assert split is not None, f"{case_id}: {record['step_breakdown_reason']}"
+        assert sum(split[part] for part in PARTS) == pytest.approx(split["step_s"])
+        gap = abs(split["step_s"] - _timed_step_s(record)) / _timed_step_s(record)
+        assert gap <= SUM_TOLERANCE, f"{case_id}: profiled step {split['step_s']} vs timed {_timed_step_s(record)}"
+        assert record["step_breakdown_s"] > 0
+        communicated = split["exposed_comm_s"] + (split["overlapped_comm_s"] or 0.0)
+        if record["world_size"] > 1:
+            assert communicated > 0, f"{case_id}: no communication seen: {split}"
+        if record["strategy"] == "single":
+            assert communicated == 0.0, f"{case_id}: communication in a single-device step: {split}"
+    assert {"single-1-small-fp32", "ddp-2-small-fp32", "fsdp-2-small-fp32"} <= set(records)
+
+
+def test_the_option_turns_the_profiled_round_off(tmp_path):
+    run = run_bench_cpu(tmp_path, "--quick", "--strategies", "single", "--no-step-breakdown")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (record,) = _records(tmp_path / "results").values()
+    assert record["step_breakdown"] is None and record["step_breakdown_s"] is None
+    assert "--no-step-breakdown" in record["step_breakdown_reason"]
+
+
+def _ddp_split(tmp_path: Path, fault: str) -> dict:
+    tmp_path.mkdir()
+    command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q", "--device", "cpu",
+               "--results-dir", str(tmp_path / "results"), *SMALL, "--strategies", "ddp", "--world-sizes", "2"]
+    run = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "GPUSIZER_FAULT": fault})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (record,) = _records(tmp_path / "results").values()
+    assert record["step_breakdown"] is not None, record["step_breakdown_reason"]
+    return record["step_breakdown"]
+
+
+DELAY_MS = 40  # per all-reduce; small's DDP has two buckets a step, so up to 80 ms a step more
+
+
+def test_a_slowed_all_reduce_grows_the_exposed_communication_not_the_compute(tmp_path):
+    plain = _ddp_split(tmp_path / "plain", "")
+    slowed = _ddp_split(tmp_path / "slowed", f"ddp-2-small-fp32:comm:delay{DELAY_MS}")
+    # At least one delay per step cannot hide: the last bucket is reduced after backward's compute ended.
+    assert slowed["exposed_comm_s"] - plain["exposed_comm_s"] >= DELAY_MS / 1000 * 0.8, (plain, slowed)
+    # The compute is the same work: within the rounds' own noise on a shared machine, far below the delay.
+    assert abs(slowed["compute_s"] - plain["compute_s"]) <= 0.25 * plain["compute_s"], (plain, slowed)
+    assert slowed["exposed_comm_s"] - plain["exposed_comm_s"] > 2 * abs(slowed["compute_s"] - plain["compute_s"])
