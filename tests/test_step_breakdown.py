@@ -180,3 +180,39 @@ def test_the_limiting_part_is_the_largest_beside_compute():
     sentences = limiting_sentences(setups)
     assert sentences[0].startswith("ddp 2: exposed communication is 31% of the step at 2 devices (compute 60%")
     assert sentences[1].startswith("1 multi-device setup(s) have no measured step split")
+
+
+def _projection_record(world_size: int, timed_step_s: float, split: dict | None) -> dict:
+    return {"case_id": f"ddp-{world_size}-small-fp32", "strategy": "ddp", "preset": "small", "precision": "fp32",
+            "per_device_batch_size": 256, "device_type": "cpu", "scaling": "weak", "world_size": world_size,
+            "num_params": 1_000_000, "steps_per_round": 10, "round_times_s": [timed_step_s * 10] * 3,
+            "step_breakdown": split}
+
+
+def test_the_projection_is_built_on_the_measured_split_and_shows_its_error():
+    from reports.projection import project, render_projection_markdown, ring_comm_s
+
+    # 2 devices at 1 GB/s: 60 ms compute, 10 ms other, 5 ms idle, 40 ms of communication of which 10 ms hidden.
+    split = {"step_s": 0.105, "compute_s": 0.060, "exposed_comm_s": 0.030, "overlapped_comm_s": 0.010,
+             "other_s": 0.010, "idle_s": 0.005, "rank": 1, "source": "test"}
+    ceilings = {"allreduce": [{"device_type": "cpu", "world_size": 2, "busbw_bytes_per_s": 1e9}]}
+    timed_s = 0.110  # the timed rounds ran a little slower than the profiled one
+    [proj] = project([_projection_record(1, 0.07, None), _projection_record(2, timed_s, split)], ceilings, (8.0,))
+    assert proj.split is not None and "measured (step split of ddp-2-small-fp32)" in proj.label
+    assert proj.compute_s == 0.060 and proj.overlap == pytest.approx(0.25)  # 10 ms of the shorter 40 ms
+    [point] = proj.points
+    assert point.predicted_step_s == pytest.approx(0.105)  # the split's own step at its own point
+    assert point.error == pytest.approx(abs(0.105 - timed_s) / timed_s)
+    # Across nodes at 8 Gbit/s (1 GB/s) with 4 devices: the communication grows by the ring factor 1.5/1.0.
+    row = next(r for r in proj.rows if r.devices == 4 and r.internode_gbps == 8.0)
+    comm_s = 0.040 * ring_comm_s(4, 1.0, 1e9) / ring_comm_s(2, 1.0, 1e9)
+    assert row.step_s == pytest.approx(0.075 + comm_s - 0.25 * min(0.060, comm_s))
+    assert "ddp-2-small-fp32" in render_projection_markdown([proj])
+
+
+def test_without_a_split_the_projection_fits_as_before():
+    from reports.projection import project
+
+    ceilings = {"allreduce": [{"device_type": "cpu", "world_size": 2, "busbw_bytes_per_s": 1e9}]}
+    [proj] = project([_projection_record(1, 0.07, None), _projection_record(2, 0.08, None)], ceilings, ())
+    assert proj.split is None and "compute measured at world size 1" in proj.label

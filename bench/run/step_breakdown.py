@@ -6,8 +6,8 @@ Input: the events of one profiled round as the PyTorch profiler exports them (Ch
 
 - **compute**: on GPU every device kernel that is not communication; on CPU every ``aten::`` op on the
   training thread (the thread that ran the round) outside a communication call (COMM_CALL).
-- **communication**: NCCL kernels on GPU; on CPU gloo's collectives (``gloo:*``, on the thread that issued
-  them, lasting until the collective finished), the ``c10d::`` ops and their waits, and what a strategy
+- **communication**: NCCL kernels on GPU; on CPU gloo's collectives (``gloo:*``, recorded on gloo's worker
+  thread for as long as the collective runs), the ``c10d`` ops and their waits, and what a strategy
   marks itself (``horovod::synchronize``: the wait for Horovod's all-reduces, which its own thread runs
   where the profiler does not look).
 - **overlapped** communication: communication while compute runs; **exposed**: communication while no
@@ -28,14 +28,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 ROUND_MARK = "gpusizer::profiled_round"
-# Names of communication: gloo's and NCCL's collectives as the profiler records them, the c10d ops (and
-# their waits) torch.distributed dispatches, and what a strategy annotates itself (bench/strategies/).
-COMM_NAME = re.compile(r"^(gloo:|nccl:|c10d::|horovod::)|record_param_comms|^ProcessGroup|nccl(Dev)?Kernel",
+# Names of communication: gloo's and NCCL's collectives as the profiler records them (``gloo:all_reduce`` on
+# gloo's worker thread, lasting as long as the collective), the c10d ops torch.distributed dispatches and their
+# waits (``c10d::allreduce_``, ``c10d::_reduce_scatter_base_``, ``_c10d_functional::wait_tensor``), NCCL's
+# kernels, and what a strategy marks itself (``horovod::synchronize``, bench/strategies/horovod.py).
+COMM_NAME = re.compile(r"^(gloo:|nccl:|horovod::)|^_?c10d|record_param_comms|^ProcessGroup|nccl(Dev)?Kernel",
                        re.IGNORECASE)
-# Of those, the calls that hold the thread until they return (an op and what it runs inside): no compute of
-# the thread runs in them. gloo's own ``gloo:*`` spans are not calls: they last until the collective is done
-# while the thread goes on computing, and that is the overlap to measure.
-COMM_CALL = re.compile(r"^(c10d::|horovod::)|record_param_comms|^ProcessGroup", re.IGNORECASE)
+# Of those, the calls that hold the calling thread until they return: no compute of that thread runs inside
+# them (an aten op they run is part of the call). gloo's own spans are not calls: they run on its thread
+# while the training thread goes on computing, and that is the overlap to measure.
+COMM_CALL = re.compile(r"^(_?c10d|horovod::)|record_param_comms|^ProcessGroup", re.IGNORECASE)
 DEVICE_COPY_CATEGORIES = ("gpu_memcpy", "gpu_memset")
 PARTS = ("compute_s", "exposed_comm_s", "overlapped_comm_s", "other_s", "idle_s")
 
@@ -138,7 +140,7 @@ def breakdown(events: list[Event], steps: int) -> dict:
         comm = clip((e.span for e in kernels if is_comm(e)), window)
         compute = clip((e.span for e in kernels if not is_comm(e)), window)
         busy_other = clip((e.span for e in events if e.cat in DEVICE_COPY_CATEGORIES), window)
-    else:  # CPU: the training thread's ops; gloo's collectives are issued on it
+    else:  # CPU: the training thread's ops; gloo's collectives on whichever thread ran them
         comm = clip((e.span for e in events if e.cat in ("cpu_op", "user_annotation") and is_comm(e)), window)
         own = [e for e in events if e.tid == training_thread and e.name != ROUND_MARK]
         calls = clip((e.span for e in own if COMM_CALL.search(e.name)), window)
