@@ -6,7 +6,6 @@ HTML tags inside text, so a hostname like ``<b>`` would otherwise be interpreted
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
 from dataclasses import dataclass
@@ -61,20 +60,10 @@ class Chart:
 
 
 def build_charts(setups: pd.DataFrame, *, target_samples: float, currency: str | None) -> list[Chart]:
-    from reports.step_breakdown import breakdown_chart, limiting_sentences  # late: it builds on this module
-
     data = _escaped(setups)
-    scaling = scaling_chart(data)
-    # Under the scaling chart: what limits each multi-device setup, from its measured step split (the
-    # caption is escaped when written, so the sentences take the labels unescaped).
-    limits = limiting_sentences(setups)
-    if limits:
-        scaling = dataclasses.replace(scaling, note=" ".join(
-            filter(None, (scaling.note, "What limits each multi-device setup: " + " ".join(limits)))))
     return [
         throughput_chart(data),
-        scaling,
-        breakdown_chart(data),
+        scaling_chart(data),
         cost_time_chart(data, target_samples, currency),
         energy_chart(data),
         memory_chart(data),

@@ -8,6 +8,8 @@ behind compute and so is not a part of its own.
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import math
 
 import pandas as pd
@@ -64,18 +66,34 @@ def limiting_sentences(setups: pd.DataFrame) -> list[str]:
     return sentences
 
 
-def breakdown_chart(data: pd.DataFrame) -> Chart:
-    """``data``: the setups with their labels escaped for plotly (reports/figures.py)."""
-    measured = _measured(data)
+def with_step_split(charts: list[Chart], setups: pd.DataFrame) -> list[Chart]:
+    """The report's charts with the step split's: the stacked bars after the scaling chart, and under the
+    scaling chart what limits each multi-device setup (its caption is escaped when written)."""
+    limits = limiting_sentences(setups)
+    out = []
+    for chart in charts:
+        if chart.key == "scaling" and limits:
+            chart = dataclasses.replace(chart, note=" ".join(
+                filter(None, (chart.note, "What limits each multi-device setup: " + " ".join(limits)))))
+        out.append(chart)
+        if chart.key == "scaling":
+            out.append(breakdown_chart(setups))
+    return out
+
+
+def breakdown_chart(setups: pd.DataFrame) -> Chart:
+    measured = _measured(setups)
     if measured.empty:
         return Chart("step_breakdown", TITLE, None, "not drawn: no case recorded a step split")
     import plotly.graph_objects as go
 
     plot, note = _cap(measured)
     splits = list(plot["step_breakdown"])
-    figure = go.Figure([go.Bar(name=words, x=plot["label"], y=[split[part] * 1e3 for split in splits])
+    # plotly.js reads some HTML tags inside text: labels from result files are escaped (as reports/figures.py does).
+    labels = [html.escape(str(label)) for label in plot["label"]]
+    figure = go.Figure([go.Bar(name=words, x=labels, y=[split[part] * 1e3 for split in splits])
                         for part, words in PART_WORDS.items()])
-    figure.add_trace(go.Scatter(name="timed step (median round / steps)", x=plot["label"], mode="markers",
+    figure.add_trace(go.Scatter(name="timed step (median round / steps)", x=labels, mode="markers",
                                 y=[timed_step_s(row) * 1e3 for row in plot.to_dict("records")],
                                 marker={"symbol": "line-ew-open", "size": 24, "line": {"width": 3}, "color": "black"}))
     figure.update_layout(barmode="stack", xaxis_title="setup", yaxis_title="ms per step")
