@@ -32,6 +32,7 @@ def test_interval_arithmetic():
     assert intersect([(0, 4), (5, 7)], [(3, 6)]) == [(3, 4), (5, 6)]
     assert subtract([(0, 10)], [(2, 3), (5, 12)]) == [(0, 2), (3, 5)]
     assert subtract([(0, 2)], []) == [(0, 2)]
+    assert subtract([(0, 2), (3, 9)], [(1, 4), (5, 6), (8, 20)]) == [(0, 1), (4, 5), (6, 8)]
 
 
 # A CPU round of 2 steps, 1000 us: forward (addmm), backward (an autograd wrapper around mm) during which
@@ -84,6 +85,7 @@ def test_a_slower_all_reduce_grows_the_exposed_part_and_leaves_compute():
 def test_gpu_round_split_by_kernels():
     events = [
         x(ROUND_MARK, 0, 1000, cat="user_annotation"),
+        x(ROUND_MARK, 100, 900, cat="gpu_user_annotation", tid=7),  # the device's copy of the mark
         x("aten::mm", 0, 900),  # host ops do not count on a GPU: the device's timeline does
         x("Memcpy HtoD (Pageable -> Device)", 50, 100, cat="gpu_memcpy", tid=7),
         x("ampere_sgemm_128x64_nn", 100, 400, cat="kernel", tid=7),
