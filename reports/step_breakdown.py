@@ -16,6 +16,7 @@ import pandas as pd
 
 from gpusizer_common import metrics
 from reports.figures import Chart, _cap, _finish
+from reports.words import fmt_number, fmt_pct
 
 # The parts of a step, in the order they stack, with the words the report uses for them.
 PART_WORDS = {"compute_s": "compute", "exposed_comm_s": "exposed communication", "other_s": "other host work",
@@ -45,12 +46,12 @@ def limiting_part(split: dict) -> tuple[str, float]:
 def limiting_sentence(row) -> str:
     split = row["step_breakdown"]
     part, share = limiting_part(split)
-    shares = ", ".join(f"{PART_WORDS[name]} {split[name] / split['step_s']:.0%}" for name in PART_WORDS
+    shares = ", ".join(f"{PART_WORDS[name]} {fmt_pct(split[name] / split['step_s'])}" for name in PART_WORDS
                        if name != part)
     hidden = split["overlapped_comm_s"]
     overlap = ("overlapped communication not measured" if not math.isfinite(hidden)
-               else f"{hidden * 1e3:.3g} ms of communication hidden behind compute")
-    return (f"{row['label']}: {PART_WORDS[part]} is {share:.0%} of the step at {row['world_size']} devices "
+               else f"{fmt_number(hidden * 1e3)} ms of communication hidden behind compute")
+    return (f"{row['label']}: {PART_WORDS[part]} is {fmt_pct(share)} of the step at {row['world_size']} devices "
             f"({shares}; {overlap}).")
 
 

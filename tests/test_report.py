@@ -627,6 +627,7 @@ def test_the_report_shows_the_step_split_and_what_limits_each_multi_device_setup
     import html
 
     from reports.step_breakdown import PART_WORDS, limiting_part
+    from reports.words import fmt_pct
 
     out = report_ok(tmp_path / "report.html", real_result_files[0])
     page, markdown = html.unescape(out.read_text()), out.with_suffix(".md").read_text()
@@ -634,7 +635,7 @@ def test_the_report_shows_the_step_split_and_what_limits_each_multi_device_setup
     split = cases.loc["ddp-2-tiny-fp32", "step_breakdown"]
     assert split["exposed_comm_s"] + np.nan_to_num(split["overlapped_comm_s"]) > 0  # the real run communicated
     part, share = limiting_part(split)
-    said = f"{PART_WORDS[part]} is {share:.0%} of the step at 2 devices"
+    said = f"{PART_WORDS[part]} is {fmt_pct(share)} of the step at 2 devices"
     assert 'id="chart-step_breakdown"' in page  # the stacked bar per setup
     # Under the scaling chart (its caption) and in the Markdown's own section, the same sentence.
     scaling_caption = page.split('id="chart-scaling"', 1)[1].split('<p class="caption">', 1)[1].split("</p>", 1)[0]

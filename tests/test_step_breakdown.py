@@ -180,7 +180,7 @@ def test_the_limiting_part_is_the_largest_beside_compute():
                            {"label": "single", "world_size": 1, "step_breakdown": None},
                            {"label": "fsdp 2", "world_size": 2, "step_breakdown": None}])
     sentences = limiting_sentences(setups)
-    assert sentences[0].startswith("ddp 2: exposed communication is 31% of the step at 2 devices (compute 60%")
+    assert sentences[0].startswith("ddp 2: exposed communication is 31.0% of the step at 2 devices (compute 60.0%")
     assert sentences[1].startswith("1 multi-device setup(s) have no measured step split")
 
 
