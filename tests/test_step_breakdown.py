@@ -218,3 +218,19 @@ def test_without_a_split_the_projection_fits_as_before():
     ceilings = {"allreduce": [{"device_type": "cpu", "world_size": 2, "busbw_bytes_per_s": 1e9}]}
     [proj] = project([_projection_record(1, 0.07, None), _projection_record(2, 0.08, None)], ceilings, ())
     assert proj.split is None and "compute measured at world size 1" in proj.label
+
+
+def test_the_comm_delay_fault_is_scoped_by_case_and_refused_where_there_is_no_hook():
+    from bench.launch.worker_main import Fault, comm_delay_s, parse_faults
+    from bench.strategies import REGISTRY
+
+    text = "ddp-2-small-fp32:comm:delay40, rank1:crash@round2"
+    assert comm_delay_s("ddp-2-small-fp32", text) == 0.04
+    assert comm_delay_s("ddp-1-small-fp32", text) == 0.0
+    assert comm_delay_s("fsdp-2-tiny-fp32", "comm:delay5") == 0.005  # without a case id: every case
+    assert parse_faults(text)[0] == [Fault(1, "crash", 2)]  # the other faults read as before
+    with pytest.raises(ValueError, match="allowed: comma-separated"):
+        comm_delay_s("x", "comm:slow5")
+    for name in ("single", "fsdp", "horovod"):
+        with pytest.raises(ValueError, match=f"{name} has no hook into its all-reduce; allowed with: ddp"):
+            REGISTRY[name].delay_communication(None, 0.01)
