@@ -62,8 +62,8 @@ def limiting_sentences(setups: pd.DataFrame) -> list[str]:
     sentences = [limiting_sentence(row) for row in measured.to_dict("records")]
     missing = len(multi) - len(measured)
     if missing:
-        sentences.append(f"{missing} multi-device setup(s) have no measured step split (run without "
-                         f"--no-step-breakdown to measure it).")
+        sentences.append(f"{missing} multi-device setup(s) have no measured step split (pytest bench/ "
+                         f"--step-breakdown measures it).")
     return sentences
 
 

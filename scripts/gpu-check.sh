@@ -67,7 +67,7 @@ main=results/gpu-check-$stamp.json
 oom=results/gpu-check-$stamp-oom.json
 release=results/gpu-check-$stamp-release.json
 status=0
-common=(-q -p no:cacheprovider --device cuda --presets medium "${ROUNDS[@]}")
+common=(-q -p no:cacheprovider --device cuda --presets medium "${ROUNDS[@]}" --step-breakdown)
 
 # 1. every strategy, fp32 and bf16, at world size 1 (and 2).
 timeout --kill-after=30 "$TIMEOUT_S" "$PY" -m pytest bench/ "${common[@]}" \

@@ -8,7 +8,7 @@ import time
 from bench.config.cases import BenchCase
 
 BREAKDOWN_KEYS = ("step_s", "compute_s", "exposed_comm_s", "overlapped_comm_s", "other_s", "idle_s", "rank", "source")
-OFF_REASON = "not measured: turned off (--no-step-breakdown)"
+OFF_REASON = "not measured: off (run pytest bench/ with --step-breakdown)"
 
 
 def step_breakdown_record(case: BenchCase, group, *, enabled: bool) -> dict:

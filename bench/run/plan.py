@@ -49,7 +49,7 @@ class CaseEstimate:
     calibration_s: float
     warmup_s: float
     rounds_s: float
-    profile_s: float = 0.0  # the profiled round of the step split, after the timed ones (unless --no-step-breakdown)
+    profile_s: float = 0.0  # the profiled round of the step split, after the timed ones (with --step-breakdown)
 
     @property
     def total_s(self) -> float:
