@@ -30,10 +30,9 @@ def profiled_round(run_steps, steps: int, device: torch.device, *, rank: int, co
     activities = [torch.profiler.ProfilerActivity.CPU]
     if is_cuda(device.type):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        with torch.profiler.record_function(ROUND_MARK):
-            run_steps(steps)
-            synchronize(device)
+    with torch.profiler.profile(activities=activities) as prof, torch.profiler.record_function(ROUND_MARK):
+        run_steps(steps)
+        synchronize(device)
     # The documented way out of the profiler is its Chrome trace; it lives only as long as this call.
     with tempfile.TemporaryDirectory(prefix="gpusizer-profile-") as folder:
         path = os.path.join(folder, "trace.json")
