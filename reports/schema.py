@@ -143,9 +143,10 @@ def check_record(where: str, record: dict) -> None:
             raise InputError(f"{where}: {key!r} is {value!r}; expected a number > 0")
 
 
-# step_breakdown: the parts (seconds per step) of step_s; overlapped communication may be null (not seen).
+# step_breakdown: the parts (seconds per step) of step_s, the timed step; profiled_step_s, what the profiled
+# round took; overlapped communication may be null (not seen).
 BREAKDOWN_PARTS = ("compute_s", "exposed_comm_s", "other_s", "idle_s")
-BREAKDOWN_SECONDS = ("step_s", *BREAKDOWN_PARTS, "overlapped_comm_s")
+BREAKDOWN_SECONDS = ("step_s", "profiled_step_s", *BREAKDOWN_PARTS, "overlapped_comm_s")
 
 
 def step_breakdown(where: str, raw: object) -> dict | None:
@@ -165,8 +166,9 @@ def step_breakdown(where: str, raw: object) -> dict | None:
         if not is_number(value) or value < 0:
             raise InputError(f"{where}: {name}.{key} is {value!r:.40}; expected seconds per step >= 0")
         parts[key] = float(value)
-    if parts["step_s"] <= 0:
-        raise InputError(f"{where}: {name}.step_s is {parts['step_s']!r}; expected seconds per step > 0")
+    for key in ("step_s", "profiled_step_s"):
+        if parts[key] <= 0:
+            raise InputError(f"{where}: {name}.{key} is {parts[key]!r}; expected seconds per step > 0")
     return {**parts, "rank": raw.get("rank"), "source": text(raw.get("source"))}
 
 

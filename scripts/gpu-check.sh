@@ -155,12 +155,14 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
         comm_ok = s["overlapped_comm_s"] > 0
     else:  # single communicates nothing; ddp-1 may still launch its one-rank NCCL kernels
         comm_ok = comm == 0 or r["strategy"] != "single"
-    ok = abs(total - timed) <= 0.05 * timed and comm_ok
+    # The parts are stated on the timed step; what the GPU must show is that the profiled round itself took
+    # that step within 5% (on a GPU the profiler records kernels, which it barely slows).
+    ok = abs(total - timed) <= 1e-6 * timed and abs(s["profiled_step_s"] - timed) <= 0.05 * timed and comm_ok
     bad += not ok
     print("%s: step split (ms/step) compute %.3g, exposed comm %.3g, overlapped comm %.3g, other %.3g, idle %.3g; "
-          "sum %.3g vs timed step %.3g; cost %.2f s: %s" % (r["case_id"], s["compute_s"] * 1e3, s["exposed_comm_s"] * 1e3,
-          (s["overlapped_comm_s"] or 0) * 1e3, s["other_s"] * 1e3, s["idle_s"] * 1e3, total * 1e3, timed * 1e3,
-          r.get("step_breakdown_s") or 0, "ok" if ok else "FAILED"))
+          "sum %.3g; profiled round %.3g vs timed step %.3g; cost %.2f s: %s" % (r["case_id"], s["compute_s"] * 1e3,
+          s["exposed_comm_s"] * 1e3, (s["overlapped_comm_s"] or 0) * 1e3, s["other_s"] * 1e3, s["idle_s"] * 1e3,
+          total * 1e3, s["profiled_step_s"] * 1e3, timed * 1e3, r.get("step_breakdown_s") or 0, "ok" if ok else "FAILED"))
 sys.exit(1 if bad or not seen else 0)' "$main" || status=1
 fi
 # single trains in a rank process of its own: a hung fp32 round is a rank to stop at --round-timeout-s, named

@@ -28,6 +28,7 @@ from bench.run.verify import case_reference, check_case
 from bench.strategies import REGISTRY
 from bench.telemetry import Sampler
 from bench.telemetry.flags import judged_telemetry_flags
+from gpusizer_common import metrics
 from reference_model import unsupported_reason
 
 
@@ -147,7 +148,9 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
         record.update(getattr(group, "network", {}))  # multi-node: the interface and controller address used
         record.update(acquired.record_keys())  # group_reused, case_setup_s (launched strategies)
         # Last, after every timed round and measured peak: the profiler's cost touches none of them.
-        record.update(step_breakdown_record(sized_case, group, enabled=options.step_breakdown))
+        record.update(step_breakdown_record(
+            sized_case, group, enabled=options.step_breakdown,
+            timed_step_s=metrics.seconds_to_train(sized_case.global_batch_size, record["samples_per_s"])))
         clean = True
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
