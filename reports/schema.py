@@ -159,7 +159,9 @@ def step_breakdown(where: str, raw: object) -> dict | None:
         raise InputError(f"{where}: {name} is {type(raw).__name__} {raw!r:.40}; expected an object or null")
     parts = {}
     for key in BREAKDOWN_SECONDS:
-        value = raw.get(key)
+        if key not in raw:
+            raise InputError(f"{where}: {name} has no {key!r}; expected every one of {', '.join(BREAKDOWN_SECONDS)}")
+        value = raw[key]
         if value is None and key == "overlapped_comm_s":
             parts[key] = math.nan
             continue
@@ -169,6 +171,10 @@ def step_breakdown(where: str, raw: object) -> dict | None:
     for key in ("step_s", "profiled_step_s"):
         if parts[key] <= 0:
             raise InputError(f"{where}: {name}.{key} is {parts[key]!r}; expected seconds per step > 0")
+    total = sum(parts[key] for key in BREAKDOWN_PARTS)
+    if abs(total - parts["step_s"]) > 1e-6 * parts["step_s"]:  # the chart stacks them to the step
+        raise InputError(f"{where}: {name}'s parts ({' + '.join(BREAKDOWN_PARTS)}) add up to {total!r}, "
+                         f"not its step_s {parts['step_s']!r}; expected them to add up to the step")
     return {**parts, "rank": raw.get("rank"), "source": text(raw.get("source"))}
 
 

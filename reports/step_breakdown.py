@@ -40,8 +40,12 @@ def dilation(split: dict) -> float:
     return split["profiled_step_s"] / split["step_s"] - 1.0
 
 
+# Below this share no part is said to limit a setup: its step is compute.
+NEGLIGIBLE_SHARE = 0.01
+
+
 def limiting_part(split: dict) -> tuple[str, float]:
-    """The largest part other than compute and its share of the profiled step."""
+    """The largest part other than compute and its share of the step."""
     part = max(LIMITING_PARTS, key=lambda name: split[name])
     return part, split[part] / split["step_s"]
 
@@ -49,13 +53,17 @@ def limiting_part(split: dict) -> tuple[str, float]:
 def limiting_sentence(row) -> str:
     split = row["step_breakdown"]
     part, share = limiting_part(split)
-    shares = ", ".join(f"{PART_WORDS[name]} {fmt_pct(split[name] / split['step_s'])}" for name in PART_WORDS
-                       if name != part)
-    hidden = split["overlapped_comm_s"]
-    overlap = ("overlapped communication not measured" if not math.isfinite(hidden)
-               else f"{fmt_number(hidden * 1e3)} ms of communication hidden behind compute")
-    text = (f"{row['label']}: {PART_WORDS[part]} is {fmt_pct(share)} of the step at {row['world_size']} devices "
-            f"({shares}; {overlap})")
+    if share < NEGLIGIBLE_SHARE:
+        text = (f"{row['label']}: compute is {fmt_pct(split['compute_s'] / split['step_s'])} of the step at "
+                f"{row['world_size']} devices; nothing else is {fmt_pct(NEGLIGIBLE_SHARE)} of it")
+    else:
+        shares = ", ".join(f"{PART_WORDS[name]} {fmt_pct(split[name] / split['step_s'])}" for name in PART_WORDS
+                           if name != part)
+        hidden = split["overlapped_comm_s"]
+        overlap = ("overlapped communication not measured" if not math.isfinite(hidden)
+                   else f"{fmt_number(hidden * 1e3)} ms of communication hidden behind compute")
+        text = (f"{row['label']}: {PART_WORDS[part]} is {fmt_pct(share)} of the step at {row['world_size']} "
+                f"devices ({shares}; {overlap})")
     slowed = dilation(split)
     if abs(slowed) > DILATION_NOTED:
         text += (f"; the profiled round ran {fmt_pct(abs(slowed))} {'slower' if slowed > 0 else 'faster'} than the "

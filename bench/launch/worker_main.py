@@ -23,7 +23,8 @@ Test hook (parsed here; read by every rank and by the all-reduce ceiling): ``GPU
 comma-separated items.
 
 - ``[<case id>:]rank<R>:<kind>@round<N>`` makes rank R misbehave when its N-th round command arrives
-  (calibration and warm-up rounds count), in every case or only in the named one: ``crash`` sends itself
+  (calibration and warm-up rounds count, and with --step-breakdown the profiled round after the last timed
+  one), in every case or only in the named one: ``crash`` sends itself
   SIGKILL (as the OOM killer would), ``hang`` sleeps forever, ``raise`` raises RuntimeError, ``oom``
   raises torch.OutOfMemoryError. ``single`` and ``dp`` run in a rank 0 of their own like the others, so
   every kind applies to them too.
@@ -159,10 +160,11 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
         except ChannelClosed:
             os._exit(1)  # the controller is gone: nobody will ever read our results
         command = message.get("cmd")
-        if command == "run_round":
-            rounds += 1
+        if command in ("run_round", "profiled_round"):
+            rounds += 1  # the fault hook counts the profiled round too: the one after the last timed round
             for fault in faults:
                 fault.fire_if_due(rank, rounds)
+        if command == "run_round":
             conn.send({"event": "done", "seconds": worker.run_round(int(message["steps"]))})
         elif command == "profiled_round":  # after the timed rounds: the step's parts, numbers only
             conn.send({"event": "done", "step_breakdown": _profiled_round(worker, int(message["steps"]))})

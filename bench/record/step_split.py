@@ -30,6 +30,13 @@ def on_timed_step(parts: dict, timed_step_s: float) -> dict:
             "source": source}
 
 
+def step_breakdown_lost(error: Exception) -> dict:
+    """The record's keys when a rank was lost in the profiled round: the case's timed rounds stand."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return {"step_breakdown": None, "step_breakdown_s": None,
+            "step_breakdown_reason": f"not measured: the profiled round lost a rank: {first_line}"}
+
+
 def step_breakdown_record(case: BenchCase, group, *, enabled: bool, timed_step_s: float) -> dict:
     """Call after the timed rounds, with the group still up; every rank runs the profiled round together.
     ``timed_step_s``: the step the timed rounds measured (median round / steps), on which the parts are stated."""

@@ -52,6 +52,7 @@ def _marked_synchronize(horovod_synchronize):
 class Horovod(Strategy):
     launcher = "horovodrun"
     multi_node = True
+    # On CPU only (bench/run/worker.py): on a GPU its NCCL kernels are in the trace like any other kernel.
     comm_unseen = ("Horovod: only the wait in its optimizer's synchronize() (marked horovod::synchronize); the "
                    "all-reduces its own thread runs during backward are not seen, so overlapped communication "
                    "is not measured (null)")
