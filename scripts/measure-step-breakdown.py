@@ -5,8 +5,9 @@
 Runs `pytest bench/` with pytest's `--durations=0` into a fresh results folder, then prints per case:
 the profiled round's cost (the record's ``step_breakdown_s``, timed by the controller) as a share of the
 case's wall time (pytest's setup + call + teardown of its test: launch, probes, warm-up, timed rounds,
-the profiled round and everything else), and the split itself: its parts, their sum against the step
-the timed rounds measured (median round / steps per round), and its communication. The last line is the
+the profiled round and everything else), and the split itself: its parts (stated on the step the timed rounds measured, median round / steps per
+round), the profiled round's own step against that timed step (the profiler's dilation), and its
+communication. The last line is the
 whole run's cost: the sum of ``step_breakdown_s`` over the sum of the cases' wall times.
 """
 
