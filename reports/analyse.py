@@ -52,6 +52,8 @@ _AGGREGATES = {
     "timing_gap_fraction": ("timing_gap_fraction", "max"),
     "launch_s": ("launch_s", "median"),
     "baseline_only": ("baseline_only", "any"),
+    # The step split of the setup's latest run that measured one (pooled runs: not averaged, it is one round).
+    "step_breakdown": ("step_breakdown", "last"),
 }
 
 

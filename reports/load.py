@@ -33,6 +33,7 @@ from reports.schema import (
     is_number,
     number_or_nan,
     round_times,
+    step_breakdown,
     text,
 )
 
@@ -200,6 +201,7 @@ def _case_row(path: str, entry: object, context: dict) -> dict:
         **{key: number_or_nan(record.get(key)) for key in (
             "predicted_peak_bytes", "measured_step_peak_bytes", "predicted_peak_error_fraction",
             "max_per_device_batch_size", "max_batch_samples_per_s")},
+        "step_breakdown": step_breakdown(where, record.get("step_breakdown")),
     }
     return row
 

@@ -14,6 +14,13 @@ Model (ring all-reduce, per step):
   (0: they add up; 1: a step takes the longer of the two), fitted to the cases that ran (least
   squares of the relative error).
 
+Where the multi-device cases recorded a measured step split (the record's ``step_breakdown``, issue 20),
+nothing is fitted: ``compute_s`` is the measured compute, the work that does not communicate (compute,
+other, idle) is kept as measured, the communication is the measured one (exposed + overlapped) scaled by
+the ring factor and the bus bandwidth, and the overlap is the measured overlapped share of it
+(``step_s = work_s + comm_s - overlap * min(compute_s, comm_s)``), all in the profiled round's own seconds.
+A split whose overlapped communication was not seen (Horovod on CPU) is not used: the fit is.
+
 The model's error is shown at every measured point, and nothing is projected from a model whose
 error at any measured point exceeds MAX_MODEL_ERROR. It is a projection, labelled so everywhere.
 """
@@ -25,6 +32,7 @@ import statistics
 from dataclasses import dataclass
 
 from gpusizer_common import metrics
+from reports.schema import is_number
 
 MAX_MODEL_ERROR = 0.15
 GRADIENT_BYTES_PER_PARAM = 4
@@ -56,6 +64,39 @@ class ProjectedRow:
 
 
 @dataclass(frozen=True)
+class MeasuredSplit:
+    """A multi-device case's measured step split, as the projection uses it (seconds per step)."""
+
+    case_id: str
+    world_size: int
+    busbw_bytes_per_s: float
+    compute_s: float
+    work_s: float  # compute + other + idle: what does not wait for the link
+    comm_s: float  # exposed + overlapped
+    overlap: float  # overlapped / min(compute, comm): the share the step hid
+
+    @classmethod
+    def of(cls, record: dict, busbw_bytes_per_s: float) -> MeasuredSplit:
+        split = record["step_breakdown"]
+        # In the profiled round's own seconds (the record states its shares on the timed step): at its own
+        # point the model then predicts the profiled step, so its error there is how far that round strayed
+        # from the timed ones, a real test even where only one multi-device case was measured.
+        scale = split["profiled_step_s"] / split["step_s"]
+        compute_s, hidden = split["compute_s"] * scale, split["overlapped_comm_s"] * scale
+        comm_s = split["exposed_comm_s"] * scale + hidden
+        shorter = min(compute_s, comm_s)
+        return cls(record["case_id"], record["world_size"], busbw_bytes_per_s, compute_s,
+                   compute_s + (split["other_s"] + split["idle_s"]) * scale, comm_s,
+                   min(1.0, hidden / shorter) if shorter > 0 else 0.0)
+
+    def step_at(self, world_size: int, busbw_bytes_per_s: float) -> float:
+        """The step at another world size and bus bandwidth: the measured communication scaled by both."""
+        comm_s = self.comm_s * (ring_comm_s(world_size, 1.0, busbw_bytes_per_s)
+                                / ring_comm_s(self.world_size, 1.0, self.busbw_bytes_per_s))
+        return self.work_s + comm_s - self.overlap * min(self.compute_s, comm_s)
+
+
+@dataclass(frozen=True)
 class Projection:
     label: str  # strategy / preset / precision / batch
     compute_s: float
@@ -64,6 +105,7 @@ class Projection:
     points: tuple[MeasuredPoint, ...]
     rows: tuple[ProjectedRow, ...]
     withheld_reason: str | None  # why nothing is projected (model error too large, no rates given)
+    split: MeasuredSplit | None = None  # the measured step split it is built on; None: fitted
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap <= 1.0:
@@ -158,6 +200,12 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
                    internode_gbps: tuple[float, ...]) -> Projection | None:
     strategy, preset, precision, batch, device_type = key
     gradient_bytes = int(multi[0][0]["num_params"]) * GRADIENT_BYTES_PER_PARAM
+    # A split whose overlapped communication was not seen (Horovod on CPU: its all-reduces run where the
+    # profiler does not look) measured only the exposed wait: too little to scale, so the fit is used.
+    split_points = [(r, bw) for r, bw in multi if isinstance(r.get("step_breakdown"), dict)
+                    and is_number(r["step_breakdown"].get("overlapped_comm_s"))]
+    if split_points:  # measured compute and communication: nothing to fit
+        return _project_from_split(key, split_points, gradient_bytes, ceilings, internode_gbps)
     comm = [ring_comm_s(r["world_size"], gradient_bytes, bw) for r, bw in multi]
     measured = [step_s(r) for r, _ in multi]
     if max(comm) >= DISTINCT_COMM_RATIO * min(comm):
@@ -181,13 +229,54 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
     if not internode_gbps:
         return Projection(label, compute_s, gradient_bytes, overlap, points, (),
                           "not projected: no --internode-gbps was given for the run")
-    slots = max([max(r.get("slots_per_node", [r["world_size"]])) for r, _ in multi])
-    within = next((e.get("busbw_bytes_per_s") for e in ceilings.get("allreduce", [])
-                   if (e.get("device_type"), e.get("world_size")) == (device_type, slots)), None)
-    rows = []
+    slots, within = _node_slots(multi, ceilings, device_type)
     if compute_s <= 0:
         return Projection(label, 0.0, gradient_bytes, overlap, points, (),
                           "not projected: the fitted compute time per step is not positive")
+    rows = _projected_rows(lambda devices, busbw: model_step_s(compute_s, ring_comm_s(devices, gradient_bytes, busbw),
+                                                               overlap), slots, within, internode_gbps, batch, compute_s)
+    return Projection(label, compute_s, gradient_bytes, overlap, points, tuple(rows), None)
+
+
+def _project_from_split(key, multi: list[tuple[dict, float]], gradient_bytes: int, ceilings: dict,
+                        internode_gbps: tuple[float, ...]) -> Projection:
+    """The projection on the measured split of the largest multi-device case; every other measured case is
+    a real test of it, and at the basis itself the error is how far its profiled round strayed from its timed
+    rounds (MeasuredSplit.of)."""
+    strategy, preset, precision, batch, device_type = key
+    basis_record, basis_bw = max(multi, key=lambda point: point[0]["world_size"])
+    split = MeasuredSplit.of(basis_record, basis_bw)
+    points = tuple(MeasuredPoint(r["case_id"], r["world_size"], r.get("nodes", 1), bw, step_s(r),
+                                 split.step_at(r["world_size"], bw)) for r, bw in multi)
+    label = (f"{strategy} / {preset} / {precision} / batch {batch} per device ({device_type}); compute and "
+             f"communication measured (step split of {split.case_id})")
+    worst = max(points, key=lambda p: p.error)
+    reason = None
+    if worst.error > MAX_MODEL_ERROR:
+        reason = (f"not projected: the model is off by {worst.error:.0%} at {worst.case_id} "
+                  f"(more than {MAX_MODEL_ERROR:.0%})")
+    elif not internode_gbps:
+        reason = "not projected: no --internode-gbps was given for the run"
+    rows = ()
+    if reason is None:
+        slots, within = _node_slots(multi, ceilings, device_type)
+        rows = tuple(_projected_rows(lambda devices, busbw: split.step_at(devices, busbw), slots, within,
+                                     internode_gbps, batch, split.work_s))
+    return Projection(label, split.compute_s, gradient_bytes, split.overlap, points, rows, reason, split)
+
+
+def _node_slots(multi: list[tuple[dict, float]], ceilings: dict, device_type: str) -> tuple[int, float | None]:
+    """Devices per node in the projection (the most any case had on one node) and their measured bus bandwidth."""
+    slots = max([max(r.get("slots_per_node", [r["world_size"]])) for r, _ in multi])
+    within = next((e.get("busbw_bytes_per_s") for e in ceilings.get("allreduce", [])
+                   if (e.get("device_type"), e.get("world_size")) == (device_type, slots)), None)
+    return slots, within
+
+
+def _projected_rows(step_at, slots: int, within: float | None, internode_gbps: tuple[float, ...], batch: int,
+                    one_device_step_s: float):
+    """Rows at 1..16 nodes of ``slots`` devices: within one host at its measured bandwidth, across hosts
+    at each given rate. The 1-device baseline trains one batch in ``one_device_step_s``."""
     for nodes in PROJECTED_NODES:
         devices = nodes * slots
         if devices < 2:
@@ -196,13 +285,11 @@ def _project_group(key, base: dict | None, multi: list[tuple[dict, float]], ceil
         for gbps, busbw in rates:
             if not busbw:
                 continue
-            step = model_step_s(compute_s, ring_comm_s(devices, gradient_bytes, busbw), overlap)
-            # A projected step is a round of one step (weak scaling: every device trains its batch); the
-            # 1-device baseline trains one batch in the compute time alone.
+            step = step_at(devices, busbw)
+            # A projected step is a round of one step (weak scaling: every device trains its batch).
             projected = metrics.samples_per_s_at(devices * batch, step)
-            efficiency = metrics.scaling_efficiency(projected, devices, metrics.samples_per_s_at(batch, compute_s))
-            rows.append(ProjectedRow(nodes, devices, gbps, step, efficiency, projected))
-    return Projection(label, compute_s, gradient_bytes, overlap, points, tuple(rows), None)
+            efficiency = metrics.scaling_efficiency(projected, devices, metrics.samples_per_s_at(batch, one_device_step_s))
+            yield ProjectedRow(nodes, devices, gbps, step, efficiency, projected)
 
 
 def projections_from_payloads(payloads: list[dict], internode_gbps: tuple[float, ...] | None = None) -> list[Projection]:
@@ -237,11 +324,18 @@ ROW_HEADER = ("nodes", "devices", "inter-node", "projected step", "projected sca
 
 def _explanation() -> str:
     return ("PROJECTION from a ring all-reduce model: step = compute + comm - overlap x min(compute, comm), "
-            "comm = 2(N-1)/N x gradient bytes / bus bandwidth, the overlap fitted to the cases that ran. "
+            "comm = 2(N-1)/N x gradient bytes / bus bandwidth, the overlap fitted to the cases that ran; where the "
+            "cases recorded a measured step split, compute, communication and overlap are the measured ones instead "
+            "(communication scaled by 2(N-1)/N and the bus bandwidth). "
             f"Nothing is projected where the model is off by more than {MAX_MODEL_ERROR:.0%} at a measured point.")
 
 
 def _fit_note(proj: Projection) -> str:
+    split = proj.split
+    if split is not None:
+        return (f"measured at {split.case_id}: compute {split.compute_s * 1e3:.3g} ms/step, work that does not "
+                f"communicate (compute, other, idle) {split.work_s * 1e3:.3g} ms, communication "
+                f"{split.comm_s * 1e3:.3g} ms of which {split.overlap:.0%} of the shorter of the two hidden")
     return (f"compute {proj.compute_s * 1e3:.3g} ms/step, gradients {proj.gradient_bytes / 1e6:.3g} MB, "
             f"fitted overlap {proj.overlap:.0%}")
 

@@ -36,6 +36,10 @@ CHART_CAPTIONS = {
     "energy": "Joules per training sample for each setup, with its 95% interval. Lower is better.",
     "memory": ("Peak memory per device (bar, log scale) against the device's capacity (red mark). A bar near its "
                "mark leaves no room for a larger batch or model."),
+    "step_breakdown": ("Milliseconds per training step of the slowest rank: compute, communication not hidden "
+                       "behind compute, other host work and idle, in the shares one round under torch.profiler "
+                       "measured after the timed rounds, stacked to the step the timed rounds measured; the black "
+                       "mark is what the profiled round itself took per step (the profiler's dilation)."),
     "round_times": ("Every measured round's time in ms (log scale), one box per setup: a wide box or far points "
                     "mean a noisy measurement."),
 }

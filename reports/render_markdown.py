@@ -15,10 +15,12 @@ from reports.words import ReportContext, counted, finding_text, grouped_findings
 MARKDOWN_LIST_LIMIT = 10  # per warning kind; the HTML lists them all
 
 
-def render_markdown(recommendation: Recommendation, answer: Answer, context: ReportContext, html_name: str) -> str:
-    def md(text: str) -> str:  # strings from result files must not become Markdown or HTML
-        return html.escape(text, quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+def md(text: str) -> str:
+    """Strings from result files must not become Markdown or HTML."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
+
+def render_markdown(recommendation: Recommendation, answer: Answer, context: ReportContext, html_name: str) -> str:
     lines = ["# gpusizer report: which GPU and setup to choose", "",
              (f"From {counted(context.files, 'result file')}, {counted(context.machines, 'machine')}, "
               f"{counted(context.cases, 'measured case')}. "

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:  # bad input like any other: exit 2, one line (the command's own imports need none of them)
         raise InputError(f"needs the Python package(s) {', '.join(map(repr, missing))}: "
                          f"pip install 'gpusizer[report]' (or make setup)")
+    from reports import step_breakdown
     from reports.analyse import summarise
     from reports.answer import build_answer
     from reports.figures import build_charts
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         cases=len(results.cases), target_samples=args.target_samples, prices_path=args.prices,
         currency=prices.currency if prices else None, budget=args.budget)
     charts = build_charts(recommendation.setups, target_samples=args.target_samples, currency=context.currency)
+    charts = step_breakdown.with_step_split(charts, recommendation.setups)  # its chart; what limits each setup
 
     outputs["html"].parent.mkdir(parents=True, exist_ok=True)
     from reports import memory_section, stack
@@ -165,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
         answer = dataclasses.replace(answer, notes=(different_software, *answer.notes))
     write_text(outputs["html"], render_html(recommendation, answer, charts, context, extra_sections=extra_sections))
     write_text(outputs["markdown"], render_markdown(recommendation, answer, context, outputs["html"].name)
-               + stack.render_markdown(machines) + memory_section.render_markdown(results.cases, fit_gpus)
-               + render_projection_markdown(projections))
+               + step_breakdown.render_markdown(recommendation.setups) + stack.render_markdown(machines)
+               + memory_section.render_markdown(results.cases, fit_gpus) + render_projection_markdown(projections))
     with replacing(outputs["csv"]) as tmp:
         write_csv(recommendation.setups, tmp)
     print(f"report: {outputs['html']}")

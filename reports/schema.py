@@ -81,6 +81,9 @@ CASE_SCHEMA: dict[str, tuple[str, str | None]] = {
     "predicted_peak_error_fraction": ("float64", None),  # the benchmark's, like with like (docs/record.md)
     "max_per_device_batch_size": ("float64", None),
     "max_batch_samples_per_s": ("float64", None),
+    # Issue 20: the slowest rank's step split from one profiled round (checked by step_breakdown below); None
+    # where not measured (the record's step_breakdown_reason says why).
+    "step_breakdown": ("object", None),
 }
 CASE_COLUMNS: dict[str, str] = {column: dtype for column, (dtype, _) in CASE_SCHEMA.items()}
 REQUIRED_RECORD_KEYS: dict[str, str] = {column: kind for column, (_, kind) in CASE_SCHEMA.items() if kind}
@@ -138,6 +141,41 @@ def check_record(where: str, record: dict) -> None:
             raise InputError(f"{where}: {key!r} is {value!r:.40}; expected an integer 1 to 2**53")
         if kind == POSITIVE and value <= 0:
             raise InputError(f"{where}: {key!r} is {value!r}; expected a number > 0")
+
+
+# step_breakdown: the parts (seconds per step) of step_s, the timed step; profiled_step_s, what the profiled
+# round took; overlapped communication may be null (not seen).
+BREAKDOWN_PARTS = ("compute_s", "exposed_comm_s", "other_s", "idle_s")
+BREAKDOWN_SECONDS = ("step_s", "profiled_step_s", *BREAKDOWN_PARTS, "overlapped_comm_s")
+
+
+def step_breakdown(where: str, raw: object) -> dict | None:
+    """The record's step_breakdown as a dict of floats (rank, source kept), None when null; InputError
+    naming the key when it is not one (docs/record.md)."""
+    if raw is None:
+        return None
+    name = "extra_info.step_breakdown"
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: {name} is {type(raw).__name__} {raw!r:.40}; expected an object or null")
+    parts = {}
+    for key in BREAKDOWN_SECONDS:
+        if key not in raw:
+            raise InputError(f"{where}: {name} has no {key!r}; expected every one of {', '.join(BREAKDOWN_SECONDS)}")
+        value = raw[key]
+        if value is None and key == "overlapped_comm_s":
+            parts[key] = math.nan
+            continue
+        if not is_number(value) or value < 0:
+            raise InputError(f"{where}: {name}.{key} is {value!r:.40}; expected seconds per step >= 0")
+        parts[key] = float(value)
+    for key in ("step_s", "profiled_step_s"):
+        if parts[key] <= 0:
+            raise InputError(f"{where}: {name}.{key} is {parts[key]!r}; expected seconds per step > 0")
+    total = sum(parts[key] for key in BREAKDOWN_PARTS)
+    if abs(total - parts["step_s"]) > 1e-6 * parts["step_s"]:  # the chart stacks them to the step
+        raise InputError(f"{where}: {name}'s parts ({' + '.join(BREAKDOWN_PARTS)}) add up to {total!r}, "
+                         f"not its step_s {parts['step_s']!r}; expected them to add up to the step")
+    return {**parts, "rank": raw.get("rank"), "source": text(raw.get("source"))}
 
 
 def round_times(where: str, raw: object, name: str) -> list[float]:

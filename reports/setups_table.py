@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports.schema import BREAKDOWN_SECONDS
 from reports.words import fmt_bytes, fmt_duration, fmt_interval, fmt_money, fmt_number, fmt_pct
 
 
@@ -54,4 +55,9 @@ def write_csv(setups: pd.DataFrame, path: Path) -> None:
     table = setups.drop(columns=[c for c in CSV_DROP if c in setups]).copy()
     for column in ("flags", "run_ids"):
         table[column] = table[column].map(lambda items: ";".join(map(str, items)))
+    if "step_breakdown" in table:  # the split's seconds as columns of their own (empty where not measured)
+        splits = table.pop("step_breakdown")
+        for key in BREAKDOWN_SECONDS:
+            table[f"step_breakdown_{key}"] = splits.map(
+                lambda split, key=key: split[key] if isinstance(split, dict) else math.nan)
     table.to_csv(path, index=False)

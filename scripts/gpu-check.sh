@@ -67,7 +67,7 @@ main=results/gpu-check-$stamp.json
 oom=results/gpu-check-$stamp-oom.json
 release=results/gpu-check-$stamp-release.json
 status=0
-common=(-q -p no:cacheprovider --device cuda --presets medium "${ROUNDS[@]}")
+common=(-q -p no:cacheprovider --device cuda --presets medium "${ROUNDS[@]}" --step-breakdown)
 
 # 1. every strategy, fp32 and bf16, at world size 1 (and 2).
 timeout --kill-after=30 "$TIMEOUT_S" "$PY" -m pytest bench/ "${common[@]}" \
@@ -133,6 +133,37 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
     print("%s: group_reused %s, launch_s %.1f, case_setup_s %s, pids %s: %s" % (r["case_id"], r["group_reused"],
           r["launch_s"], r["case_setup_s"], r["worker_pids"], "ok" if ok else "FAILED"))
 sys.exit(1 if bad else 0)' "$main" || status=1
+fi
+# The step split (issue 20): on CUDA the profiled round's NCCL kernels must overlap backward's kernels in ddp-2
+# (overlapped_comm_s > 0), the parts must sum to the step the timed rounds measured (within 5%), and single
+# must show no communication.
+if [ -s "$main" ]; then
+    "$PY" -c 'import json, statistics, sys
+bad = seen = 0
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    r = b["extra_info"]
+    if r["strategy"] not in ("single", "ddp"):
+        continue
+    s = r.get("step_breakdown")
+    if s is None:
+        print("%s: step split: FAILED: %s" % (r["case_id"], r.get("step_breakdown_reason"))); bad += 1; continue
+    seen += 1
+    timed = statistics.median(r["round_times_s"]) / r["steps_per_round"]
+    total = s["compute_s"] + s["exposed_comm_s"] + s["other_s"] + s["idle_s"]
+    comm = s["exposed_comm_s"] + (s["overlapped_comm_s"] or 0)
+    if r["world_size"] > 1:  # NCCL kernels running beside backward: the overlap DDP exists for
+        comm_ok = s["overlapped_comm_s"] > 0
+    else:  # single communicates nothing; ddp-1 may still launch its one-rank NCCL kernels
+        comm_ok = comm == 0 or r["strategy"] != "single"
+    # The parts are stated on the timed step; what the GPU must show is that the profiled round itself took
+    # that step within 5% (on a GPU the profiler records kernels, which it barely slows).
+    ok = abs(total - timed) <= 1e-6 * timed and abs(s["profiled_step_s"] - timed) <= 0.05 * timed and comm_ok
+    bad += not ok
+    print("%s: step split (ms/step) compute %.3g, exposed comm %.3g, overlapped comm %.3g, other %.3g, idle %.3g; "
+          "sum %.3g; profiled round %.3g vs timed step %.3g; cost %.2f s: %s" % (r["case_id"], s["compute_s"] * 1e3,
+          s["exposed_comm_s"] * 1e3, (s["overlapped_comm_s"] or 0) * 1e3, s["other_s"] * 1e3, s["idle_s"] * 1e3,
+          total * 1e3, s["profiled_step_s"] * 1e3, timed * 1e3, r.get("step_breakdown_s") or 0, "ok" if ok else "FAILED"))
+sys.exit(1 if bad or not seen else 0)' "$main" || status=1
 fi
 # single trains in a rank process of its own: a hung fp32 round is a rank to stop at --round-timeout-s, named
 # where it hangs, and the bf16 case after it passes in a freshly launched rank.

@@ -24,7 +24,7 @@ BENCH_DEADLINE_S = 300  # one `pytest bench/` run of a test; generous, the machi
 # baseline, skipped cases (dp needs CUDA), a second per-device batch, and a case that really fails
 # (a launch deadline no torchrun start can meet).
 BENCH_RUNS = (
-    ("strategies", ("--quick", "--strategies", "single,dp,ddp", "--world-sizes", "1,2")),
+    ("strategies", ("--quick", "--strategies", "single,dp,ddp", "--world-sizes", "1,2", "--step-breakdown")),
     ("batch32", ("--quick", "--strategies", "single", "--batch-size", "32")),
     ("failing-launch", ("--quick", "--strategies", "ddp", "--world-sizes", "2", "--launch-timeout-s", "0.05")),
 )

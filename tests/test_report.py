@@ -621,3 +621,28 @@ def test_a_missing_report_package_is_one_line_exit_2(monkeypatch, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "needs the Python package(s) 'plotly'" in lines[0]
     assert "pip install 'gpusizer[report]'" in lines[0]
+
+
+def test_the_report_shows_the_step_split_and_what_limits_each_multi_device_setup(real_result_files, tmp_path):
+    import html
+
+    from reports.step_breakdown import PART_WORDS, limiting_part
+    from reports.words import fmt_pct
+
+    out = report_ok(tmp_path / "report.html", real_result_files[0])
+    page, markdown = html.unescape(out.read_text()), out.with_suffix(".md").read_text()
+    cases = load_results([real_result_files[0]]).cases.set_index("case_id")
+    split = cases.loc["ddp-2-tiny-fp32", "step_breakdown"]
+    assert split["exposed_comm_s"] + np.nan_to_num(split["overlapped_comm_s"]) > 0  # the real run communicated
+    part, share = limiting_part(split)
+    said = f"{PART_WORDS[part]} is {fmt_pct(share)} of the step at 2 devices"
+    assert 'id="chart-step_breakdown"' in page  # the stacked bar per setup
+    # Under the scaling chart (its caption) and in the Markdown's own section, the same sentence.
+    scaling_caption = page.split('id="chart-scaling"', 1)[1].split('<p class="caption">', 1)[1].split("</p>", 1)[0]
+    assert "What limits each multi-device setup:" in scaling_caption and said in scaling_caption
+    section = markdown.split("## Scaling: what limits each multi-device setup", 1)[1]
+    assert said in section
+    # The projection is built on the measured split, with its error at the measured point.
+    assert "compute and communication measured (step split of ddp-2-tiny-fp32)" in markdown
+    projection = markdown.split("compute and communication measured (step split of ddp-2-tiny-fp32): projection", 1)[1]
+    assert "| ddp-2-tiny-fp32 |" in projection and "%" in projection.split("| ddp-2-tiny-fp32 |", 1)[1].split("\n")[0]

@@ -69,7 +69,7 @@ def page_status(dom: str) -> dict:
 
 @pytest.fixture(scope="module")
 def full_report(real_result_files, tmp_path_factory) -> Path:
-    """A report drawing all six charts: real runs, plus a copy of one as a second machine with NVML
+    """A report drawing all seven charts (the step split among them): real runs, plus a copy of one as a second machine with NVML
     telemetry (which cannot exist without a GPU) and a hostile hostname - both changes marked here."""
     folder = tmp_path_factory.mktemp("browser-report")
     data = json.loads(Path(real_result_files[0]).read_text())
@@ -94,8 +94,8 @@ def test_every_chart_draws_without_a_script_error(full_report, tmp_path):
     dom = dump_dom(full_report, tmp_path / "profile")
     status = page_status(dom)
     assert status["errors"] == ""
-    assert int(status["plots-expected"]) == 6
-    assert int(status["plots-drawn"]) == 6
+    assert int(status["plots-expected"]) == 7
+    assert int(status["plots-drawn"]) == 7
     assert "<title>pwned</title>" not in dom and "gpusizer report" in dom.split("</title>")[0]
     # The hostile hostname is text on the page, not an element.
     assert html.escape(HOSTILE_NAME, quote=False) in dom
@@ -125,7 +125,7 @@ def test_the_page_at_1400_px_draws_every_chart_and_the_answer_needs_no_sideways_
     window = f"--window-size={SCREEN_WIDTH_PX},1000"
     status = page_status(dump_dom(full_report, tmp_path / "profile", (window, "--dump-dom")))
     assert status["errors"] == ""
-    assert int(status["plots-drawn"]) == int(status["plots-expected"]) == 6
+    assert int(status["plots-drawn"]) == int(status["plots-expected"]) == 7
     assert 0 < int(status["viewport-px"]) <= SCREEN_WIDTH_PX
     assert int(status["answer-overflow-px"]) == 0, status  # the answer section scrolls not at all sideways
     assert int(status["page-overflow-px"]) == 0, status  # nor does the page (the wide table scrolls in its box)

@@ -84,6 +84,9 @@ class BenchOptions:
     price_per_hour: float | None = None  # --price-per-hour: the plan's cost
     cluster: Cluster | None = None  # --hosts/--hostfile; None: this machine only
     internode_gbps: tuple[float, ...] = ()  # the scaling projection's assumed inter-node link rates
+    # One profiled round per case after the timed rounds (bench/run/step_profile.py). Off by default: it cost
+    # 5.8% of the default CPU sweep's case wall time (README "Performance"), over the 5% bar.
+    step_breakdown: bool = False
 
     def __post_init__(self) -> None:
         allowed_strategies = _strategy_names()
@@ -239,6 +242,9 @@ def add_options(parser: pytest.Parser) -> None:
                          "writes no result file")
     group.addoption("--price-per-hour", dest="gs_price_per_hour", default=None, metavar="VALUE",
                     help="with --plan: the machine's price per hour (a number from 0 to 1e6), to estimate the cost")
+    group.addoption("--step-breakdown", dest="gs_step_breakdown", action="store_true",
+                    help="after each case's timed rounds, one more round under torch.profiler that splits the step "
+                         "into compute, exposed and overlapped communication, other and idle (about one round's time)")
     group.addoption("--verify", dest="gs_verify", action="store_true",
                     help="before measuring, check each strategy reaches the same weights as single (fp32)")
     add_multinode_options(group)
@@ -269,6 +275,7 @@ def options_from_config(config: pytest.Config) -> BenchOptions:
         scaling=get("gs_scaling"),
         quick=quick,
         verify=bool(get("gs_verify")),
+        step_breakdown=bool(get("gs_step_breakdown")),
         seed=_to_int("--seed", get("gs_seed"), allowed=f"an integer 0 to {MAX_SEED}"),
         results_dir=get("gs_results_dir"),
         launch_timeout_s=_to_float("--launch-timeout-s", get("gs_launch_timeout_s")),

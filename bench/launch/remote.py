@@ -147,6 +147,13 @@ class RemoteGroup:
         replies = self._command({"cmd": "peak_memory"}, "the peak-memory query")
         return max(int(message["peak_memory_bytes"]) for message, _ in replies.values())
 
+    def profiled_rounds(self, steps: int) -> list[dict]:
+        """One more round of ``steps`` steps on every rank under torch.profiler, after the timed rounds: each
+        rank's step parts (bench/run/step_profile.py), in rank order; a rank that could not reduce its
+        trace answers ``{"reason": ...}`` instead."""
+        replies = self._command({"cmd": "profiled_round", "steps": steps}, "the profiled round")
+        return [dict(replies[rank][0]["step_breakdown"]) for rank in sorted(replies)]
+
     def accounted_step_peak_bytes(self) -> int:
         """One more real train_step in every rank together (DDP's and FSDP's steps are collectives), each
         under its own Ledger (bench/run/worker.py); the busiest rank's peak bytes."""

@@ -3,6 +3,8 @@ or started alone as the one rank of ``single`` and ``dp`` (bench/launch/plain.py
 
 Connects back to the controller, builds the TrainingWorker every strategy trains with, then serves
 commands until told to close: ``run_round`` (K steps, answers this rank's own seconds),
+``profiled_round`` (K more steps under torch.profiler after the timed rounds: the step's parts in seconds,
+bench/run/step_profile.py),
 ``peak_memory``, ``facts`` (every device's peak and what the strategy measured in the rank: the
 record's keys of docs/record.md), ``reset_peak_memory``, ``accounted_step_peak`` (one more step under
 the Ledger of sizing/accounting.py: its peak bytes, the CPU's measured step peak), ``parameters`` (full
@@ -21,12 +23,16 @@ Test hook (parsed here; read by every rank and by the all-reduce ceiling): ``GPU
 comma-separated items.
 
 - ``[<case id>:]rank<R>:<kind>@round<N>`` makes rank R misbehave when its N-th round command arrives
-  (calibration and warm-up rounds count), in every case or only in the named one: ``crash`` sends itself
+  (calibration and warm-up rounds count, and with --step-breakdown the profiled round after the last timed
+  one), in every case or only in the named one: ``crash`` sends itself
   SIGKILL (as the OOM killer would), ``hang`` sleeps forever, ``raise`` raises RuntimeError, ``oom``
   raises torch.OutOfMemoryError. ``single`` and ``dp`` run in a rank 0 of their own like the others, so
   every kind applies to them too.
 - ``allreduce[<W>]:<fail|hang>`` makes the all-reduce ceiling (bench/hardware/bandwidth.py) at world size W
   (every world size without W) raise in its ranks or never answer.
+- ``[<case id>:]comm:delay<MS>`` makes every gradient all-reduce of the case's training finish MS
+  milliseconds later, as over a slower link (the strategy's ``delay_communication``: ddp only), so a test
+  can watch the step breakdown's exposed communication grow.
 
 tests/test_faults.py uses it to kill, hang and exhaust real workers at a known point.
 """
@@ -48,10 +54,11 @@ FAULT_ENV = "GPUSIZER_FAULT"
 HOST_ENV = "GPUSIZER_HOST"  # set by node_main: the host name of a multi-node case, sent in the hello
 FAULT_KINDS = ("crash", "hang", "raise", "oom")
 CEILING_FAULT_KINDS = ("fail", "hang")
-FAULT_GRAMMAR = (f"comma-separated [<case id>:]rank<R>:<{'|'.join(FAULT_KINDS)}>@round<N> or "
-                 f"allreduce[<W>]:<{'|'.join(CEILING_FAULT_KINDS)}>")
+FAULT_GRAMMAR = (f"comma-separated [<case id>:]rank<R>:<{'|'.join(FAULT_KINDS)}>@round<N>, "
+                 f"allreduce[<W>]:<{'|'.join(CEILING_FAULT_KINDS)}> or [<case id>:]comm:delay<MS>")
 _RANK_FAULT = re.compile(r"(?:(?P<case>[A-Za-z0-9_.-]+):)?rank(?P<rank>\d+):(?P<kind>\w+)@round(?P<round>\d+)")
 _CEILING_FAULT = re.compile(r"allreduce(?P<world>\d+)?:(?P<kind>\w+)")
+_COMM_DELAY = re.compile(r"(?:(?P<case>[A-Za-z0-9_.-]+):)?comm:delay(?P<ms>\d+)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ def parse_faults(text: str | None) -> tuple[list[Fault], list[CeilingFault]]:
     for item in (part.strip() for part in (text or "").split(",")):
         if not item:
             continue
+        if _COMM_DELAY.fullmatch(item):
+            continue  # read by comm_delay_s
         ceiling = _CEILING_FAULT.fullmatch(item)
         if ceiling is not None and ceiling["kind"] in CEILING_FAULT_KINDS:
             world = ceiling["world"]
@@ -117,6 +126,14 @@ def case_faults(case_id: str, text: str | None = None) -> list[Fault]:
     """The rank faults that apply to this case (``text`` defaults to the environment's)."""
     text = os.environ.get(FAULT_ENV) if text is None else text
     return [fault for fault in parse_faults(text)[0] if fault.applies_to(case_id)]
+
+
+def comm_delay_s(case_id: str, text: str | None = None) -> float:
+    """Seconds every all-reduce of this case is delayed by (``comm:delay<MS>``; 0: none)."""
+    text = os.environ.get(FAULT_ENV) if text is None else text
+    parse_faults(text)  # a malformed item is refused here too
+    delays = [match for part in (text or "").split(",") if (match := _COMM_DELAY.fullmatch(part.strip()))]
+    return sum(int(m["ms"]) / 1000.0 for m in delays if m["case"] in (None, case_id))
 
 
 def _one_line(error: BaseException) -> str:
@@ -143,11 +160,14 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
         except ChannelClosed:
             os._exit(1)  # the controller is gone: nobody will ever read our results
         command = message.get("cmd")
-        if command == "run_round":
-            rounds += 1
+        if command in ("run_round", "profiled_round"):
+            rounds += 1  # the fault hook counts the profiled round too: the one after the last timed round
             for fault in faults:
                 fault.fire_if_due(rank, rounds)
+        if command == "run_round":
             conn.send({"event": "done", "seconds": worker.run_round(int(message["steps"]))})
+        elif command == "profiled_round":  # after the timed rounds: the step's parts, numbers only
+            conn.send({"event": "done", "step_breakdown": _profiled_round(worker, int(message["steps"]))})
         elif command == "peak_memory":
             conn.send({"event": "done", "peak_memory_bytes": worker.peak_memory_bytes()})
         elif command == "facts":
@@ -175,6 +195,15 @@ def _serve(conn, worker, rank: int, faults: list[Fault]) -> dict | None:
             return None
         else:
             raise ValueError(f"unknown command {command!r}")
+
+
+def _profiled_round(worker, steps: int) -> dict:
+    """The rank's step parts; a failure of the profiler or of the trace's reduction is the split's reason,
+    not the case's: the case was measured already."""
+    try:
+        return worker.profiled_round(steps)
+    except Exception as error:  # noqa: BLE001 - any failure here only costs the split
+        return {"reason": f"rank {worker.ctx.rank}: {_one_line(error)}"}
 
 
 def _try_batch(worker, batch: int, limit_bytes: int | None) -> dict:
@@ -232,7 +261,7 @@ def main() -> None:
         faults = case_faults(case.case_id)
         from bench.run.worker import TrainingWorker
 
-        worker = TrainingWorker(case, rank=rank, local_rank=local_rank)
+        worker = TrainingWorker(case, rank=rank, local_rank=local_rank, comm_delay_s=comm_delay_s(case.case_id))
         conn.send({"event": "ready", "threads": worker.threads})
         while (next_case := _serve(conn, worker, rank, faults)) is not None:
             # The next case of this group: the process group stays, everything of the case goes first,
@@ -242,7 +271,8 @@ def main() -> None:
             _give_back_memory()
             case = BenchCase(**next_case)
             faults = case_faults(case.case_id)  # per case: its rounds count from 1 again
-            worker = TrainingWorker(case, rank=rank, local_rank=local_rank, join=False)
+            worker = TrainingWorker(case, rank=rank, local_rank=local_rank, join=False,
+                                    comm_delay_s=comm_delay_s(case.case_id))
             conn.send({"event": "ready", "threads": worker.threads})
         # The clean exit of DESIGN.md: barrier, drop model and optimizer, leave the group, flush, _exit.
         worker.strategy.barrier(worker.ctx)

@@ -17,9 +17,11 @@ from bench.hardware.bandwidth import allreduce_ceiling
 from bench.hardware.devices import device_count, device_name, device_unavailable_reason, is_cuda
 from bench.hardware.peak import matmul_peak_flops_per_s
 from bench.launch import LAUNCHERS, WorkerGroup
+from bench.launch.remote import WorkerError
 from bench.record.case_facts import add_case_facts
 from bench.record.memory_model import memory_record
 from bench.record.record import build_record, slowest_rank_per_round
+from bench.record.step_split import step_breakdown_lost, step_breakdown_record
 from bench.run.group_pool import Acquired, GroupPool
 from bench.run.out_of_memory import device_memory_bytes, too_large_reason
 from bench.run.round_sizing import size_rounds
@@ -27,6 +29,7 @@ from bench.run.verify import case_reference, check_case
 from bench.strategies import REGISTRY
 from bench.telemetry import Sampler
 from bench.telemetry.flags import judged_telemetry_flags
+from gpusizer_common import metrics
 from reference_model import unsupported_reason
 
 
@@ -145,7 +148,16 @@ def measure_case(case: BenchCase, benchmark, options: BenchOptions, pool: GroupP
         record.update(memory_record(case, group))  # predicted beside measured peak, after the timed rounds
         record.update(getattr(group, "network", {}))  # multi-node: the interface and controller address used
         record.update(acquired.record_keys())  # group_reused, case_setup_s (launched strategies)
-        clean = True
+        # Last, after every timed round and measured peak: the profiler's cost touches none of them.
+        try:
+            record.update(step_breakdown_record(
+                sized_case, group, enabled=options.step_breakdown,
+                timed_step_s=metrics.seconds_to_train(sized_case.global_batch_size, record["samples_per_s"])))
+            clean = True
+        except WorkerError as error:
+            # A rank lost (crashed, or past --round-timeout-s) in the profiled round costs the split, not the
+            # measured case; the group, no longer whole, is closed rather than reused (clean stays False).
+            record.update(step_breakdown_lost(error))
     except KeyboardInterrupt:
         # Ctrl-C, SIGTERM, SIGHUP: the user wants out now, so no waiting for a clean exit of the ranks.
         group.abort()

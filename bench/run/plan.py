@@ -49,10 +49,11 @@ class CaseEstimate:
     calibration_s: float
     warmup_s: float
     rounds_s: float
+    profile_s: float = 0.0  # the profiled round of the step split, after the timed ones (with --step-breakdown)
 
     @property
     def total_s(self) -> float:
-        return self.launch_s + self.calibration_s + self.warmup_s + self.rounds_s
+        return self.launch_s + self.calibration_s + self.warmup_s + self.rounds_s + self.profile_s
 
 
 def round_s(case: BenchCase, min_round_s: float) -> float:
@@ -77,6 +78,7 @@ def estimate_case(case: BenchCase, options: BenchOptions, skip_reason: str | Non
         calibration_s=CALIBRATION_ROUNDS_EQUIVALENT * min_round_s if min_round_s > 0 else 0.0,
         warmup_s=max(options.resolved_warmup_s(case.device_type), case.warmup_rounds * one_round_s),
         rounds_s=case.rounds * one_round_s,
+        profile_s=one_round_s if options.step_breakdown else 0.0,
     )
 
 
@@ -95,11 +97,11 @@ class Plan:
         for e in self.estimates:
             what = f"skip: {e.skip_reason}" if e.skip_reason else (
                 f"launch {e.launch_s:.0f} s, calibration {e.calibration_s:.1f} s, warm-up {e.warmup_s:.1f} s, "
-                f"rounds {e.rounds_s:.1f} s")
+                f"rounds {e.rounds_s:.1f} s" + (f", profiled round {e.profile_s:.1f} s" if e.profile_s else ""))
             rows.append(f"{e.case_id:<28} {_duration(e.total_s):>9}  {what}")
         running = [e for e in self.estimates if not e.skip_reason]
         parts = {"launches": sum(e.launch_s for e in running), "calibration": sum(e.calibration_s for e in running),
-                 "warm-up": sum(e.warmup_s for e in running), "rounds": sum(e.rounds_s for e in running),
+                 "warm-up": sum(e.warmup_s for e in running), "rounds": sum(e.rounds_s + e.profile_s for e in running),
                  "ceilings": self.ceilings_s, "matmul peaks": self.peaks_s}
         rows.append(f"gpusizer plan: {len(running)} case(s) to run, {len(self.estimates) - len(running)} skipped; "
                     f"estimated wall time {_duration(self.total_s)} ("

@@ -13,6 +13,7 @@ import torch
 from bench.config.cases import BenchCase
 from bench.hardware.devices import is_cuda, set_current_cuda_device, synchronize, threads_per_rank
 from bench.run.memory import peak_memory_per_device, reset_peak_memory
+from bench.run.step_profile import profiled_round
 from bench.strategies import REGISTRY, RankContext
 from reference_model import Precision, TrainState, build_model, make_optimizer, train_step
 from sizing.accounting import Ledger
@@ -20,9 +21,11 @@ from sizing.trace import run_accounted_step
 
 
 class TrainingWorker:
-    def __init__(self, case: BenchCase, rank: int = 0, local_rank: int = 0, *, join: bool = True) -> None:
+    def __init__(self, case: BenchCase, rank: int = 0, local_rank: int = 0, *, join: bool = True,
+                 comm_delay_s: float = 0.0) -> None:
         """``join=False``: the process already belongs to the strategy's group (a launched group kept
-        up for the next case of its strategy and world size); only the model, optimizer and data are new."""
+        up for the next case of its strategy and world size); only the model, optimizer and data are new.
+        ``comm_delay_s``: the test hook's slower all-reduce (GPUSIZER_FAULT comm:delay, worker_main.py)."""
         self.case = case
         self.strategy = REGISTRY[case.strategy]
         # This process's share of the cores, on GPU as on CPU (dp's one process gets them all).
@@ -40,6 +43,8 @@ class TrainingWorker:
             model = build_model(case.model_config, seed=case.seed, device=device)
             state = TrainState(model, make_optimizer(model), self.precision, self.precision.make_grad_scaler())
             self.state = self.strategy.wrap(state, self.ctx)
+            if comm_delay_s > 0:
+                self.strategy.delay_communication(self.state, comm_delay_s)
             self.batches = self.strategy.rank_batches(case.model_config, case.per_device_batch_size,
                                                       seed=case.seed, ctx=self.ctx)
         except BaseException:
@@ -56,22 +61,34 @@ class TrainingWorker:
     def run_round(self, steps: int) -> float:
         """Run ``steps`` training steps and return this rank's own seconds for them, device-synchronised."""
         device = self.ctx.device
-        batches, count = self.batches, len(self.batches)
         if is_cuda(device.type):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            for _ in range(steps):
-                train_step(self.state, *batches[self.steps_done % count])
-                self.steps_done += 1
+            self._steps(steps)
             end.record()
             end.synchronize()
             return start.elapsed_time(end) / 1000.0
         synchronize(device)
         began = time.perf_counter()
+        self._steps(steps)
+        return time.perf_counter() - began
+
+    def _steps(self, steps: int) -> None:
+        batches, count = self.batches, len(self.batches)
         for _ in range(steps):
             train_step(self.state, *batches[self.steps_done % count])
             self.steps_done += 1
-        return time.perf_counter() - began
+
+    def profiled_round(self, steps: int) -> dict:
+        """One more round of ``steps`` steps under torch.profiler (never a timed one): this rank's step split
+        into compute, exposed and overlapped communication, other and idle (bench/run/step_profile.py)."""
+        # What a strategy's communication hides from the profiler is a CPU matter (Horovod's all-reduces on its
+        # own thread); on a GPU the profiler records every kernel of the process, NCCL's included.
+        unseen = "" if is_cuda(self.ctx.device.type) else self.strategy.comm_unseen
+        parts = profiled_round(self._steps, steps, self.ctx.device, rank=self.ctx.rank, comm_seen=unseen)
+        if unseen:  # the profiler cannot see what overlaps: not measured rather than 0
+            parts["overlapped_comm_s"] = None
+        return parts
 
     def peak_memory_bytes(self) -> int:
         return max(peak_memory_per_device(self.devices))

@@ -39,6 +39,9 @@ class Strategy:
     baseline_only: ClassVar[bool] = False  # reported for comparison, never recommended
     # True: weights, gradients and optimizer state are split over the ranks (bench/run/out_of_memory.py).
     shards_training_state: ClassVar[bool] = False
+    # What of this strategy's communication torch.profiler cannot see, for the step breakdown's source
+    # (bench/run/step_profile.py); "" when it sees all of it. Non-empty: overlapped communication is not measured.
+    comm_unseen: ClassVar[str] = ""
 
     def unavailable_reason(self, device_type: str, world_size: int, precision: str) -> str | None:
         """Why this strategy cannot run that case here (with how to fix it), or None."""
@@ -79,6 +82,12 @@ class Strategy:
     def wrap(self, state: TrainState, ctx: RankContext) -> TrainState:
         """Wrap model and optimizer for this strategy; the plain state is the single-device case."""
         return state
+
+    def delay_communication(self, state: TrainState, seconds: float) -> None:
+        """The test hook GPUSIZER_FAULT=comm:delay<MS> (bench/launch/worker_main.py): every gradient all-reduce
+        finishes ``seconds`` later, as over a slower link. Only where the strategy lets a hook into its all-reduce."""
+        raise ValueError(f"GPUSIZER_FAULT comm:delay: {type(self).__name__.lower()} has no hook into its all-reduce; "
+                         f"allowed with: ddp")
 
     def barrier(self, ctx: RankContext) -> None:
         """Wait for every rank: before teardown, so no rank leaves while others still communicate."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from bench.hardware.devices import is_cuda
 from bench.strategies import process_group
 from bench.strategies.base import RankContext, Strategy
@@ -26,6 +28,25 @@ class DDP(Strategy):
         device_ids = [ctx.device] if is_cuda(ctx.device.type) else None
         state.model = DistributedDataParallel(state.model, device_ids=device_ids)
         return state
+
+    def delay_communication(self, state: TrainState, seconds: float) -> None:
+        import torch.distributed as dist
+        from torch.profiler import record_function
+
+        def delayed_allreduce(process_group, bucket):
+            # DDP's default (all-reduce, then average), finishing later: the wait runs in the future's
+            # callback on the collective's side (gloo's thread), so backward goes on meanwhile as over a slow link.
+            group = process_group or dist.group.WORLD
+            future = dist.all_reduce(bucket.buffer(), group=group, async_op=True).get_future()
+
+            def late(done):
+                with record_function("c10d::injected_delay"):  # the profiler counts it as communication
+                    time.sleep(seconds)
+                return done.value()[0].div_(dist.get_world_size(group))
+
+            return future.then(late)
+
+        state.model.register_comm_hook(None, delayed_allreduce)
 
     def barrier(self, ctx: RankContext) -> None:
         process_group.barrier()
