@@ -85,7 +85,7 @@ class BenchOptions:
     cluster: Cluster | None = None  # --hosts/--hostfile; None: this machine only
     internode_gbps: tuple[float, ...] = ()  # the scaling projection's assumed inter-node link rates
     # One profiled round per case after the timed rounds (bench/run/step_profile.py). Off by default: it cost
-    # 5.8% of the default CPU sweep's case wall time (README "Performance"), over the 5% bar.
+    # 5.8-6.1% of the default CPU sweep's case wall time (README "Performance"), over the 5% bar.
     step_breakdown: bool = False
 
     def __post_init__(self) -> None:

@@ -29,6 +29,10 @@ class WorkerGroup(Protocol):
     def full_parameters(self) -> list:
         """Rank 0's full parameters as CPU tensors (for the correctness check)."""
 
+    def profiled_rounds(self, steps: int) -> list[dict]:
+        """Every rank runs one more round of ``steps`` steps under torch.profiler (after the timed rounds);
+        each rank's step parts in rank order, or ``{"reason": ...}`` where it could not split its trace."""
+
     def close(self) -> None:
         """Stop every rank and reap its process; safe to call twice."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from bench.config.cases import BenchCase
+from bench.launch.base import WorkerGroup
 
 BREAKDOWN_KEYS = ("step_s", "compute_s", "exposed_comm_s", "overlapped_comm_s", "other_s", "idle_s",
                   "profiled_step_s", "rank", "source")
@@ -37,17 +38,13 @@ def step_breakdown_lost(error: Exception) -> dict:
             "step_breakdown_reason": f"not measured: the profiled round lost a rank: {first_line}"}
 
 
-def step_breakdown_record(case: BenchCase, group, *, enabled: bool, timed_step_s: float) -> dict:
+def step_breakdown_record(case: BenchCase, group: WorkerGroup, *, enabled: bool, timed_step_s: float) -> dict:
     """Call after the timed rounds, with the group still up; every rank runs the profiled round together.
     ``timed_step_s``: the step the timed rounds measured (median round / steps), on which the parts are stated."""
     if not enabled:
         return {"step_breakdown": None, "step_breakdown_reason": OFF_REASON, "step_breakdown_s": None}
-    profiled_rounds = getattr(group, "profiled_rounds", None)
-    if profiled_rounds is None:
-        return {"step_breakdown": None, "step_breakdown_s": None,
-                "step_breakdown_reason": f"not measured: the {type(group).__name__} runs no profiled round"}
     began = time.perf_counter()
-    ranks = profiled_rounds(case.steps_per_round)
+    ranks = group.profiled_rounds(case.steps_per_round)
     cost_s = time.perf_counter() - began
     failed = [rank["reason"] for rank in ranks if "reason" in rank]
     if failed:
