@@ -312,3 +312,27 @@ def test_each_part_matches_a_moment_by_moment_count():
         split = breakdown(events_from_trace({"traceEvents": events}), steps=2)
         expected = _classify_each_microsecond(events, steps=2)
         assert {key: split[key] for key in expected} == pytest.approx(expected, abs=1e-12), events
+
+
+@pytest.mark.parametrize("device_type, overlap_seen", [("cpu", False), ("cuda", True)])
+def test_horovod_overlap_is_unseen_on_cpu_only(monkeypatch, device_type, overlap_seen):
+    # The rank's side of the profiled round without a profiler or a GPU: only the choice of what the
+    # profiler cannot see (Horovod's all-reduces run on its own thread; on a GPU its NCCL kernels are traced).
+    import torch
+
+    from bench.run import worker as worker_module
+    from bench.strategies import REGISTRY, RankContext
+
+    seen = {}
+
+    def fake_profiled_round(run_steps, steps, device, *, rank, comm_seen=""):
+        seen["comm_seen"] = comm_seen
+        return _rank(rank, 0.01)
+
+    monkeypatch.setattr(worker_module, "profiled_round", fake_profiled_round)
+    rank = object.__new__(worker_module.TrainingWorker)  # no model: the profiler is faked above
+    rank.strategy = REGISTRY["horovod"]
+    rank.ctx = RankContext(rank=0, local_rank=0, world_size=2, device=torch.device(device_type))
+    parts = rank.profiled_round(3)
+    assert (parts["overlapped_comm_s"] is not None) is overlap_seen
+    assert bool(seen["comm_seen"]) is not overlap_seen
