@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.hardware.allocator import allocator_env
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 1800
@@ -48,7 +50,8 @@ def peer_rate(strategy: str, world_size: int, preset: str, batch_size: int, step
     """The peer's samples/s (median round, slowest rank)."""
     # The suite gives each rank cores // world_size threads; the peers read OMP_NUM_THREADS like torchrun users.
     threads = max(1, len(os.sched_getaffinity(0)) // world_size)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo",
+    # The suite's ranks' thread count and malloc state (bench/hardware/allocator.py) on the peer's side too.
+    env = {**os.environ, **allocator_env(os.environ), "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(ROOT)}
     command = peer_command(strategy, world_size, preset, batch_size, steps, rounds, warmup_rounds)
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env, timeout=TIMEOUT_S,

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from bench_subprocess import BENCH_DIR, run_bench_cpu
 
+from bench.hardware.allocator import allocator_env, allocator_setting
+
 # The parts are the profiled round's shares stated on the timed step (bench/record/step_split.py), so they
 # add up to it; how far the profiled round itself strayed (its dilation) is a measurement, not a test: on 2
 # shared CPU cores it ran from -9% to +65% (FSDP's many small ops slow most under the profiler; README,
@@ -41,7 +43,11 @@ def test_every_strategy_splits_its_step_and_only_distributed_ones_communicate(tm
     run = run_bench_cpu(tmp_path, *SMALL, "--strategies", strategies, "--world-sizes", "1,2", timeout_s=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     records = _records(tmp_path / "results")
+    # Every launcher (python, torchrun, horovodrun) passes the allocator's settings on to its ranks
+    # (bench/hardware/allocator.py; tests/test_allocator.py): rank 0 names what its own environment had.
+    allocator = allocator_setting({**os.environ, **allocator_env(os.environ)})
     for case_id, record in records.items():
+        assert record["host_allocator"] == allocator, case_id
         split = record["step_breakdown"]
         assert split is not None, f"{case_id}: {record['step_breakdown_reason']}"
         assert split["step_s"] == pytest.approx(_timed_step_s(record), rel=1e-9)

@@ -27,7 +27,8 @@ from bench.launch.node_main import STARTED_LINE
 FANOUT_ENV = "GPUSIZER_FANOUT"
 NODE_MODULE = "bench.launch.node_main"
 # What each host's launcher needs from the controller's environment; the rest is that host's own.
-FORWARD_PREFIXES = ("GPUSIZER_", "OMP_NUM_THREADS", "PYTHONUNBUFFERED", "GLOO_", "NCCL_", "TORCH_", "CUDA_VISIBLE_DEVICES")
+FORWARD_PREFIXES = ("GPUSIZER_", "OMP_NUM_THREADS", "PYTHONUNBUFFERED", "GLOO_", "NCCL_", "TORCH_", "CUDA_VISIBLE_DEVICES",
+                    "MALLOC_", "GLIBC_TUNABLES")  # the allocator's settings (bench/hardware/allocator.py)
 SSH_EXIT_CONNECT_FAILED = 255
 STOP_WAIT_S = 10.0
 _HOST_DOWN = re.compile(r"^gpusizer: (host \S+ (?:lost mid-case|unreachable over ssh).*)$", re.MULTILINE)

@@ -23,6 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.hardware.allocator import allocator_env
 from bench.launch.processes import LaunchedProcessTree
 
 REQUEST_ENV = "GPUSIZER_PROBE"  # JSON: target ("module:function"), kwargs, threads, index, count, folder
@@ -43,7 +44,7 @@ def run_in_ranks(target: str, calls: list[dict], *, threads: int, timeout_s: flo
         for index, kwargs in enumerate(calls):
             request = {"target": target, "kwargs": kwargs, "threads": threads, "index": index,
                        "count": len(calls), "folder": str(folder)}
-            env = {**os.environ, REQUEST_ENV: json.dumps(request), "OMP_NUM_THREADS": str(threads),
+            env = {**os.environ, **allocator_env(os.environ), REQUEST_ENV: json.dumps(request), "OMP_NUM_THREADS": str(threads),
                    "PYTHONUNBUFFERED": "1", "TMPDIR": str(folder)}
             trees.append(LaunchedProcessTree([sys.executable, "-m", __name__], env, "probe"))
         results = []

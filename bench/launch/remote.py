@@ -24,6 +24,7 @@ import psutil
 
 from bench.config.cases import BenchCase
 from bench.config.hosts import resolve
+from bench.hardware.allocator import allocator_env
 from bench.hardware.devices import threads_per_rank
 from bench.launch.channel import ChannelClosed, ChannelTimeout, Connection, Listener
 from bench.launch.diagnosis import (
@@ -99,6 +100,7 @@ class RemoteGroup:
         self._listener = Listener(spec.channel_host)
         env = {
             **os.environ,
+            **allocator_env(os.environ),  # every process in the same malloc state (bench/hardware/allocator.py)
             **self._listener.env(),
             **spec.env,
             CASE_ENV: json.dumps(dataclasses.asdict(case)),

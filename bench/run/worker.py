@@ -11,6 +11,7 @@ import time
 import torch
 
 from bench.config.cases import BenchCase
+from bench.hardware.allocator import this_process as allocator_this_process
 from bench.hardware.devices import is_cuda, set_current_cuda_device, synchronize, threads_per_rank
 from bench.run.memory import peak_memory_per_device, reset_peak_memory
 from bench.run.step_profile import profiled_round
@@ -106,6 +107,8 @@ class TrainingWorker:
     def facts(self) -> dict:
         """Record keys measured in this rank (docs/record.md): every device's peak, and the strategy's own."""
         return {"peak_memory_bytes_per_device": peak_memory_per_device(self.devices),
+                # As this rank's own environment has it: proof the launcher passed it on (or the user's).
+                "host_allocator": allocator_this_process(),
                 **self.strategy.rank_facts(self.state)}
 
     def reset_peak_memory(self) -> None:
