@@ -325,7 +325,7 @@ def test_horovod_overlap_is_unseen_on_cpu_only(monkeypatch, device_type, overlap
 
     seen = {}
 
-    def fake_profiled_round(run_steps, steps, device, *, rank, comm_seen=""):
+    def fake_profiled_round(run_steps, steps, device, *, rank, comm_seen="", start_together=None):
         seen["comm_seen"] = comm_seen
         return _rank(rank, 0.01)
 

@@ -23,16 +23,24 @@ SOURCE_CUDA = ("torch.profiler, one round after the timed rounds, this rank's tr
                "communication = NCCL kernels{seen}; other = device copies; idle = the device doing nothing")
 
 
-def profiled_round(run_steps, steps: int, device: torch.device, *, rank: int, comm_seen: str = "") -> dict:
+def profiled_round(run_steps, steps: int, device: torch.device, *, rank: int, comm_seen: str = "",
+                   start_together=lambda: None) -> dict:
     """``run_steps(steps)`` under the profiler; the step's parts in seconds per step, with ``rank``, ``source``
-    and ``profile_s`` (the whole profiled round with its reduction, this rank's cost of the split)."""
+    and ``profile_s`` (the whole profiled round with its reduction, this rank's cost of the split).
+
+    ``start_together()`` (the strategy's barrier) runs with the profiler already started and before the
+    marked round: the profiler's first start in a process takes a moment that differs between ranks, and a
+    rank that started sooner would otherwise count the wait for the others in its first collective."""
     began = time.perf_counter()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if is_cuda(device.type):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof, torch.profiler.record_function(ROUND_MARK):
-        run_steps(steps)
+    with torch.profiler.profile(activities=activities) as prof:
+        start_together()
         synchronize(device)
+        with torch.profiler.record_function(ROUND_MARK):
+            run_steps(steps)
+            synchronize(device)
     # The documented way out of the profiler is its Chrome trace; it lives only as long as this call.
     with tempfile.TemporaryDirectory(prefix="gpusizer-profile-") as folder:
         path = os.path.join(folder, "trace.json")

@@ -86,7 +86,8 @@ class TrainingWorker:
         # What a strategy's communication hides from the profiler is a CPU matter (Horovod's all-reduces on its
         # own thread); on a GPU the profiler records every kernel of the process, NCCL's included.
         unseen = "" if is_cuda(self.ctx.device.type) else self.strategy.comm_unseen
-        parts = profiled_round(self._steps, steps, self.ctx.device, rank=self.ctx.rank, comm_seen=unseen)
+        parts = profiled_round(self._steps, steps, self.ctx.device, rank=self.ctx.rank, comm_seen=unseen,
+                               start_together=lambda: self.strategy.barrier(self.ctx))
         if unseen:  # the profiler cannot see what overlaps: not measured rather than 0
             parts["overlapped_comm_s"] = None
         return parts
