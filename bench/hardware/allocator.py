@@ -6,8 +6,8 @@ that) the first time a large mmapped block is freed, which in a training step de
 (and so which arena) freed which gradient first. A process that lands in the wrong state hands its
 gradients' and activations' pages back to the kernel every step and takes them again as page faults. On
 this project's 2-core machine a `small` step then ran up to 25 % slower (a few percent in the median
-process), decided once per process: suite and plain loop alike came out fast or slow by the luck of their start (README, Performance: 150k-1M minor
-faults per run against 90k, scripts/measure-allocator.py). With the thresholds fixed from the start every
+process), decided once per process: suite and plain loop alike came out fast or slow by the luck of their
+start (README, Performance: 108k-1M minor faults per run against 90k, scripts/measure-allocator.py). With the thresholds fixed from the start every
 process is in the same state, the fast one. On a GPU the tensors live in CUDA's caching allocator and this
 only steadies the host's bookkeeping.
 
