@@ -99,17 +99,20 @@ def test_a_rank_lost_in_the_profiled_round_costs_the_split_not_the_case(tmp_path
     assert "\n" not in record["step_breakdown_reason"]
 
 
-# Per all-reduce; small's DDP has two buckets a step, so up to 200 ms a step more: large beside the compute's
-# own noise on 2 shared cores (2 ranks and gloo's threads; at 40 ms the compute moved by 24 of 153 ms).
-DELAY_MS = 100
+# Per all-reduce; small's DDP has two buckets a step, so 250 to 500 ms a step more. The parts are stated on the
+# timed step, so they carry its noise: on 2 shared cores the plain ddp-2 step ran from 170 to 270 ms, and its
+# exposed communication from 30 to 85 ms (at 100 ms a bucket one CI run saw the growth at 51 ms, the plain case
+# having run slow). 250 ms keeps the delay well above that noise.
+DELAY_MS = 250
 
 
 def test_a_slowed_all_reduce_grows_the_exposed_communication_not_the_compute(tmp_path):
     plain = _ddp_split(tmp_path / "plain", "")
     slowed = _ddp_split(tmp_path / "slowed", f"ddp-2-small-fp32:comm:delay{DELAY_MS}")
-    # At least one delay per step cannot hide: the last bucket is reduced after backward's compute ended.
+    # At least one delay per step cannot hide: the last bucket is reduced after backward's compute ended. Half of
+    # it is held, the rest being left to the noise of two timed steps (above).
     grown_s = slowed["exposed_comm_s"] - plain["exposed_comm_s"]
-    assert grown_s >= DELAY_MS / 1000 * 0.8, (plain, slowed)
+    assert grown_s >= DELAY_MS / 1000 * 0.5, (plain, slowed)
     # The compute is the same work: it moves only by the rounds' own noise on a shared machine (2 ranks on 2
     # cores), well below what the exposed communication grew by.
     assert abs(slowed["compute_s"] - plain["compute_s"]) < 0.5 * grown_s, (plain, slowed)
