@@ -53,9 +53,9 @@ def allocator_setting(environ: Mapping[str, str]) -> str:
     """The record's words for the allocator a process runs with, read from its own environment."""
     if platform.libc_ver()[0] != "glibc":
         return "not glibc: the C library's own defaults"
-    if {name: environ.get(name) for name in ALLOCATOR_ENV} == ALLOCATOR_ENV and len(users_own(environ)) == 2:
-        return FIXED
     own = users_own(environ)
+    if own == sorted(f"{name}={value}" for name, value in ALLOCATOR_ENV.items()):  # ours, and nothing else
+        return FIXED
     return f"the user's: {', '.join(own)}" if own else "glibc defaults (dynamic thresholds)"
 
 
